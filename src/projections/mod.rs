@@ -1,0 +1,21 @@
+//! Read models, projected from the event log and disposable.
+//!
+//! - [`projector`]: applies events in global order to the `rm_*` tables, with a checkpoint
+//!   (last applied position) updated in the same transaction, so no event is missed or applied
+//!   twice, also across a crash between append and projection; [`Projector::rebuild`] drops
+//!   every read model and replays the whole log.
+//! - [`queries`]: the HR and audit questions (holders, holdings, history, probations,
+//!   notices), shared by the CLI and the gRPC API.
+//! - [`export`]: a deterministic dump of every read model, to prove rebuild identity.
+//!
+//! Architecture invariant: read models are written only by the projector; a rebuild from the
+//! log produces a byte-identical export.
+
+pub mod export;
+pub mod projector;
+pub mod queries;
+
+pub use projector::{Projector, CHECKPOINT};
+pub use queries::{
+    NoticeView, NoticeWarning, Probation, ProbationStatus, QueryError, Queries, Tenure,
+};

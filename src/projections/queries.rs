@@ -1,0 +1,529 @@
+//! The registry's questions, answered from the read models. The CLI and the gRPC API call
+//! these and nothing else, so both give the same answers.
+
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use crate::notice::AliasTable;
+use crate::store::{Database, StoreError, StoredEvent};
+
+/// Why a query has no answer. Each variant names what the caller can fix.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The request itself is malformed. Handle: fix `field`.
+    #[error("{field}: {message}")]
+    InvalidArgument { field: &'static str, message: String },
+    /// Nothing by that name is recorded. Handle: check the spelling or ingest the notice.
+    #[error("{0}")]
+    NotFound(String),
+    /// A name matches several organizations. Handle: use one of the canonical names.
+    #[error("{name:?} is ambiguous: it may mean {}", candidates.join(", "))]
+    Ambiguous {
+        name: String,
+        candidates: Vec<String>,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for QueryError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Store(err.into())
+    }
+}
+
+/// A person's tenure of a post, traced to the notices that opened and closed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tenure {
+    /// Position of the event that opened it (stable across rebuilds).
+    pub tenure_id: i64,
+    pub person: String,
+    /// Canonical organization name.
+    pub organization: String,
+    pub organization_as_written: String,
+    pub post: String,
+    pub concurrent: bool,
+    /// `None`: the registry never saw the appointment.
+    pub start_date: Option<String>,
+    /// `None`: still open.
+    pub end_date: Option<String>,
+    pub probation_months: Option<i64>,
+    pub probation_end: Option<String>,
+    pub probation_outcome: Option<String>,
+    pub probation_outcome_on: Option<String>,
+    pub note: Option<String>,
+    pub end_note: Option<String>,
+    pub appointing_notice: Option<String>,
+    pub appointing_line: Option<i64>,
+    pub appointing_clause: Option<String>,
+    pub ending_notice: Option<String>,
+    pub ending_line: Option<i64>,
+    pub ending_clause: Option<String>,
+    pub recorded_position: i64,
+    pub recorded_at: Option<String>,
+    pub ended_position: Option<i64>,
+    pub ended_recorded_at: Option<String>,
+    /// Set when the appointing notice was revoked: the tenure never held.
+    pub revoked_position: Option<i64>,
+}
+
+impl Tenure {
+    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            tenure_id: r.try_get("tenure_id")?,
+            person: r.try_get("person")?,
+            organization: r.try_get("organization")?,
+            organization_as_written: r.try_get("organization_as_written")?,
+            post: r.try_get("post")?,
+            concurrent: r.try_get::<i64, _>("concurrent")? != 0,
+            start_date: r.try_get("start_date")?,
+            end_date: r.try_get("end_date")?,
+            probation_months: r.try_get("probation_months")?,
+            probation_end: r.try_get("probation_end")?,
+            probation_outcome: r.try_get("probation_outcome")?,
+            probation_outcome_on: r.try_get("probation_outcome_on")?,
+            note: r.try_get("note")?,
+            end_note: r.try_get("end_note")?,
+            appointing_notice: r.try_get("appointing_notice")?,
+            appointing_line: r.try_get("appointing_line")?,
+            appointing_clause: r.try_get("appointing_clause")?,
+            ending_notice: r.try_get("ending_notice")?,
+            ending_line: r.try_get("ending_line")?,
+            ending_clause: r.try_get("ending_clause")?,
+            recorded_position: r.try_get("recorded_position")?,
+            recorded_at: r.try_get("recorded_at")?,
+            ended_position: r.try_get("ended_position")?,
+            ended_recorded_at: r.try_get("ended_recorded_at")?,
+            revoked_position: r.try_get("revoked_position")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbationStatus {
+    /// Within its term.
+    Running,
+    /// Past its end, no outcome recorded: HR owes a review.
+    Due,
+    Confirmed,
+    Terminated,
+}
+
+impl ProbationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Due => "due",
+            Self::Confirmed => "confirmed",
+            Self::Terminated => "terminated",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Probation {
+    pub status: ProbationStatus,
+    pub tenure: Tenure,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NoticeWarning {
+    pub position: i64,
+    pub line: Option<i64>,
+    pub message: String,
+}
+
+/// A recorded notice with its provenance, warnings and (when asked) its events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NoticeView {
+    pub notice_id: String,
+    pub notice_key: String,
+    pub document_number: Option<String>,
+    pub issuer: Option<String>,
+    pub title: String,
+    pub issued_on: Option<String>,
+    pub jurisdiction: Option<String>,
+    pub content_hash: String,
+    pub remarks: Vec<String>,
+    pub revokes: Vec<String>,
+    pub event_count: i64,
+    pub recorded_position: i64,
+    pub recorded_at: String,
+    pub actor: String,
+    pub revoked_position: Option<i64>,
+    pub revoked_at: Option<String>,
+    pub revoked_reason: Option<String>,
+    pub revoked_by: Option<String>,
+    pub warnings: Vec<NoticeWarning>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_text: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<StoredEvent>,
+}
+
+const TENURE_SELECT: &str = "SELECT t.*, e1.recorded_at AS recorded_at, \
+     e2.recorded_at AS ended_recorded_at FROM rm_tenures t \
+     LEFT JOIN events e1 ON e1.position = t.recorded_position \
+     LEFT JOIN events e2 ON e2.position = t.ended_position";
+
+/// A tenure holds on `$d` when it started on or before `$d` (or its start is unknown) and had
+/// not ended by then, and its appointing notice was not revoked.
+const HOLDS_ON: &str = "(t.start_date IS NULL OR t.start_date <= $1) \
+     AND ((t.end_date IS NULL AND t.ended_position IS NULL) OR t.end_date > $1) \
+     AND t.revoked_position IS NULL";
+
+/// Rows per page when a caller does not say.
+pub const DEFAULT_PAGE_SIZE: i64 = 100;
+
+#[derive(Clone, Debug)]
+pub struct Queries {
+    db: Database,
+    aliases: Arc<AliasTable>,
+}
+
+fn require(field: &'static str, value: &str) -> Result<String, QueryError> {
+    let trimmed: String = value.chars().filter(|c| !c.is_whitespace()).collect();
+    if trimmed.is_empty() {
+        return Err(QueryError::InvalidArgument {
+            field,
+            message: "must not be empty".into(),
+        });
+    }
+    Ok(trimmed)
+}
+
+/// Parses a `YYYY-MM-DD` date argument.
+pub fn parse_date(field: &'static str, value: &str) -> Result<NaiveDate, QueryError> {
+    NaiveDate::parse_from_str(value.trim(), "%Y-%m-%d").map_err(|_| QueryError::InvalidArgument {
+        field,
+        message: format!("{value:?} is not a date in YYYY-MM-DD form"),
+    })
+}
+
+fn iso(date: NaiveDate) -> String {
+    date.format("%Y-%m-%d").to_string()
+}
+
+impl Queries {
+    pub fn new(db: Database, aliases: Arc<AliasTable>) -> Self {
+        Self { db, aliases }
+    }
+
+    /// Resolves an organization named as written (市教育体育局), canonically
+    /// (临湘市教育体育局) or by alias (市教体局, 市人民防空办公室) to its canonical name.
+    pub async fn resolve_organization(&self, name: &str) -> Result<String, QueryError> {
+        let name = require("organization", name)?;
+        let mut candidates = vec![name.clone()];
+        for expanded in self.aliases.expand(&name) {
+            if !candidates.contains(&expanded) {
+                candidates.push(expanded);
+            }
+        }
+        let mut found: Vec<String> = Vec::new();
+        for candidate in &candidates {
+            let rows = sqlx::query(
+                "SELECT canonical_name FROM rm_organization_aliases WHERE alias = $1 \
+                 UNION SELECT canonical_name FROM rm_organizations WHERE canonical_name = $1",
+            )
+            .bind(candidate)
+            .fetch_all(self.db.pool())
+            .await?;
+            for row in rows {
+                let canonical: String = row.try_get("canonical_name")?;
+                if !found.contains(&canonical) {
+                    found.push(canonical);
+                }
+            }
+            // The name as given wins over what its abbreviation expands to.
+            if !found.is_empty() {
+                break;
+            }
+        }
+        match found.len() {
+            0 => Err(QueryError::NotFound(format!(
+                "no organization named {name:?} is recorded"
+            ))),
+            1 => Ok(found.remove(0)),
+            _ => {
+                found.sort();
+                Err(QueryError::Ambiguous {
+                    name,
+                    candidates: found,
+                })
+            }
+        }
+    }
+
+    async fn tenures(&self, filter: &str, binds: &[&str]) -> Result<Vec<Tenure>, QueryError> {
+        let sql = format!("{TENURE_SELECT} WHERE {filter}");
+        let mut query = sqlx::query(&sql);
+        for b in binds {
+            query = query.bind(*b);
+        }
+        let rows = query.fetch_all(self.db.pool()).await?;
+        Ok(rows.iter().map(Tenure::from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// Who holds `post` at `organization` on `on`.
+    pub async fn holders(
+        &self,
+        organization: &str,
+        post: &str,
+        on: NaiveDate,
+    ) -> Result<Vec<Tenure>, QueryError> {
+        let post = require("post", post)?;
+        let org = self.resolve_organization(organization).await?;
+        let known = sqlx::query("SELECT 1 AS one FROM rm_posts WHERE organization = $1 AND post = $2")
+            .bind(&org)
+            .bind(&post)
+            .fetch_optional(self.db.pool())
+            .await?;
+        if known.is_none() {
+            return Err(QueryError::NotFound(format!(
+                "no post {post:?} is recorded at {org}"
+            )));
+        }
+        self.tenures(
+            &format!(
+                "{HOLDS_ON} AND t.organization = $2 AND t.post = $3 \
+                 ORDER BY COALESCE(t.start_date, ''), t.tenure_id"
+            ),
+            &[&iso(on), &org, &post],
+        )
+        .await
+    }
+
+    async fn require_person(&self, person: &str) -> Result<String, QueryError> {
+        let person = require("person", person)?;
+        let known = sqlx::query("SELECT 1 AS one FROM rm_persons WHERE name = $1")
+            .bind(&person)
+            .fetch_optional(self.db.pool())
+            .await?;
+        if known.is_none() {
+            return Err(QueryError::NotFound(format!(
+                "no person named {person:?} is recorded"
+            )));
+        }
+        Ok(person)
+    }
+
+    /// Every post `person` holds on `on`, concurrent (兼) posts included.
+    pub async fn holdings(&self, person: &str, on: NaiveDate) -> Result<Vec<Tenure>, QueryError> {
+        let person = self.require_person(person).await?;
+        self.tenures(
+            &format!(
+                "{HOLDS_ON} AND t.person = $2 ORDER BY t.concurrent, t.organization, t.post, t.tenure_id"
+            ),
+            &[&iso(on), &person],
+        )
+        .await
+    }
+
+    /// Every tenure of a post (or of every post of an organization), oldest first,
+    /// revoked ones included and marked.
+    pub async fn post_history(
+        &self,
+        organization: &str,
+        post: Option<&str>,
+    ) -> Result<Vec<Tenure>, QueryError> {
+        let org = self.resolve_organization(organization).await?;
+        const ORDER: &str = "ORDER BY COALESCE(t.start_date, t.end_date, ''), t.tenure_id";
+        match post {
+            Some(post) => {
+                let post = require("post", post)?;
+                self.tenures(
+                    &format!("t.organization = $1 AND t.post = $2 {ORDER}"),
+                    &[&org, &post],
+                )
+                .await
+            }
+            None => {
+                self.tenures(&format!("t.organization = $1 {ORDER}"), &[&org])
+                    .await
+            }
+        }
+    }
+
+    /// Every tenure of a person, oldest first.
+    pub async fn person_history(&self, person: &str) -> Result<Vec<Tenure>, QueryError> {
+        let person = self.require_person(person).await?;
+        self.tenures(
+            "t.person = $1 ORDER BY COALESCE(t.start_date, t.end_date, ''), t.tenure_id",
+            &[&person],
+        )
+        .await
+    }
+
+    /// Probations in force on `on`: `running`, or `due` (past their end with no outcome).
+    /// With `due_within`, only those whose end falls on or before `on + due_within` days.
+    pub async fn probations(
+        &self,
+        on: NaiveDate,
+        due_within: Option<u32>,
+    ) -> Result<Vec<Probation>, QueryError> {
+        let on_s = iso(on);
+        let limit = due_within
+            .and_then(|d| on.checked_add_days(chrono::Days::new(u64::from(d))))
+            .map(iso)
+            .unwrap_or_else(|| "9999-12-31".to_string());
+        let tenures = self
+            .tenures(
+                &format!(
+                    "{HOLDS_ON} AND t.probation_end IS NOT NULL AND t.probation_end <= $2 \
+                     AND (t.probation_outcome IS NULL OR t.probation_outcome_on > $1) \
+                     ORDER BY t.probation_end, t.person, t.tenure_id"
+                ),
+                &[&on_s, &limit],
+            )
+            .await?;
+        Ok(tenures
+            .into_iter()
+            .map(|tenure| {
+                let status = match tenure.probation_end.as_deref() {
+                    Some(end) if end <= on_s.as_str() => ProbationStatus::Due,
+                    _ => ProbationStatus::Running,
+                };
+                Probation { status, tenure }
+            })
+            .collect())
+    }
+
+    fn notice_from_row(r: &AnyRow) -> Result<NoticeView, sqlx::Error> {
+        let json_list = |col: &str| -> Result<Vec<String>, sqlx::Error> {
+            let text: String = r.try_get(col)?;
+            serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+        };
+        Ok(NoticeView {
+            notice_id: r.try_get("notice_id")?,
+            notice_key: r.try_get("notice_key")?,
+            document_number: r.try_get("document_number")?,
+            issuer: r.try_get("issuer")?,
+            title: r.try_get("title")?,
+            issued_on: r.try_get("issued_on")?,
+            jurisdiction: r.try_get("jurisdiction")?,
+            content_hash: r.try_get("content_hash")?,
+            remarks: json_list("remarks")?,
+            revokes: json_list("revokes")?,
+            event_count: r.try_get("event_count")?,
+            recorded_position: r.try_get("recorded_position")?,
+            recorded_at: r.try_get("recorded_at")?,
+            actor: r.try_get("actor")?,
+            revoked_position: r.try_get("revoked_position")?,
+            revoked_at: r.try_get("revoked_at")?,
+            revoked_reason: r.try_get("revoked_reason")?,
+            revoked_by: r.try_get("revoked_by")?,
+            warnings: Vec::new(),
+            source_text: None,
+            events: Vec::new(),
+        })
+    }
+
+    async fn warnings(&self, notice_id: &str) -> Result<Vec<NoticeWarning>, QueryError> {
+        let rows = sqlx::query(
+            "SELECT position, line, message FROM rm_notice_warnings WHERE notice_id = $1 \
+             ORDER BY position, seq",
+        )
+        .bind(notice_id)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(NoticeWarning {
+                    position: r.try_get("position")?,
+                    line: r.try_get("line")?,
+                    message: r.try_get("message")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    /// Notices in the order they were recorded, `limit` after the first `offset`, with
+    /// their warnings; `with_detail` adds source text and events.
+    pub async fn notices(
+        &self,
+        offset: i64,
+        limit: i64,
+        with_detail: bool,
+    ) -> Result<Vec<NoticeView>, QueryError> {
+        let rows = sqlx::query(
+            "SELECT * FROM rm_notices ORDER BY recorded_position LIMIT $1 OFFSET $2",
+        )
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            out.push(self.complete(row, with_detail).await?);
+        }
+        Ok(out)
+    }
+
+    async fn complete(&self, row: &AnyRow, with_detail: bool) -> Result<NoticeView, QueryError> {
+        let mut view = Self::notice_from_row(row)?;
+        view.warnings = self.warnings(&view.notice_id).await?;
+        if with_detail {
+            view.source_text = Some(row.try_get("source_text")?);
+            view.events = self
+                .db
+                .aggregate_events("notice", &view.notice_id, 0)
+                .await?;
+        }
+        Ok(view)
+    }
+
+    /// One notice by document number (文号), or by notice id or key.
+    pub async fn notice(&self, reference: &str) -> Result<NoticeView, QueryError> {
+        let reference = require("document_number", reference)?;
+        let rows = sqlx::query(
+            "SELECT * FROM rm_notices WHERE document_number = $1 OR notice_id = $1 OR notice_key = $1 \
+             ORDER BY recorded_position",
+        )
+        .bind(&reference)
+        .fetch_all(self.db.pool())
+        .await?;
+        match rows.as_slice() {
+            [] => Err(QueryError::NotFound(format!(
+                "no notice {reference:?} is recorded"
+            ))),
+            [row] => self.complete(row, true).await,
+            many => Err(QueryError::Ambiguous {
+                name: reference,
+                candidates: many
+                    .iter()
+                    .map(|r| r.try_get::<String, _>("notice_key"))
+                    .collect::<Result<_, _>>()?,
+            }),
+        }
+    }
+
+    /// Notices recorded by a gRPC request id.
+    pub async fn notices_for_request(&self, request_id: &str) -> Result<Vec<NoticeView>, QueryError> {
+        let rows = sqlx::query(
+            "SELECT n.* FROM rm_notices n JOIN rm_ingest_requests r ON r.notice_id = n.notice_id \
+             WHERE r.request_id = $1 ORDER BY n.recorded_position",
+        )
+        .bind(request_id)
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            out.push(self.complete(row, false).await?);
+        }
+        Ok(out)
+    }
+
+    /// Number of recorded notices.
+    pub async fn notice_count(&self) -> Result<i64, QueryError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM rm_notices")
+            .fetch_one(self.db.pool())
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+}

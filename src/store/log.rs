@@ -1,0 +1,454 @@
+//! The append-only event log: positions, hash chain, ordered reads and verification.
+//!
+//! Appending takes the log head row first (`UPDATE event_log_head … RETURNING`), which holds a
+//! write lock until commit on both backends. Positions are therefore handed out in commit
+//! order and without gaps (a rolled-back append also rolls back the head), so a reader that
+//! has seen position N never later finds a new event below N.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row};
+
+use super::{Database, StoreError};
+
+/// `prev_hash` of the first event.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Rows per multi-row INSERT; 15 parameters each stays far below both backends' limits.
+const INSERT_CHUNK: usize = 500;
+
+pub(crate) const EVENT_COLUMNS: &str = "position, aggregate_type, aggregate_id, sequence, event_type, \
+     event_version, payload, metadata, recorded_at, actor, document_number, source_line, clause, \
+     prev_hash, hash";
+
+/// An event about to be appended; position, time and hashes are assigned by [`Database::append`].
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    /// Canonical JSON (serde_json's sorted-key form).
+    pub payload: String,
+    pub metadata: String,
+    pub actor: String,
+    pub document_number: Option<String>,
+    pub source_line: Option<i64>,
+    pub clause: Option<String>,
+}
+
+/// One row of the event log, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    pub position: i64,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: String,
+    pub metadata: String,
+    pub recorded_at: String,
+    pub actor: String,
+    pub document_number: Option<String>,
+    pub source_line: Option<i64>,
+    pub clause: Option<String>,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// The bytes the hash covers: every column but the hashes, in a fixed order, as JSON.
+#[derive(Serialize)]
+struct CanonicalEvent<'a> {
+    position: i64,
+    aggregate_type: &'a str,
+    aggregate_id: &'a str,
+    sequence: i64,
+    event_type: &'a str,
+    event_version: &'a str,
+    payload: &'a str,
+    metadata: &'a str,
+    recorded_at: &'a str,
+    actor: &'a str,
+    document_number: Option<&'a str>,
+    source_line: Option<i64>,
+    clause: Option<&'a str>,
+}
+
+impl StoredEvent {
+    /// `sha256(prev_hash ‖ canonical event)`, hex.
+    pub fn compute_hash(&self) -> String {
+        let canonical = CanonicalEvent {
+            position: self.position,
+            aggregate_type: &self.aggregate_type,
+            aggregate_id: &self.aggregate_id,
+            sequence: self.sequence,
+            event_type: &self.event_type,
+            event_version: &self.event_version,
+            payload: &self.payload,
+            metadata: &self.metadata,
+            recorded_at: &self.recorded_at,
+            actor: &self.actor,
+            document_number: self.document_number.as_deref(),
+            source_line: self.source_line,
+            clause: self.clause.as_deref(),
+        };
+        let json = serde_json::to_string(&canonical).expect("canonical event serialises");
+        let mut hasher = Sha256::new();
+        hasher.update(self.prev_hash.as_bytes());
+        hasher.update(json.as_bytes());
+        hex::encode(hasher.finalize())
+    }
+
+    pub(crate) fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            position: row.try_get("position")?,
+            aggregate_type: row.try_get("aggregate_type")?,
+            aggregate_id: row.try_get("aggregate_id")?,
+            sequence: row.try_get("sequence")?,
+            event_type: row.try_get("event_type")?,
+            event_version: row.try_get("event_version")?,
+            payload: row.try_get("payload")?,
+            metadata: row.try_get("metadata")?,
+            recorded_at: row.try_get("recorded_at")?,
+            actor: row.try_get("actor")?,
+            document_number: row.try_get("document_number")?,
+            source_line: row.try_get("source_line")?,
+            clause: row.try_get("clause")?,
+            prev_hash: row.try_get("prev_hash")?,
+            hash: row.try_get("hash")?,
+        })
+    }
+}
+
+/// Result of [`Database::verify`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    /// Events checked.
+    pub events: i64,
+    /// Position of the last event.
+    pub head_position: i64,
+    /// First position whose row does not match the chain, if any.
+    pub first_bad_position: Option<i64>,
+    /// What is wrong there.
+    pub problem: Option<String>,
+}
+
+impl VerifyReport {
+    pub fn is_intact(&self) -> bool {
+        self.first_bad_position.is_none()
+    }
+}
+
+/// Current UTC time in the stored `recorded_at` format (RFC 3339, microseconds, `Z`).
+pub fn now_utc() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
+}
+
+impl Database {
+    /// Appends `events` atomically after the current head and returns them as stored.
+    /// A unique violation on (aggregate, sequence) means another writer got there first and
+    /// is reported as [`StoreError::Conflict`]; nothing is stored then.
+    pub async fn append(&self, events: &[NewEvent]) -> Result<Vec<StoredEvent>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool().begin().await?;
+        let count = i64::try_from(events.len()).map_err(|_| StoreError::Conflict)?;
+        let head = sqlx::query(
+            "UPDATE event_log_head SET position = position + $1 WHERE id = 1 \
+             RETURNING position, hash",
+        )
+        .bind(count)
+        .fetch_one(&mut *tx)
+        .await?;
+        let new_head: i64 = head.try_get("position")?;
+        let mut prev_hash: String = head.try_get("hash")?;
+        let recorded_at = now_utc();
+        let mut stored = Vec::with_capacity(events.len());
+        for (i, e) in events.iter().enumerate() {
+            let mut row = StoredEvent {
+                position: new_head - count + 1 + i as i64,
+                aggregate_type: e.aggregate_type.clone(),
+                aggregate_id: e.aggregate_id.clone(),
+                sequence: e.sequence,
+                event_type: e.event_type.clone(),
+                event_version: e.event_version.clone(),
+                payload: e.payload.clone(),
+                metadata: e.metadata.clone(),
+                recorded_at: recorded_at.clone(),
+                actor: e.actor.clone(),
+                document_number: e.document_number.clone(),
+                source_line: e.source_line,
+                clause: e.clause.clone(),
+                prev_hash,
+                hash: String::new(),
+            };
+            row.hash = row.compute_hash();
+            prev_hash = row.hash.clone();
+            stored.push(row);
+        }
+        for chunk in stored.chunks(INSERT_CHUNK) {
+            insert_rows(&mut tx, chunk).await?;
+        }
+        sqlx::query("UPDATE event_log_head SET hash = $1 WHERE id = 1")
+            .bind(&prev_hash)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    /// Appends events that already carry positions, times and hashes (`load-events`). The
+    /// chain must continue the current head exactly.
+    pub async fn append_verbatim(&self, events: &[StoredEvent]) -> Result<(), StoreError> {
+        let Some(last) = events.last() else {
+            return Ok(());
+        };
+        let mut tx = self.pool().begin().await?;
+        let count = i64::try_from(events.len()).map_err(|_| StoreError::Conflict)?;
+        let head = sqlx::query(
+            "UPDATE event_log_head SET position = position + $1 WHERE id = 1 \
+             RETURNING position, hash",
+        )
+        .bind(count)
+        .fetch_one(&mut *tx)
+        .await?;
+        let new_head: i64 = head.try_get("position")?;
+        let mut prev_hash: String = head.try_get("hash")?;
+        for (expected_position, e) in (new_head - count + 1..).zip(events) {
+            if e.position != expected_position || e.prev_hash != prev_hash {
+                return Err(StoreError::Corrupt(format!(
+                    "event at position {} does not continue the chain (expected position {expected_position})",
+                    e.position
+                )));
+            }
+            if e.compute_hash() != e.hash {
+                return Err(StoreError::Corrupt(format!(
+                    "event at position {} has a wrong hash",
+                    e.position
+                )));
+            }
+            prev_hash = e.hash.clone();
+        }
+        for chunk in events.chunks(INSERT_CHUNK) {
+            insert_rows(&mut tx, chunk).await?;
+        }
+        sqlx::query("UPDATE event_log_head SET hash = $1 WHERE id = 1")
+            .bind(&last.hash)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Up to `limit` events with position > `after`, in position order.
+    pub async fn events_after(&self, after: i64, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
+        ))
+        .bind(after)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(StoredEvent::from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// Events of one aggregate with sequence > `after_sequence`, in sequence order.
+    pub async fn aggregate_events(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        after_sequence: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 \
+             AND sequence > $3 ORDER BY sequence"
+        ))
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(after_sequence)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(StoredEvent::from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// Position of the last event (0 when the log is empty).
+    pub async fn head_position(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT position FROM event_log_head WHERE id = 1")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(row.try_get("position")?)
+    }
+
+    /// Recomputes the hash chain from the first event and checks the head.
+    pub async fn verify(&self) -> Result<VerifyReport, StoreError> {
+        const PAGE: i64 = 5000;
+        let mut prev_hash = GENESIS_HASH.to_string();
+        let mut expected = 1i64;
+        let mut checked = 0i64;
+        let fail = |position: i64, problem: String, checked: i64| VerifyReport {
+            events: checked,
+            head_position: position,
+            first_bad_position: Some(position),
+            problem: Some(problem),
+        };
+        loop {
+            let page = self.events_after(expected - 1, PAGE).await?;
+            if page.is_empty() {
+                break;
+            }
+            for e in &page {
+                if e.position != expected {
+                    return Ok(fail(
+                        expected,
+                        format!("event at position {expected} is missing"),
+                        checked,
+                    ));
+                }
+                if e.prev_hash != prev_hash {
+                    return Ok(fail(
+                        e.position,
+                        "prev_hash does not match the previous event's hash".into(),
+                        checked,
+                    ));
+                }
+                if e.compute_hash() != e.hash {
+                    return Ok(fail(
+                        e.position,
+                        "content does not match its hash (edited)".into(),
+                        checked,
+                    ));
+                }
+                prev_hash = e.hash.clone();
+                expected += 1;
+                checked += 1;
+            }
+        }
+        let head = sqlx::query("SELECT position, hash FROM event_log_head WHERE id = 1")
+            .fetch_one(self.pool())
+            .await?;
+        let head_position: i64 = head.try_get("position")?;
+        let head_hash: String = head.try_get("hash")?;
+        if head_position != checked || head_hash != prev_hash {
+            let bad = checked + 1;
+            return Ok(fail(
+                bad.min(head_position.max(1)),
+                format!(
+                    "log head says position {head_position} but the chain ends at {checked} (events deleted?)"
+                ),
+                checked,
+            ));
+        }
+        Ok(VerifyReport {
+            events: checked,
+            head_position,
+            first_bad_position: None,
+            problem: None,
+        })
+    }
+}
+
+async fn insert_rows(
+    tx: &mut sqlx::Transaction<'_, Any>,
+    rows: &[StoredEvent],
+) -> Result<(), StoreError> {
+    // `$N` placeholders are written by hand: sqlx's QueryBuilder emits `?` for `Any`, which
+    // PostgreSQL rejects, while SQLite accepts `$N`.
+    let sql = format!(
+        "INSERT INTO events ({EVENT_COLUMNS}) VALUES {}",
+        placeholders(rows.len(), 15)
+    );
+    let mut query = sqlx::query(&sql);
+    for e in rows {
+        query = query
+            .bind(e.position)
+            .bind(&e.aggregate_type)
+            .bind(&e.aggregate_id)
+            .bind(e.sequence)
+            .bind(&e.event_type)
+            .bind(&e.event_version)
+            .bind(&e.payload)
+            .bind(&e.metadata)
+            .bind(&e.recorded_at)
+            .bind(&e.actor)
+            .bind(&e.document_number)
+            .bind(e.source_line)
+            .bind(&e.clause)
+            .bind(&e.prev_hash)
+            .bind(&e.hash);
+    }
+    query.execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// `($1, …, $w), ($w+1, …)` for `rows` rows of `width` values.
+pub(crate) fn placeholders(rows: usize, width: usize) -> String {
+    let mut out = String::with_capacity(rows * width * 5);
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for c in 0..width {
+            if c > 0 {
+                out.push_str(", ");
+            }
+            out.push('$');
+            out.push_str(&(r * width + c + 1).to_string());
+        }
+        out.push(')');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_row_by_row() {
+        assert_eq!(placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(placeholders(1, 1), "($1)");
+    }
+
+    fn sample() -> StoredEvent {
+        StoredEvent {
+            position: 1,
+            aggregate_type: "notice".into(),
+            aggregate_id: "a".into(),
+            sequence: 1,
+            event_type: "NoticeRecorded".into(),
+            event_version: "1".into(),
+            payload: "{}".into(),
+            metadata: "{}".into(),
+            recorded_at: "2026-01-01T00:00:00.000000Z".into(),
+            actor: "test".into(),
+            document_number: None,
+            source_line: Some(3),
+            clause: None,
+            prev_hash: GENESIS_HASH.into(),
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_hash_covers_every_column_and_the_previous_hash() {
+        let base = sample().compute_hash();
+        assert_eq!(base.len(), 64);
+        assert_eq!(base, sample().compute_hash(), "deterministic");
+        let mut edited = sample();
+        edited.payload = "{\"x\":1}".into();
+        assert_ne!(edited.compute_hash(), base);
+        let mut relinked = sample();
+        relinked.prev_hash = "1".repeat(64);
+        assert_ne!(relinked.compute_hash(), base);
+        let mut moved = sample();
+        moved.position = 2;
+        assert_ne!(moved.compute_hash(), base);
+    }
+}

@@ -1,0 +1,208 @@
+//! The event store: one sqlx repository for SQLite (embedded default) and PostgreSQL, through
+//! sqlx's `Any` driver, with per-backend migrations applied on connect.
+//!
+//! - [`Database`] connects, migrates and classifies driver errors ([`StoreError`]).
+//! - [`log`] appends events with a global, gap-free, commit-ordered position and a SHA-256
+//!   hash chain, reads them back in order and verifies the chain.
+//! - [`repository`] adapts the log to cqrs-es's `PersistedEventRepository`.
+//!
+//! Architecture invariant: nothing in renmian issues UPDATE or DELETE on `events`; the
+//! database refuses both (triggers in `migrations/*/0001_event_log.sql`).
+
+pub mod log;
+pub mod repository;
+pub mod upcasters;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, ConnectOptions, Executor};
+
+pub use log::{NewEvent, StoredEvent, VerifyReport, GENESIS_HASH};
+pub use repository::SqlEventRepository;
+pub use upcasters::upcasters;
+
+/// Which engine a [`Database`] talks to; SQL is shared, migrations and a few pragmas are not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Errors of the storage layer, classified by what a caller can do about them.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or timed out. Handle: retry later; report UNAVAILABLE.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A concurrent writer appended to the same aggregate first. Handle: reload and retry.
+    #[error("concurrent write to the same notice")]
+    Conflict,
+    /// The URL is not one renmian understands. Handle: fix the configuration.
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
+    UnsupportedUrl(String),
+    /// Stored data cannot be decoded (a bug or tampering). Handle: run `renmian verify`.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// Anything else from the driver. Handle: log it; report INTERNAL without the SQL.
+    #[error("database error: {0}")]
+    Database(sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => Self::Unavailable(err.to_string()),
+            sqlx::Error::Database(db) if db.is_unique_violation() => Self::Conflict,
+            sqlx::Error::Database(db) if is_connection_loss(db.code().as_deref()) => {
+                Self::Unavailable(err.to_string())
+            }
+            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+                Self::Corrupt(err.to_string())
+            }
+            _ => Self::Database(err),
+        }
+    }
+}
+
+/// PostgreSQL SQLSTATEs that mean "the server went away or is shutting down"
+/// (class 08 connection exceptions, 57P01-57P03 admin shutdown / cannot connect now).
+fn is_connection_loss(code: Option<&str>) -> bool {
+    matches!(code, Some(c) if c.starts_with("08") || c.starts_with("57P"))
+}
+
+/// A connection pool plus the backend it speaks to.
+#[derive(Clone, Debug)]
+pub struct Database {
+    pool: AnyPool,
+    backend: Backend,
+    display_url: String,
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+impl Database {
+    /// Connects to `url` (`sqlite://renmian.db`, `sqlite::memory:` is refused because each
+    /// connection would get its own database, `postgres://…`), creating a SQLite file if
+    /// missing, and applies pending migrations.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::UnsupportedUrl(url.to_string()));
+        };
+        if url.contains(":memory:") || url.contains("mode=memory") {
+            return Err(StoreError::UnsupportedUrl(url.to_string()));
+        }
+        let connect_url = match backend {
+            Backend::Sqlite if !url.contains("mode=") => {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{sep}mode=rwc")
+            }
+            _ => url.to_string(),
+        };
+        let options = AnyConnectOptions::from_str(&connect_url)
+            .map_err(|e| StoreError::UnsupportedUrl(format!("{url}: {e}")))?
+            .log_statements(tracing::log::LevelFilter::Trace)
+            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2));
+        let max_connections = match backend {
+            Backend::Sqlite => 8,
+            Backend::Postgres => 16,
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL: readers never block the writer; FULL: an acknowledged ingest
+                        // survives power loss, not only a process crash; busy_timeout:
+                        // concurrent writers wait for the write lock instead of failing.
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                             PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        let migrator = match backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator.run(&pool).await?;
+        Ok(Self {
+            pool,
+            backend,
+            display_url: redact(url),
+        })
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The URL without its password, for logs.
+    pub fn display_url(&self) -> &str {
+        &self.display_url
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Removes a password from `scheme://user:password@host/…`.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!("{}{}:***{}", &url[..s + 3], &creds[..colon], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/renmian"),
+            "postgres://app:***@db:5432/renmian"
+        );
+        assert_eq!(redact("postgres://app@db/renmian"), "postgres://app@db/renmian");
+        assert_eq!(redact("sqlite://renmian.db"), "sqlite://renmian.db");
+    }
+
+    #[test]
+    fn connection_loss_codes_are_recognised() {
+        assert!(is_connection_loss(Some("08006")));
+        assert!(is_connection_loss(Some("57P01")));
+        assert!(!is_connection_loss(Some("23505")));
+        assert!(!is_connection_loss(None));
+    }
+}

@@ -1,0 +1,201 @@
+//! cqrs-es's storage port (`PersistedEventRepository`) over the [`Database`] event log.
+//! Snapshots are not used: notice aggregates are a handful of events long.
+
+use cqrs_es::persist::{
+    PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot,
+};
+use cqrs_es::Aggregate;
+use serde_json::Value;
+
+use super::{Database, NewEvent, StoreError, StoredEvent};
+
+/// Metadata keys the repository copies into the event log's provenance columns.
+pub const META_ACTOR: &str = "actor";
+pub const META_DOCUMENT_NUMBER: &str = "document_number";
+
+#[derive(Clone, Debug)]
+pub struct SqlEventRepository {
+    db: Database,
+}
+
+impl SqlEventRepository {
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+}
+
+impl From<StoreError> for PersistenceError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Conflict => Self::OptimisticLockError,
+            StoreError::Unavailable(_) => Self::ConnectionError(Box::new(err)),
+            StoreError::Corrupt(_) => Self::DeserializationError(Box::new(err)),
+            other => Self::UnknownError(Box::new(other)),
+        }
+    }
+}
+
+/// Serialises a JSON value canonically: serde_json's `Value` keeps object keys sorted.
+fn canonical_json(value: &Value) -> String {
+    value.to_string()
+}
+
+/// Source line and clause of an event payload `{"Variant": {"line": …, "clause": …}}`.
+fn provenance(payload: &Value) -> (Option<i64>, Option<String>) {
+    let inner = payload
+        .as_object()
+        .and_then(|o| o.values().next())
+        .unwrap_or(&Value::Null);
+    (
+        inner.get("line").and_then(Value::as_i64),
+        inner.get("clause").and_then(Value::as_str).map(str::to_string),
+    )
+}
+
+fn to_new_event(event: &SerializedEvent) -> Result<NewEvent, PersistenceError> {
+    let meta = |key: &str| {
+        event
+            .metadata
+            .get(key)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let (source_line, clause) = provenance(&event.payload);
+    Ok(NewEvent {
+        aggregate_type: event.aggregate_type.clone(),
+        aggregate_id: event.aggregate_id.clone(),
+        sequence: i64::try_from(event.sequence)
+            .map_err(|e| PersistenceError::UnknownError(Box::new(e)))?,
+        event_type: event.event_type.clone(),
+        event_version: event.event_version.clone(),
+        payload: canonical_json(&event.payload),
+        metadata: canonical_json(&event.metadata),
+        actor: meta(META_ACTOR).unwrap_or_else(|| "unknown".to_string()),
+        document_number: meta(META_DOCUMENT_NUMBER),
+        source_line,
+        clause,
+    })
+}
+
+/// Converts a stored row back into cqrs-es's serialized form.
+pub fn to_serialized(event: &StoredEvent) -> Result<SerializedEvent, PersistenceError> {
+    Ok(SerializedEvent {
+        aggregate_id: event.aggregate_id.clone(),
+        sequence: usize::try_from(event.sequence)
+            .map_err(|e| PersistenceError::DeserializationError(Box::new(e)))?,
+        aggregate_type: event.aggregate_type.clone(),
+        event_type: event.event_type.clone(),
+        event_version: event.event_version.clone(),
+        payload: serde_json::from_str(&event.payload)?,
+        metadata: serde_json::from_str(&event.metadata)?,
+    })
+}
+
+impl SqlEventRepository {
+    async fn load(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        after: i64,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        self.db
+            .aggregate_events(aggregate_type, aggregate_id, after)
+            .await?
+            .iter()
+            .map(to_serialized)
+            .collect()
+    }
+
+    async fn replay(&self, filter: Option<(String, String)>) -> Result<ReplayStream, PersistenceError> {
+        let (mut feed, stream) = ReplayStream::new(256);
+        let db = self.db.clone();
+        tokio::spawn(async move {
+            let mut after = 0i64;
+            loop {
+                let page = match db.events_after(after, 1000).await {
+                    Ok(page) => page,
+                    // A database error ends the stream with that error instead of a panic.
+                    Err(e) => {
+                        let _ = feed.push(Err(e.into())).await;
+                        return;
+                    }
+                };
+                let Some(last) = page.last() else { return };
+                after = last.position;
+                for e in &page {
+                    let wanted = filter
+                        .as_ref()
+                        .is_none_or(|(t, id)| *t == e.aggregate_type && *id == e.aggregate_id);
+                    if wanted && feed.push(to_serialized(e)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(stream)
+    }
+}
+
+impl PersistedEventRepository for SqlEventRepository {
+    async fn get_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        self.load(A::TYPE, aggregate_id, 0).await
+    }
+
+    async fn get_last_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        last_sequence: usize,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        let after =
+            i64::try_from(last_sequence).map_err(|e| PersistenceError::UnknownError(Box::new(e)))?;
+        self.load(A::TYPE, aggregate_id, after).await
+    }
+
+    async fn get_snapshot<A: Aggregate>(
+        &self,
+        _aggregate_id: &str,
+    ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
+        Ok(None)
+    }
+
+    async fn persist<A: Aggregate>(
+        &self,
+        events: &[SerializedEvent],
+        _snapshot_update: Option<(String, Value, usize)>,
+    ) -> Result<(), PersistenceError> {
+        let rows = events
+            .iter()
+            .map(to_new_event)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.db.append(&rows).await?;
+        Ok(())
+    }
+
+    async fn stream_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<ReplayStream, PersistenceError> {
+        self.replay(Some((A::TYPE.to_string(), aggregate_id.to_string())))
+            .await
+    }
+
+    /// Unlike postgres-es, this streams in global position order, across aggregate types.
+    async fn stream_all_events<A: Aggregate>(&self) -> Result<ReplayStream, PersistenceError> {
+        self.replay(None).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provenance_is_read_from_the_variant_payload() {
+        let payload = serde_json::json!({"RemovalRecorded": {"line": 885, "clause": "免去…"}});
+        assert_eq!(provenance(&payload), (Some(885), Some("免去…".to_string())));
+        assert_eq!(provenance(&Value::Null), (None, None));
+    }
+}
