@@ -26,7 +26,10 @@ const MAX_ATTEMPTS: usize = 8;
 pub enum RegistryError {
     /// Bad request. Handle: fix `field` (INVALID_ARGUMENT).
     #[error("{field}: {message}")]
-    InvalidArgument { field: &'static str, message: String },
+    InvalidArgument {
+        field: &'static str,
+        message: String,
+    },
     /// Nothing by that name. Handle: check the reference (NOT_FOUND).
     #[error("{0}")]
     NotFound(String),
@@ -169,7 +172,11 @@ impl Registry {
 
     /// Parses `text` and records every notice in it. Each notice is all-or-nothing and
     /// idempotent; if any notice conflicts with a recorded one, nothing at all is stored.
-    pub async fn ingest(&self, text: &str, actor: &Actor) -> Result<Vec<IngestOutcome>, RegistryError> {
+    pub async fn ingest(
+        &self,
+        text: &str,
+        actor: &Actor,
+    ) -> Result<Vec<IngestOutcome>, RegistryError> {
         let parsed = self.parse(text);
         if parsed.notices.is_empty() {
             let hint = parsed
@@ -223,10 +230,7 @@ impl Registry {
         };
         let appended = self.execute(&aggregate_id, command, &metadata).await?;
         self.projector.catch_up().await?;
-        let stored = self
-            .db
-            .aggregate_events("notice", &aggregate_id, 0)
-            .await?;
+        let stored = self.db.aggregate_events("notice", &aggregate_id, 0).await?;
         let new: Vec<_> = stored
             .iter()
             .filter(|e| appended.contains(&(e.sequence as usize)))

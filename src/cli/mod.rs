@@ -25,7 +25,12 @@ use crate::store::StoredEvent;
 #[command(name = "renmian", version, about)]
 pub struct Cli {
     /// Database URL: sqlite://PATH (created if missing) or postgres://USER@HOST/DB.
-    #[arg(long, global = true, env = "RENMIAN_DATABASE_URL", default_value = "sqlite://renmian.db")]
+    #[arg(
+        long,
+        global = true,
+        env = "RENMIAN_DATABASE_URL",
+        default_value = "sqlite://renmian.db"
+    )]
     pub database: String,
     #[command(subcommand)]
     pub command: Command,
@@ -200,7 +205,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return parse(path);
     }
     if let Command::Serve(args) = cli.command {
-        return crate::grpc::serve(&cli.database, args).await.map(|()| ExitCode::SUCCESS);
+        return crate::grpc::serve(&cli.database, args)
+            .await
+            .map(|()| ExitCode::SUCCESS);
     }
     let registry = Registry::open(&cli.database).await?;
     match cli.command {
@@ -221,7 +228,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 print!("{}", describe_ingest(&all));
             }
         }
-        Command::Holders { org, post, on, json } => {
+        Command::Holders {
+            org,
+            post,
+            on,
+            json,
+        } => {
             let tenures = registry.queries().holders(&org, &post, on.date()?).await?;
             show_tenures(&tenures, json)?;
         }
@@ -236,7 +248,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         } => {
             let tenures = match (org, person) {
-                (Some(org), _) => registry.queries().post_history(&org, post.as_deref()).await?,
+                (Some(org), _) => {
+                    registry
+                        .queries()
+                        .post_history(&org, post.as_deref())
+                        .await?
+                }
                 (None, Some(person)) => registry.queries().person_history(&person).await?,
                 (None, None) => unreachable!("clap requires --org or --person"),
             };
@@ -247,7 +264,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             due_within,
             json,
         } => {
-            let probations = registry.queries().probations(on.date()?, due_within).await?;
+            let probations = registry
+                .queries()
+                .probations(on.date()?, due_within)
+                .await?;
             show_probations(&probations, json)?;
         }
         Command::Notices {
@@ -276,7 +296,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                                 v.event_count.to_string(),
                                 v.warnings.len().to_string(),
                                 v.recorded_at.clone(),
-                                if v.revoked_position.is_some() { "revoked" } else { "" }.to_string(),
+                                if v.revoked_position.is_some() {
+                                    "revoked"
+                                } else {
+                                    ""
+                                }
+                                .to_string(),
                                 v.title.clone(),
                             ]
                         })
@@ -284,7 +309,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     print!(
                         "{}",
                         table::render(
-                            &["notice", "issued", "events", "warnings", "recorded_at", "status", "title"],
+                            &[
+                                "notice",
+                                "issued",
+                                "events",
+                                "warnings",
+                                "recorded_at",
+                                "status",
+                                "title"
+                            ],
                             &rows
                         )
                     );
@@ -432,7 +465,14 @@ fn tenure_row(t: &Tenure) -> Vec<String> {
 }
 
 const TENURE_HEADER: [&str; 8] = [
-    "person", "organization", "post", "start", "end", "notes", "appointed by", "ended by",
+    "person",
+    "organization",
+    "post",
+    "start",
+    "end",
+    "notes",
+    "appointed by",
+    "ended by",
 ];
 
 fn show_tenures(tenures: &[Tenure], json: bool) -> anyhow::Result<()> {
@@ -473,7 +513,15 @@ fn show_probations(probations: &[Probation], json: bool) -> anyhow::Result<()> {
     print!(
         "{}",
         table::render(
-            &["status", "person", "organization", "post", "start", "probation end", "appointed by"],
+            &[
+                "status",
+                "person",
+                "organization",
+                "post",
+                "start",
+                "probation end",
+                "appointed by"
+            ],
             &rows
         )
     );
@@ -502,7 +550,12 @@ fn show_events(events: &[StoredEvent], json: bool) -> anyhow::Result<()> {
                 .map(|inner| {
                     let field = |k: &str| inner.get(k).and_then(|v| v.as_str()).unwrap_or("");
                     if inner.get("person").is_some() {
-                        format!("{} {}{}", field("person"), field("organization_canonical"), field("post"))
+                        format!(
+                            "{} {}{}",
+                            field("person"),
+                            field("organization_canonical"),
+                            field("post")
+                        )
                     } else if inner.get("title").is_some() {
                         field("title").to_string()
                     } else {
@@ -522,7 +575,17 @@ fn show_events(events: &[StoredEvent], json: bool) -> anyhow::Result<()> {
         .collect();
     print!(
         "{}",
-        table::render(&["position", "recorded_at", "event", "source", "actor", "fact"], &rows)
+        table::render(
+            &[
+                "position",
+                "recorded_at",
+                "event",
+                "source",
+                "actor",
+                "fact"
+            ],
+            &rows
+        )
     );
     Ok(())
 }

@@ -21,7 +21,11 @@ pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
                 text.push_str("  ");
             }
             text.push_str(cell);
-            let pad = widths.get(i).copied().unwrap_or(0).saturating_sub(cell.width());
+            let pad = widths
+                .get(i)
+                .copied()
+                .unwrap_or(0)
+                .saturating_sub(cell.width());
             text.extend(std::iter::repeat_n(' ', pad));
         }
         out.push_str(text.trim_end());
@@ -42,7 +46,10 @@ mod tests {
     fn wide_characters_are_padded_by_display_width() {
         let out = render(
             &["person", "post"],
-            &[vec!["钟炎夫".into(), "副局长".into()], vec!["ab".into(), "x".into()]],
+            &[
+                vec!["钟炎夫".into(), "副局长".into()],
+                vec!["ab".into(), "x".into()],
+            ],
         );
         assert_eq!(out, "person  post\n钟炎夫  副局长\nab      x\n");
     }

@@ -179,7 +179,11 @@ mod tests {
     const NOTICE: &str = "临湘市人民政府\n关于张三等同志职务任免的通知\n(临政人〔2023〕9号)\n\n各镇人民政府、街道办事处，市直各单位：\n\n经市人民政府研究决定：\n\n张三同志任市教育体育局副局长；\n\n免去李四同志市教育体育局副局长职务。\n\n临湘市人民政府\n\n2023年5月4日\n";
 
     fn notice(text: &str) -> Notice {
-        parse(text).notices.into_iter().next().expect("test notice parses")
+        parse(text)
+            .notices
+            .into_iter()
+            .next()
+            .expect("test notice parses")
     }
 
     type NoticeTest = TestFramework<NoticeAggregate>;

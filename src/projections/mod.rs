@@ -17,5 +17,5 @@ pub mod queries;
 
 pub use projector::{Projector, CHECKPOINT};
 pub use queries::{
-    NoticeView, NoticeWarning, Probation, ProbationStatus, QueryError, Queries, Tenure,
+    NoticeView, NoticeWarning, Probation, ProbationStatus, Queries, QueryError, Tenure,
 };

@@ -49,8 +49,8 @@ pub fn decode_event(
     event: &StoredEvent,
     upcasters: &[Box<dyn EventUpcaster>],
 ) -> Result<RegistryEvent, StoreError> {
-    let mut serialized =
-        to_serialized(event).map_err(|e| StoreError::Corrupt(format!("position {}: {e}", event.position)))?;
+    let mut serialized = to_serialized(event)
+        .map_err(|e| StoreError::Corrupt(format!("position {}: {e}", event.position)))?;
     for upcaster in upcasters {
         if upcaster.can_upcast(&serialized.event_type, &serialized.event_version) {
             serialized = upcaster.upcast(serialized);
@@ -163,11 +163,12 @@ async fn notice_context(
     tx: &mut Transaction<'_, Any>,
     notice_id: &str,
 ) -> Result<NoticeContext, StoreError> {
-    let row = sqlx::query("SELECT document_number, notice_key FROM rm_notices WHERE notice_id = $1")
-        .bind(notice_id)
-        .fetch_optional(&mut **tx)
-        .await?
-        .ok_or_else(|| StoreError::Corrupt(format!("fact of unknown notice {notice_id}")))?;
+    let row =
+        sqlx::query("SELECT document_number, notice_key FROM rm_notices WHERE notice_id = $1")
+            .bind(notice_id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("fact of unknown notice {notice_id}")))?;
     let number: Option<String> = row.try_get("document_number")?;
     let key: String = row.try_get("notice_key")?;
     Ok(NoticeContext {
@@ -262,14 +263,13 @@ async fn fact_prelude(
         .await?;
     // A name already known as another organization's alias resolves to that organization,
     // so 市人民防空办公室 lands on 临湘市国防动员办公室 once the notice has said they are one.
-    let known: Option<String> = sqlx::query(
-        "SELECT canonical_name FROM rm_organization_aliases WHERE alias = $1",
-    )
-    .bind(&f.organization_canonical)
-    .fetch_optional(&mut **tx)
-    .await?
-    .map(|r| r.try_get("canonical_name"))
-    .transpose()?;
+    let known: Option<String> =
+        sqlx::query("SELECT canonical_name FROM rm_organization_aliases WHERE alias = $1")
+            .bind(&f.organization_canonical)
+            .fetch_optional(&mut **tx)
+            .await?
+            .map(|r| r.try_get("canonical_name"))
+            .transpose()?;
     let organization = known.unwrap_or_else(|| f.organization_canonical.clone());
     let jurisdiction: Option<String> =
         sqlx::query("SELECT jurisdiction FROM rm_notices WHERE notice_id = $1")
@@ -292,6 +292,10 @@ async fn fact_prelude(
         f.organization.clone(),
     ];
     names.extend(f.organization_aliases.iter().cloned());
+    // Names relative to the issuer's jurisdiction (市教育体育局) mean different bodies in
+    // different jurisdictions; queries qualify them instead of looking them up.
+    names.retain(|n| !n.starts_with(['市', '县', '区']));
+    names.dedup();
     for name in names {
         sqlx::query(
             "INSERT INTO rm_organization_aliases (alias, canonical_name, first_position) \
@@ -375,7 +379,9 @@ async fn appoint(
     f: &PostFact,
     ctx: &FactContext,
 ) -> Result<(), StoreError> {
-    if let Some((tenure, start, _, _)) = open_tenure(tx, &f.person, &ctx.organization, &f.post).await? {
+    if let Some((tenure, start, _, _)) =
+        open_tenure(tx, &f.person, &ctx.organization, &f.post).await?
+    {
         let since = start.unwrap_or_else(|| "an unknown date".to_string());
         return warn(
             tx,

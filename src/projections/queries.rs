@@ -8,7 +8,7 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use crate::notice::AliasTable;
+use crate::notice::{self, AliasTable};
 use crate::store::{Database, StoreError, StoredEvent};
 
 /// Why a query has no answer. Each variant names what the caller can fix.
@@ -16,7 +16,10 @@ use crate::store::{Database, StoreError, StoredEvent};
 pub enum QueryError {
     /// The request itself is malformed. Handle: fix `field`.
     #[error("{field}: {message}")]
-    InvalidArgument { field: &'static str, message: String },
+    InvalidArgument {
+        field: &'static str,
+        message: String,
+    },
     /// Nothing by that name is recorded. Handle: check the spelling or ingest the notice.
     #[error("{0}")]
     NotFound(String),
@@ -177,6 +180,11 @@ const HOLDS_ON: &str = "(t.start_date IS NULL OR t.start_date <= $1) \
      AND ((t.end_date IS NULL AND t.ended_position IS NULL) OR t.end_date > $1) \
      AND t.revoked_position IS NULL";
 
+/// Chronological order of tenures: by start, or by end when the start is unknown (such a
+/// tenure began before it ended, so it sorts before one starting that day), then by record.
+const HISTORY_ORDER: &str = "ORDER BY COALESCE(t.start_date, t.end_date, ''), \
+     CASE WHEN t.start_date IS NULL THEN 0 ELSE 1 END, t.tenure_id";
+
 /// Rows per page when a caller does not say.
 pub const DEFAULT_PAGE_SIZE: i64 = 100;
 
@@ -224,24 +232,41 @@ impl Queries {
                 candidates.push(expanded);
             }
         }
-        let mut found: Vec<String> = Vec::new();
-        for candidate in &candidates {
-            let rows = sqlx::query(
-                "SELECT canonical_name FROM rm_organization_aliases WHERE alias = $1 \
-                 UNION SELECT canonical_name FROM rm_organizations WHERE canonical_name = $1",
-            )
-            .bind(candidate)
-            .fetch_all(self.db.pool())
-            .await?;
-            for row in rows {
-                let canonical: String = row.try_get("canonical_name")?;
-                if !found.contains(&canonical) {
-                    found.push(canonical);
+        // 市X / 县X / 区X as written in some jurisdiction's notices: qualify by every known
+        // jurisdiction, as the parser does for the notice's issuer.
+        let jurisdictions = sqlx::query(
+            "SELECT DISTINCT jurisdiction FROM rm_organizations WHERE jurisdiction IS NOT NULL \
+             ORDER BY jurisdiction",
+        )
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut qualified = Vec::new();
+        for row in &jurisdictions {
+            let jurisdiction: String = row.try_get("jurisdiction")?;
+            for name in &candidates {
+                let q = notice::canonical_organization(name, Some(&jurisdiction), &self.aliases);
+                if !candidates.contains(&q) && !qualified.contains(&q) {
+                    qualified.push(q);
                 }
             }
-            // The name as given wins over what its abbreviation expands to.
+        }
+        // The name as given (or its first expansion that is known) wins; only when none is
+        // known do the jurisdiction-qualified forms count, all of them, so that 市教育体育局
+        // in two jurisdictions is reported as ambiguous.
+        let mut found = Vec::new();
+        for candidate in &candidates {
+            found = self.canonical_names_for(candidate).await?;
             if !found.is_empty() {
                 break;
+            }
+        }
+        if found.is_empty() {
+            for candidate in &qualified {
+                for canonical in self.canonical_names_for(candidate).await? {
+                    if !found.contains(&canonical) {
+                        found.push(canonical);
+                    }
+                }
             }
         }
         match found.len() {
@@ -259,6 +284,21 @@ impl Queries {
         }
     }
 
+    /// Canonical names of the organizations known by `name` (alias or canonical).
+    async fn canonical_names_for(&self, name: &str) -> Result<Vec<String>, QueryError> {
+        let rows = sqlx::query(
+            "SELECT canonical_name FROM rm_organization_aliases WHERE alias = $1 \
+             UNION SELECT canonical_name FROM rm_organizations WHERE canonical_name = $1",
+        )
+        .bind(name)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>("canonical_name"))
+            .collect::<Result<_, _>>()
+            .map_err(Into::into)
+    }
+
     async fn tenures(&self, filter: &str, binds: &[&str]) -> Result<Vec<Tenure>, QueryError> {
         let sql = format!("{TENURE_SELECT} WHERE {filter}");
         let mut query = sqlx::query(&sql);
@@ -266,7 +306,10 @@ impl Queries {
             query = query.bind(*b);
         }
         let rows = query.fetch_all(self.db.pool()).await?;
-        Ok(rows.iter().map(Tenure::from_row).collect::<Result<_, _>>()?)
+        Ok(rows
+            .iter()
+            .map(Tenure::from_row)
+            .collect::<Result<_, _>>()?)
     }
 
     /// Who holds `post` at `organization` on `on`.
@@ -278,11 +321,12 @@ impl Queries {
     ) -> Result<Vec<Tenure>, QueryError> {
         let post = require("post", post)?;
         let org = self.resolve_organization(organization).await?;
-        let known = sqlx::query("SELECT 1 AS one FROM rm_posts WHERE organization = $1 AND post = $2")
-            .bind(&org)
-            .bind(&post)
-            .fetch_optional(self.db.pool())
-            .await?;
+        let known =
+            sqlx::query("SELECT 1 AS one FROM rm_posts WHERE organization = $1 AND post = $2")
+                .bind(&org)
+                .bind(&post)
+                .fetch_optional(self.db.pool())
+                .await?;
         if known.is_none() {
             return Err(QueryError::NotFound(format!(
                 "no post {post:?} is recorded at {org}"
@@ -332,7 +376,7 @@ impl Queries {
         post: Option<&str>,
     ) -> Result<Vec<Tenure>, QueryError> {
         let org = self.resolve_organization(organization).await?;
-        const ORDER: &str = "ORDER BY COALESCE(t.start_date, t.end_date, ''), t.tenure_id";
+        const ORDER: &str = HISTORY_ORDER;
         match post {
             Some(post) => {
                 let post = require("post", post)?;
@@ -352,11 +396,8 @@ impl Queries {
     /// Every tenure of a person, oldest first.
     pub async fn person_history(&self, person: &str) -> Result<Vec<Tenure>, QueryError> {
         let person = self.require_person(person).await?;
-        self.tenures(
-            "t.person = $1 ORDER BY COALESCE(t.start_date, t.end_date, ''), t.tenure_id",
-            &[&person],
-        )
-        .await
+        self.tenures(&format!("t.person = $1 {HISTORY_ORDER}"), &[&person])
+            .await
     }
 
     /// Probations in force on `on`: `running`, or `due` (past their end with no outcome).
@@ -451,13 +492,12 @@ impl Queries {
         limit: i64,
         with_detail: bool,
     ) -> Result<Vec<NoticeView>, QueryError> {
-        let rows = sqlx::query(
-            "SELECT * FROM rm_notices ORDER BY recorded_position LIMIT $1 OFFSET $2",
-        )
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(self.db.pool())
-        .await?;
+        let rows =
+            sqlx::query("SELECT * FROM rm_notices ORDER BY recorded_position LIMIT $1 OFFSET $2")
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(self.db.pool())
+                .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
             out.push(self.complete(row, with_detail).await?);
@@ -504,7 +544,10 @@ impl Queries {
     }
 
     /// Notices recorded by a gRPC request id.
-    pub async fn notices_for_request(&self, request_id: &str) -> Result<Vec<NoticeView>, QueryError> {
+    pub async fn notices_for_request(
+        &self,
+        request_id: &str,
+    ) -> Result<Vec<NoticeView>, QueryError> {
         let rows = sqlx::query(
             "SELECT n.* FROM rm_notices n JOIN rm_ingest_requests r ON r.notice_id = n.notice_id \
              WHERE r.request_id = $1 ORDER BY n.recorded_position",

@@ -18,7 +18,8 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 /// Rows per multi-row INSERT; 15 parameters each stays far below both backends' limits.
 const INSERT_CHUNK: usize = 500;
 
-pub(crate) const EVENT_COLUMNS: &str = "position, aggregate_type, aggregate_id, sequence, event_type, \
+pub(crate) const EVENT_COLUMNS: &str =
+    "position, aggregate_type, aggregate_id, sequence, event_type, \
      event_version, payload, metadata, recorded_at, actor, document_number, source_line, clause, \
      prev_hash, hash";
 
@@ -247,7 +248,11 @@ impl Database {
     }
 
     /// Up to `limit` events with position > `after`, in position order.
-    pub async fn events_after(&self, after: i64, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
+    pub async fn events_after(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
         ))
@@ -255,7 +260,10 @@ impl Database {
         .bind(limit)
         .fetch_all(self.pool())
         .await?;
-        Ok(rows.iter().map(StoredEvent::from_row).collect::<Result<_, _>>()?)
+        Ok(rows
+            .iter()
+            .map(StoredEvent::from_row)
+            .collect::<Result<_, _>>()?)
     }
 
     /// Events of one aggregate with sequence > `after_sequence`, in sequence order.
@@ -274,7 +282,10 @@ impl Database {
         .bind(after_sequence)
         .fetch_all(self.pool())
         .await?;
-        Ok(rows.iter().map(StoredEvent::from_row).collect::<Result<_, _>>()?)
+        Ok(rows
+            .iter()
+            .map(StoredEvent::from_row)
+            .collect::<Result<_, _>>()?)
     }
 
     /// Position of the last event (0 when the log is empty).

@@ -194,7 +194,10 @@ mod tests {
             redact("postgres://app:s3cret@db:5432/renmian"),
             "postgres://app:***@db:5432/renmian"
         );
-        assert_eq!(redact("postgres://app@db/renmian"), "postgres://app@db/renmian");
+        assert_eq!(
+            redact("postgres://app@db/renmian"),
+            "postgres://app@db/renmian"
+        );
         assert_eq!(redact("sqlite://renmian.db"), "sqlite://renmian.db");
     }
 

@@ -48,7 +48,10 @@ fn provenance(payload: &Value) -> (Option<i64>, Option<String>) {
         .unwrap_or(&Value::Null);
     (
         inner.get("line").and_then(Value::as_i64),
-        inner.get("clause").and_then(Value::as_str).map(str::to_string),
+        inner
+            .get("clause")
+            .and_then(Value::as_str)
+            .map(str::to_string),
     )
 }
 
@@ -106,7 +109,10 @@ impl SqlEventRepository {
             .collect()
     }
 
-    async fn replay(&self, filter: Option<(String, String)>) -> Result<ReplayStream, PersistenceError> {
+    async fn replay(
+        &self,
+        filter: Option<(String, String)>,
+    ) -> Result<ReplayStream, PersistenceError> {
         let (mut feed, stream) = ReplayStream::new(256);
         let db = self.db.clone();
         tokio::spawn(async move {
@@ -149,8 +155,8 @@ impl PersistedEventRepository for SqlEventRepository {
         aggregate_id: &str,
         last_sequence: usize,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        let after =
-            i64::try_from(last_sequence).map_err(|e| PersistenceError::UnknownError(Box::new(e)))?;
+        let after = i64::try_from(last_sequence)
+            .map_err(|e| PersistenceError::UnknownError(Box::new(e)))?;
         self.load(A::TYPE, aggregate_id, after).await
     }
 

@@ -1,0 +1,102 @@
+//! Shared test support: a fresh database per test (SQLite file or PostgreSQL database) and
+//! small notice texts in the seed's genre.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// A database of one test's own. PostgreSQL databases are dropped when the value is dropped.
+pub struct TestDb {
+    pub url: String,
+    pub backend: &'static str,
+    _dir: Option<tempfile::TempDir>,
+    pg_admin: Option<(String, String)>,
+}
+
+impl TestDb {
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("renmian.db").display());
+        Self {
+            url,
+            backend: "sqlite",
+            _dir: Some(dir),
+            pg_admin: None,
+        }
+    }
+
+    /// A new, empty database on the server named by `RENMIAN_TEST_DATABASE_URL`; `None`
+    /// (with a visible message) when the variable is unset.
+    pub async fn postgres() -> Option<Self> {
+        let Ok(admin_url) = std::env::var("RENMIAN_TEST_DATABASE_URL") else {
+            eprintln!("SKIPPED on PostgreSQL: RENMIAN_TEST_DATABASE_URL is not set");
+            return None;
+        };
+        use sqlx::Connection;
+        let name = format!("renmian_t_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .expect("connect to RENMIAN_TEST_DATABASE_URL");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+        conn.close().await.ok();
+        let base = match admin_url.rfind('/') {
+            Some(i) if admin_url[..i].contains("://") && i > admin_url.find("://").unwrap() + 2 => {
+                &admin_url[..i]
+            }
+            _ => admin_url.as_str(),
+        };
+        let query = admin_url.find('?').map(|q| &admin_url[q..]).unwrap_or("");
+        Some(Self {
+            url: format!("{base}/{name}{query}"),
+            backend: "postgres",
+            _dir: None,
+            pg_admin: Some((admin_url.clone(), name)),
+        })
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((admin_url, name)) = self.pg_admin.take() {
+            // Best effort, on a thread of its own: Drop cannot await.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async {
+                    use sqlx::Connection;
+                    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
+                        let _ =
+                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                                .execute(&mut conn)
+                                .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+pub fn seed_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("seeds/linxiang-gazette-2023-no2.md")
+}
+
+pub fn seed_text() -> String {
+    std::fs::read_to_string(seed_path()).expect("seed gazette")
+}
+
+/// A small notice of 临湘市人民政府 numbered 临政人〔2024〕`number`号, dated `date`
+/// (`2024年3月1日`), with `clauses` as its body (each without the trailing ；).
+pub fn notice_text(number: u32, date: &str, clauses: &[&str]) -> String {
+    let body = clauses.join("；\n\n");
+    format!(
+        "临湘市人民政府\n关于人员职务任免的通知\n(临政人〔2024〕{number}号)\n\n\
+         各镇人民政府、街道办事处，市直各单位：\n\n经市人民政府研究决定：\n\n{body}。\n\n\
+         临湘市人民政府\n\n{date}\n"
+    )
+}
