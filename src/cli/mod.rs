@@ -406,15 +406,16 @@ pub fn describe_ingest(outcomes: &[IngestOutcome]) -> String {
     for o in outcomes {
         let name = o.document_number.clone().unwrap_or_else(|| o.title.clone());
         if o.already_recorded {
+            // Its warnings were printed when it was recorded (and stay in `notices`).
             out.push_str(&format!("{name}: already recorded\n"));
-        } else {
-            out.push_str(&format!(
-                "{name}: {} events appended (positions {}..={})\n",
-                o.events_appended,
-                o.first_position.unwrap_or_default(),
-                o.last_position.unwrap_or_default()
-            ));
+            continue;
         }
+        out.push_str(&format!(
+            "{name}: {} events appended (positions {}..={})\n",
+            o.events_appended,
+            o.first_position.unwrap_or_default(),
+            o.last_position.unwrap_or_default()
+        ));
         for w in &o.warnings {
             let line = w.line.map(|l| format!("line {l}: ")).unwrap_or_default();
             out.push_str(&format!("  warning: {line}{}\n", w.message));

@@ -1,11 +1,285 @@
-//! gRPC server (in progress).
+//! The gRPC server (`renmian serve`): the only module that knows protobuf types.
+//!
+//! - [`pb`]: code generated from `proto/renmian/v1/registry.proto` by `build.rs`.
+//! - [`service`]: the `renmian.v1.Registry` handlers, calling [`Registry`] only.
+//! - [`convert`]: domain ⇄ protobuf conversions.
+//! - [`error`]: the one table from registry errors to gRPC statuses.
+//! - [`paging`]: opaque, request-bound page tokens.
+//! - [`auth`] and [`guard`]: bearer tokens, the actor recorded for a caller, the request log.
+//!
+//! [`run_server`] takes a bound listener and a shutdown future (as mini-redis does), so tests
+//! run the real server on port 0; [`serve`] adds the command-line concerns: opening the
+//! database, seeding an empty one, binding, and SIGINT/SIGTERM.
+//!
+//! Architecture invariant: handlers hold no state of their own beyond the watch
+//! notification; every answer comes from the registry, so the CLI and the API agree.
 
-#[derive(Debug, clap::Args)]
-pub struct ServeArgs {
-    #[arg(long, default_value = "127.0.0.1:50051")]
-    pub listen: String,
+pub mod auth;
+mod convert;
+pub mod error;
+mod guard;
+mod paging;
+mod service;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+
+use crate::notice;
+use crate::registry::{Actor, Registry, RegistryError};
+use auth::{AccessPolicy, Token};
+use guard::Guarded;
+use service::RegistryService;
+
+/// Code generated from the protobuf definitions.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("renmian.v1");
+
+    /// The encoded descriptor set of `renmian.v1`, served by reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("renmian_descriptor");
 }
 
-pub async fn serve(_database: &str, _args: ServeArgs) -> anyhow::Result<()> {
-    anyhow::bail!("serve is not built yet")
+/// The fully-qualified name of the service, as health checks and reflection know it.
+pub const SERVICE_NAME: &str = "renmian.v1.Registry";
+
+/// Actor recorded for the seed notices ingested into an empty database.
+const SEED_ACTOR: &str = "seed";
+
+/// `renmian serve`: the gRPC API.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on. A non-loopback address needs a token or --insecure-open.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// Bearer token for reads, NAME:SECRET or SECRET (named "read"). Reads then need it
+    /// (or the write token).
+    #[arg(long, env = "RENMIAN_READ_TOKEN", hide_env_values = true, value_parser = auth::parse_read_token)]
+    pub read_token: Option<Token>,
+    /// Bearer token for writes, NAME:SECRET or SECRET (named "write"). IngestNotice then
+    /// needs it; it also grants reads. NAME is recorded as the actor (token:NAME).
+    #[arg(long, env = "RENMIAN_WRITE_TOKEN", hide_env_values = true, value_parser = auth::parse_write_token)]
+    pub write_token: Option<Token>,
+    /// Allow listening on a non-loopback address without any token.
+    #[arg(long)]
+    pub insecure_open: bool,
+    /// Largest accepted request message, in bytes; larger ones get RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    pub max_request_bytes: usize,
+    /// Deadline for one unary call, in seconds (streams are not cut).
+    #[arg(long, default_value_t = 30)]
+    pub request_timeout_secs: u64,
+    /// Notices ingested (every .md and .txt file, in name order) when the database has no
+    /// notice yet.
+    #[arg(long, default_value = "seeds")]
+    pub seeds: PathBuf,
+}
+
+/// What [`run_server`] needs besides the registry and the listener.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub access: AccessPolicy,
+    /// Allow a non-loopback listener without tokens.
+    pub insecure_open: bool,
+    pub max_request_bytes: usize,
+    pub request_timeout: Duration,
+    /// How often WatchEvents streams look for events written by other processes.
+    pub watch_poll_interval: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            access: AccessPolicy::default(),
+            insecure_open: false,
+            max_request_bytes: 4 * 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            watch_poll_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+impl From<&ServeArgs> for ServerConfig {
+    fn from(args: &ServeArgs) -> Self {
+        Self {
+            access: AccessPolicy {
+                read: args.read_token.clone(),
+                write: args.write_token.clone(),
+            },
+            insecure_open: args.insecure_open,
+            max_request_bytes: args.max_request_bytes,
+            request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
+            ..Self::default()
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Refuses an open (token-less) server on an address other machines can reach.
+    pub fn check_exposure(&self, addr: SocketAddr) -> anyhow::Result<()> {
+        if self.access.is_open() && !addr.ip().is_loopback() && !self.insecure_open {
+            anyhow::bail!(
+                "refusing to listen on {addr} without a token: anyone who can reach it could \
+                 read and write the registry. Set --write-token/--read-token (or \
+                 RENMIAN_WRITE_TOKEN/RENMIAN_READ_TOKEN), listen on 127.0.0.1, or pass \
+                 --insecure-open"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `renmian serve`: opens the database, seeds it when empty, and serves until SIGINT or
+/// SIGTERM.
+pub async fn serve(database: &str, args: ServeArgs) -> anyhow::Result<()> {
+    let config = ServerConfig::from(&args);
+    config.check_exposure(args.listen)?;
+    let registry = Arc::new(Registry::open(database).await?);
+    seed_if_empty(&registry, &args.seeds).await?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    run_server(registry, listener, config, shutdown_signal()).await
+}
+
+/// Serves the registry on `listener` until `shutdown` completes, then lets in-flight calls
+/// finish (open WatchEvents streams end with UNAVAILABLE so clients resume elsewhere).
+pub async fn run_server(
+    registry: Arc<Registry>,
+    listener: TcpListener,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    config.check_exposure(addr)?;
+    let policy = Arc::new(config.access.clone());
+    let limit = config.max_request_bytes;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status(SERVICE_NAME, tonic_health::ServingStatus::Serving)
+        .await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    // grpcurl 1.8 speaks only v1alpha reflection.
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let registry_service = pb::registry_server::RegistryServer::new(RegistryService::new(
+        registry.clone(),
+        config.watch_poll_interval,
+        stopping,
+    ))
+    .max_decoding_message_size(limit);
+
+    let events = registry.database().head_position().await?;
+    tracing::info!(
+        address = %addr,
+        database = registry.database().display_url(),
+        events,
+        auth = if config.access.is_open() { "off" } else { "on" },
+        "renmian gRPC server listening"
+    );
+
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    Server::builder()
+        // HTTP/1.1 and the grpc-web layer let a browser call the API without a proxy.
+        .accept_http1(true)
+        .timeout(config.request_timeout)
+        .layer(tonic_web::GrpcWebLayer::new())
+        .add_service(Guarded::new(registry_service, policy.clone(), limit))
+        .add_service(Guarded::new(health_service, policy.clone(), limit))
+        .add_service(Guarded::new(reflection_v1, policy.clone(), limit))
+        .add_service(Guarded::new(reflection_v1alpha, policy.clone(), limit))
+        .serve_with_incoming_shutdown(incoming, async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            let _ = stop.send(true);
+        })
+        .await?;
+    Ok(())
+}
+
+/// Ingests every `.md`/`.txt` file of `dir`, in name order, when no notice is recorded yet,
+/// so a first `renmian serve` answers questions at once. Idempotent like any ingest.
+pub async fn seed_if_empty(registry: &Registry, dir: &Path) -> anyhow::Result<()> {
+    if registry.queries().notice_count().await? > 0 {
+        return Ok(());
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "no seed notices");
+            return Ok(());
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file() && matches!(p.extension().and_then(|x| x.to_str()), Some("md" | "txt"))
+        })
+        .collect();
+    files.sort();
+    for path in files {
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text =
+            notice::decode(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let outcomes = match registry.ingest(&text, &Actor::named(SEED_ACTOR)).await {
+            Ok(outcomes) => outcomes,
+            // A stray document without a notice should not keep the server from starting.
+            Err(RegistryError::InvalidArgument { message, .. }) => {
+                tracing::warn!(file = %path.display(), %message, "seed file skipped");
+                continue;
+            }
+            Err(e) => return Err(e).with_context(|| format!("seeding from {}", path.display())),
+        };
+        tracing::info!(
+            file = %path.display(),
+            notices = outcomes.len(),
+            events = outcomes.iter().map(|o| o.events_appended).sum::<usize>(),
+            "seeded"
+        );
+    }
+    Ok(())
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM (what service managers send).
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
 }

@@ -206,11 +206,21 @@ fn require(field: &'static str, value: &str) -> Result<String, QueryError> {
 }
 
 /// Parses a `YYYY-MM-DD` date argument.
+/// Strict: exactly four, two and two digits (chrono alone would also take `2023-5-1`).
 pub fn parse_date(field: &'static str, value: &str) -> Result<NaiveDate, QueryError> {
-    NaiveDate::parse_from_str(value.trim(), "%Y-%m-%d").map_err(|_| QueryError::InvalidArgument {
-        field,
-        message: format!("{value:?} is not a date in YYYY-MM-DD form"),
-    })
+    let text = value.trim();
+    let shaped = text.len() == 10
+        && text.bytes().enumerate().all(|(i, b)| match i {
+            4 | 7 => b == b'-',
+            _ => b.is_ascii_digit(),
+        });
+    shaped
+        .then(|| NaiveDate::parse_from_str(text, "%Y-%m-%d").ok())
+        .flatten()
+        .ok_or_else(|| QueryError::InvalidArgument {
+            field,
+            message: format!("{value:?} is not a date in YYYY-MM-DD form"),
+        })
 }
 
 fn iso(date: NaiveDate) -> String {
@@ -568,5 +578,28 @@ impl Queries {
             .fetch_one(self.db.pool())
             .await?;
         Ok(row.try_get("n")?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_must_be_iso_with_leading_zeros() {
+        assert_eq!(
+            parse_date("on", " 2023-05-01 ").unwrap(),
+            NaiveDate::from_ymd_opt(2023, 5, 1).unwrap()
+        );
+        for bad in [
+            "2023-5-1",
+            "2023/05/01",
+            "2023-02-30",
+            "",
+            "20230501",
+            "２０２３-05-01",
+        ] {
+            assert!(parse_date("on", bad).is_err(), "{bad}");
+        }
     }
 }

@@ -1,0 +1,124 @@
+//! The middleware every service of the server sits behind: it authorizes the call
+//! ([`AccessPolicy`]), hands the caller to the handler through the request extensions, logs
+//! one line per request at debug, and reports an oversized request as RESOURCE_EXHAUSTED.
+//!
+//! It wraps each service rather than the whole router so it keeps the service's
+//! `NamedService` name, and it is written against tonic's own re-exports of `http` and
+//! `tower_service` so the crate needs no extra dependencies for it.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use tonic::codegen::{http, BoxFuture, Service};
+use tonic::server::NamedService;
+
+use super::auth::{required_access, AccessPolicy};
+
+/// A service behind the access check and request log.
+#[derive(Debug, Clone)]
+pub struct Guarded<S> {
+    inner: S,
+    policy: Arc<AccessPolicy>,
+    max_request_bytes: usize,
+}
+
+impl<S> Guarded<S> {
+    pub fn new(inner: S, policy: Arc<AccessPolicy>, max_request_bytes: usize) -> Self {
+        Self {
+            inner,
+            policy,
+            max_request_bytes,
+        }
+    }
+}
+
+impl<S: NamedService> NamedService for Guarded<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> Service<http::Request<B>> for Guarded<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let started = Instant::now();
+        let method = request.uri().path().to_string();
+        let authorization = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        match self
+            .policy
+            .authorize(authorization, required_access(&method))
+        {
+            Ok(caller) => {
+                request.extensions_mut().insert(caller);
+            }
+            Err(status) => {
+                // The secret is never logged, only the refusal.
+                tracing::debug!(%method, code = ?status.code(), "request refused");
+                return Box::pin(std::future::ready(Ok(status.into_http())));
+            }
+        }
+        // The ready service answers this call; a clone takes its place for the next one
+        // (the usual tower pattern, since `poll_ready` was called on `self.inner`).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let limit = self.max_request_bytes;
+        Box::pin(async move {
+            let mut response = inner.call(request).await?;
+            report_oversized_as_resource_exhausted(&mut response, limit);
+            let code = response
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("0 (or in trailers)")
+                .to_string();
+            tracing::debug!(
+                %method,
+                grpc_status = %code,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "request"
+            );
+            Ok(response)
+        })
+    }
+}
+
+/// tonic answers a request over `max_decoding_message_size` with OUT_OF_RANGE before the
+/// handler runs; gRPC's convention (and our API contract) is RESOURCE_EXHAUSTED. No handler
+/// of ours returns OUT_OF_RANGE, so a trailers-only OUT_OF_RANGE here is always that case.
+fn report_oversized_as_resource_exhausted(
+    response: &mut http::Response<tonic::body::Body>,
+    limit: usize,
+) {
+    let out_of_range = (tonic::Code::OutOfRange as i32).to_string();
+    let headers = response.headers_mut();
+    if headers.get("grpc-status").and_then(|v| v.to_str().ok()) != Some(out_of_range.as_str()) {
+        return;
+    }
+    let code = (tonic::Code::ResourceExhausted as i32).to_string();
+    let message = format!("request larger than the server's limit of {limit} bytes");
+    if let (Ok(code), Ok(message)) = (
+        http::HeaderValue::from_str(&code),
+        http::HeaderValue::from_str(&message),
+    ) {
+        headers.insert("grpc-status", code);
+        headers.insert("grpc-message", message);
+    }
+}

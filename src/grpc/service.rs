@@ -1,0 +1,453 @@
+//! The `renmian.v1.Registry` service: each handler validates its request, calls
+//! [`Registry`] or its queries, and converts the answer. No SQL and no business rules live
+//! here; statuses come from the one table in [`super::error`].
+
+use std::collections::HashSet;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::sync::{mpsc, watch};
+use tonic::{Request, Response, Status};
+
+use super::auth::{Caller, ANONYMOUS_ACTOR};
+use super::convert::{date_or_today, RequestId};
+use super::error::{invalid_argument, query_status, status};
+use super::paging::Page;
+use super::pb;
+use super::pb::registry_server::Registry as RegistryApi;
+use crate::domain::{content_hash, NoticeKey};
+use crate::registry::{Actor, Registry, RegistryError};
+use crate::store::StoredEvent;
+
+/// Events read per database round trip while a watch catches up.
+const WATCH_BATCH: i64 = 500;
+/// Events buffered per watcher; a slow client holds back only its own stream.
+const WATCH_BUFFER: usize = 256;
+
+/// The service state shared by all calls.
+pub struct RegistryService {
+    registry: Arc<Registry>,
+    /// Bumped after every ingest that appended events in this process, so watchers wake
+    /// at once instead of at their next poll.
+    head_advanced: watch::Sender<u64>,
+    /// How often watchers look for events written by other processes.
+    poll_interval: Duration,
+    /// Turns `true` when the server shuts down; open watch streams then end, so graceful
+    /// shutdown does not wait for clients that would follow the log forever.
+    stopping: watch::Receiver<bool>,
+}
+
+impl RegistryService {
+    pub fn new(
+        registry: Arc<Registry>,
+        poll_interval: Duration,
+        stopping: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            registry,
+            head_advanced: watch::channel(0).0,
+            poll_interval,
+            stopping,
+        }
+    }
+
+    fn actor<T>(request: &Request<T>, request_id: Option<String>) -> Actor {
+        let name = request
+            .extensions()
+            .get::<Caller>()
+            .map_or_else(|| ANONYMOUS_ACTOR.to_string(), |c| c.actor.clone());
+        Actor { name, request_id }
+    }
+
+    /// For a `request_id` that already recorded notices: `Ok(())` when this request carries
+    /// the same notices (a retry), FAILED_PRECONDITION when it carries other content.
+    /// Notices of the text that the original request found already recorded carry no
+    /// request id, so they count as the same when they are recorded with this content.
+    async fn check_retry(&self, request_id: &str, text: &str) -> Result<(), Status> {
+        let recorded = self
+            .registry
+            .queries()
+            .notices_for_request(request_id)
+            .await
+            .map_err(|e| query_status(e, "request_id"))?;
+        if recorded.is_empty() {
+            return Ok(());
+        }
+        let parsed = self.registry.parse(text);
+        let parsed_hashes: HashSet<String> = parsed.notices.iter().map(content_hash).collect();
+        let reused = || {
+            Status::failed_precondition(format!(
+                "request_id {request_id:?} was already used with different content; nothing was stored"
+            ))
+        };
+        if recorded
+            .iter()
+            .any(|n| !parsed_hashes.contains(&n.content_hash))
+        {
+            return Err(reused());
+        }
+        let by_request: HashSet<&str> = recorded.iter().map(|n| n.content_hash.as_str()).collect();
+        for notice in &parsed.notices {
+            if by_request.contains(content_hash(notice).as_str()) {
+                continue;
+            }
+            let id = NoticeKey::for_notice(notice).aggregate_id().to_string();
+            match self.registry.queries().notice(&id).await {
+                Ok(view) if view.content_hash == content_hash(notice) => {}
+                Ok(_) => return Err(reused()),
+                Err(e) => match RegistryError::from(e) {
+                    RegistryError::NotFound(_) => return Err(reused()),
+                    other => return Err(status(other, "request_id")),
+                },
+            }
+        }
+        Ok(())
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl RegistryApi for RegistryService {
+    async fn parse_notice(
+        &self,
+        request: Request<pb::ParseNoticeRequest>,
+    ) -> Result<Response<pb::ParseNoticeResponse>, Status> {
+        let text = request.into_inner().text;
+        let output = self.registry.parse(&text);
+        if output.notices.is_empty() {
+            return Err(no_notice(&output.diagnostics));
+        }
+        Ok(Response::new(pb::ParseNoticeResponse {
+            notices: output.notices.iter().map(Into::into).collect(),
+            diagnostics: output.diagnostics.iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn ingest_notice(
+        &self,
+        request: Request<pb::IngestNoticeRequest>,
+    ) -> Result<Response<pb::IngestNoticeResponse>, Status> {
+        let request_id = RequestId::try_from(request.get_ref().request_id.as_str())?.0;
+        let actor = Self::actor(&request, request_id.clone());
+        let text = request.into_inner().text;
+        if let Some(id) = &request_id {
+            self.check_retry(id, &text).await?;
+        }
+        // A retry goes through ingest too: every notice is then already recorded, which is
+        // exactly the answer a retry should get, and nothing is appended.
+        let outcomes = self
+            .registry
+            .ingest(&text, &actor)
+            .await
+            .map_err(|e| status(e, "text"))?;
+        if outcomes.iter().any(|o| o.events_appended > 0) {
+            self.head_advanced.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        tracing::info!(
+            actor = %actor.name,
+            notices = outcomes.len(),
+            appended = outcomes.iter().map(|o| o.events_appended).sum::<usize>(),
+            "ingest"
+        );
+        Ok(Response::new(pb::IngestNoticeResponse {
+            results: outcomes.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn get_notice(
+        &self,
+        request: Request<pb::GetNoticeRequest>,
+    ) -> Result<Response<pb::Notice>, Status> {
+        let reference = request.into_inner().document_number;
+        let view = self
+            .registry
+            .queries()
+            .notice(&reference)
+            .await
+            .map_err(|e| query_status(e, "document_number"))?;
+        Ok(Response::new(view.into()))
+    }
+
+    async fn list_notices(
+        &self,
+        request: Request<pb::ListNoticesRequest>,
+    ) -> Result<Response<pb::ListNoticesResponse>, Status> {
+        let r = request.into_inner();
+        let page = Page::parse(r.page_size, &r.page_token, &["notices"], 0)?;
+        // One extra row says whether another page follows.
+        let mut views = self
+            .registry
+            .queries()
+            .notices(page.cursor, page.limit() + 1, true)
+            .await
+            .map_err(|e| query_status(e, "page_token"))?;
+        let next_page_token = if views.len() > page.size {
+            views.truncate(page.size);
+            page.token(page.cursor + page.limit())
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListNoticesResponse {
+            notices: views.into_iter().map(Into::into).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn list_holders(
+        &self,
+        request: Request<pb::ListHoldersRequest>,
+    ) -> Result<Response<pb::ListHoldersResponse>, Status> {
+        let r = request.into_inner();
+        let scope = [
+            "holders",
+            r.organization.as_str(),
+            r.post.as_str(),
+            r.on_date.as_str(),
+        ];
+        let page = Page::parse(r.page_size, &r.page_token, &scope, 0)?;
+        let on = date_or_today("on_date", &r.on_date)?;
+        let tenures = self
+            .registry
+            .queries()
+            .holders(&r.organization, &r.post, on)
+            .await
+            .map_err(|e| query_status(e, "organization"))?;
+        let (tenures, next_page_token) = page.slice(tenures);
+        Ok(Response::new(pb::ListHoldersResponse {
+            tenures,
+            next_page_token,
+        }))
+    }
+
+    async fn list_holdings(
+        &self,
+        request: Request<pb::ListHoldingsRequest>,
+    ) -> Result<Response<pb::ListHoldingsResponse>, Status> {
+        let r = request.into_inner();
+        let scope = ["holdings", r.person.as_str(), r.on_date.as_str()];
+        let page = Page::parse(r.page_size, &r.page_token, &scope, 0)?;
+        let on = date_or_today("on_date", &r.on_date)?;
+        let tenures = self
+            .registry
+            .queries()
+            .holdings(&r.person, on)
+            .await
+            .map_err(|e| query_status(e, "person"))?;
+        let (tenures, next_page_token) = page.slice(tenures);
+        Ok(Response::new(pb::ListHoldingsResponse {
+            tenures,
+            next_page_token,
+        }))
+    }
+
+    async fn get_post_history(
+        &self,
+        request: Request<pb::GetPostHistoryRequest>,
+    ) -> Result<Response<pb::GetPostHistoryResponse>, Status> {
+        let r = request.into_inner();
+        let scope = ["post_history", r.organization.as_str(), r.post.as_str()];
+        let page = Page::parse(r.page_size, &r.page_token, &scope, 0)?;
+        let post = Some(r.post.as_str()).filter(|p| !p.trim().is_empty());
+        let tenures = self
+            .registry
+            .queries()
+            .post_history(&r.organization, post)
+            .await
+            .map_err(|e| query_status(e, "organization"))?;
+        let (tenures, next_page_token) = page.slice(tenures);
+        Ok(Response::new(pb::GetPostHistoryResponse {
+            tenures,
+            next_page_token,
+        }))
+    }
+
+    async fn get_person_history(
+        &self,
+        request: Request<pb::GetPersonHistoryRequest>,
+    ) -> Result<Response<pb::GetPersonHistoryResponse>, Status> {
+        let r = request.into_inner();
+        let page = Page::parse(
+            r.page_size,
+            &r.page_token,
+            &["person_history", &r.person],
+            0,
+        )?;
+        let tenures = self
+            .registry
+            .queries()
+            .person_history(&r.person)
+            .await
+            .map_err(|e| query_status(e, "person"))?;
+        let (tenures, next_page_token) = page.slice(tenures);
+        Ok(Response::new(pb::GetPersonHistoryResponse {
+            tenures,
+            next_page_token,
+        }))
+    }
+
+    async fn list_probations(
+        &self,
+        request: Request<pb::ListProbationsRequest>,
+    ) -> Result<Response<pb::ListProbationsResponse>, Status> {
+        let r = request.into_inner();
+        let due_within = r.due_within_days.map(|d| d.to_string()).unwrap_or_default();
+        let scope = ["probations", r.on_date.as_str(), due_within.as_str()];
+        let page = Page::parse(r.page_size, &r.page_token, &scope, 0)?;
+        let on = date_or_today("on_date", &r.on_date)?;
+        let probations = self
+            .registry
+            .queries()
+            .probations(on, r.due_within_days)
+            .await
+            .map_err(|e| query_status(e, "on_date"))?;
+        let (probations, next_page_token) = page.slice(probations);
+        Ok(Response::new(pb::ListProbationsResponse {
+            probations,
+            next_page_token,
+        }))
+    }
+
+    async fn list_events(
+        &self,
+        request: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        let r = request.into_inner();
+        if r.after_position < 0 {
+            return Err(invalid_argument("after_position", "must not be negative"));
+        }
+        // The cursor is a position, so pages stay exact while the log grows.
+        let page = Page::parse(r.page_size, &r.page_token, &["events"], r.after_position)?;
+        let mut events = self
+            .registry
+            .database()
+            .events_after(page.cursor, page.limit() + 1)
+            .await
+            .map_err(|e| status(e.into(), "after_position"))?;
+        let next_page_token = if events.len() > page.size {
+            events.truncate(page.size);
+            events
+                .last()
+                .map(|e| page.token(e.position))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListEventsResponse {
+            events: events.into_iter().map(Into::into).collect(),
+            next_page_token,
+        }))
+    }
+
+    type WatchEventsStream = EventStream;
+
+    async fn watch_events(
+        &self,
+        request: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let after = request.into_inner().after_position;
+        if after < 0 {
+            return Err(invalid_argument("after_position", "must not be negative"));
+        }
+        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+        let follower = Follower {
+            registry: self.registry.clone(),
+            head_advanced: self.head_advanced.subscribe(),
+            stopping: self.stopping.clone(),
+            poll_interval: self.poll_interval,
+            last_sent: after,
+        };
+        tokio::spawn(follower.run(tx));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+/// One WatchEvents stream: sends every event after `last_sent`, in order, then waits for
+/// the head to advance (in-process notification or poll) and repeats. It always reads
+/// `events_after(last_sent)`, and positions are gap-free and commit-ordered, so the stream
+/// neither skips nor repeats an event, whichever wake-up comes first.
+struct Follower {
+    registry: Arc<Registry>,
+    head_advanced: watch::Receiver<u64>,
+    stopping: watch::Receiver<bool>,
+    poll_interval: Duration,
+    last_sent: i64,
+}
+
+impl Follower {
+    async fn run(mut self, tx: mpsc::Sender<Result<pb::Event, Status>>) {
+        let mut poll = tokio::time::interval(self.poll_interval);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            match self.send_backlog(&tx).await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            }
+            tokio::select! {
+                () = tx.closed() => return,
+                changed = self.stopping.changed() => {
+                    if changed.is_err() || *self.stopping.borrow() {
+                        break;
+                    }
+                }
+                // An error means the service is gone, so the server is stopping too.
+                changed = self.head_advanced.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                }
+                _ = poll.tick() => {}
+            }
+        }
+        let _ = tx
+            .send(Err(Status::unavailable(
+                "server shutting down; resume from the last position received",
+            )))
+            .await;
+    }
+
+    /// Sends everything after `last_sent`; `Ok(false)` when the client went away.
+    async fn send_backlog(
+        &mut self,
+        tx: &mpsc::Sender<Result<pb::Event, Status>>,
+    ) -> Result<bool, Status> {
+        loop {
+            let batch: Vec<StoredEvent> = self
+                .registry
+                .database()
+                .events_after(self.last_sent, WATCH_BATCH)
+                .await
+                .map_err(|e| status(e.into(), "after_position"))?;
+            if batch.is_empty() {
+                return Ok(true);
+            }
+            for event in batch {
+                let position = event.position;
+                if tx.send(Ok(event.into())).await.is_err() {
+                    return Ok(false);
+                }
+                self.last_sent = position;
+            }
+        }
+    }
+}
+
+/// INVALID_ARGUMENT for text without a personnel notice, with the parser's first finding.
+fn no_notice(diagnostics: &[crate::notice::Diagnostic]) -> Status {
+    let hint = diagnostics
+        .first()
+        .map(|d| format!(" (line {}: {})", d.line, d.message))
+        .unwrap_or_default();
+    invalid_argument(
+        "text",
+        format!("no personnel notice (任免通知) found in the text{hint}"),
+    )
+}

@@ -1,0 +1,151 @@
+//! The `renmian` binary end to end: `parse` output and exit codes, bad input, and the
+//! ingest/query round trip through the command line.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn renmian(args: &[&str], stdin: Option<&[u8]>, database: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_renmian"))
+        .args(args)
+        .env("RENMIAN_DATABASE_URL", database)
+        .env("RUST_LOG", "error")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run renmian");
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input).unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+fn temp_db() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("cli.db").display());
+    (dir, url)
+}
+
+#[test]
+fn parse_prints_the_seed_notice_as_json() {
+    let (_dir, db) = temp_db();
+    let out = renmian(&["parse", "seeds/linxiang-gazette-2023-no2.md"], None, &db);
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let notice = &json["notices"][0];
+    assert_eq!(notice["document_number"], "临政人〔2023〕4号");
+    assert_eq!(notice["issued_on"], "2023-04-24");
+    assert_eq!(notice["events"].as_array().unwrap().len(), 30);
+    assert_eq!(json["notices"].as_array().unwrap().len(), 1);
+    assert!(json["diagnostics"].is_array());
+}
+
+#[test]
+fn parse_reads_stdin() {
+    let (_dir, db) = temp_db();
+    let seed = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/seeds/linxiang-gazette-2023-no2.md"
+    ))
+    .unwrap();
+    let out = renmian(&["parse", "-"], Some(&seed), &db);
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["notices"][0]["events"].as_array().unwrap().len(), 30);
+}
+
+#[test]
+fn input_without_a_notice_exits_2_with_one_line_and_no_stdout() {
+    let (_dir, db) = temp_db();
+    let cases: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        vec![0x89, b'P', b'N', b'G', 0, 0, 0, 13, 0xff, 0xfe, 0, 1],
+        "关于印发《工作方案》的通知\n各单位：\n现印发给你们，请认真组织实施。\n成立工作专班，由张三任组长。\n"
+            .as_bytes()
+            .to_vec(),
+    ];
+    for input in cases {
+        let out = renmian(&["parse", "-"], Some(&input), &db);
+        assert_eq!(out.status.code(), Some(2), "{input:?}");
+        assert!(out.stdout.is_empty());
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+    let out = renmian(&["parse", "/nonexistent/file.md"], None, &db);
+    assert_eq!(out.status.code(), Some(2));
+    // Nothing was stored by any of it, and ingest refuses the same way.
+    let out = renmian(&["ingest", "-"], Some(b"nothing here"), &db);
+    assert_eq!(out.status.code(), Some(2));
+    let out = renmian(&["events", "--json"], None, &db);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(),
+        serde_json::json!([])
+    );
+}
+
+#[test]
+fn ingest_then_query_as_json_and_bad_dates_are_refused() {
+    let (_dir, db) = temp_db();
+    let out = renmian(
+        &["ingest", "--json", "seeds/linxiang-gazette-2023-no2.md"],
+        None,
+        &db,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report[0]["events_appended"], 31);
+    let out = renmian(&["ingest", "seeds/linxiang-gazette-2023-no2.md"], None, &db);
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "临政人〔2023〕4号: already recorded\n"
+    );
+    let out = renmian(
+        &[
+            "holders",
+            "--org",
+            "市教体局",
+            "--post",
+            "副局长",
+            "--on",
+            "2023-05-01",
+            "--json",
+        ],
+        None,
+        &db,
+    );
+    let holders: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(holders[0]["person"], "钟炎夫");
+    let out = renmian(
+        &[
+            "holders",
+            "--org",
+            "市教体局",
+            "--post",
+            "副局长",
+            "--on",
+            "2023-5-1",
+        ],
+        None,
+        &db,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("YYYY-MM-DD"));
+    let out = renmian(&["export", "--json"], None, &db);
+    let before = out.stdout;
+    assert!(renmian(&["rebuild"], None, &db).status.success());
+    assert_eq!(renmian(&["export", "--json"], None, &db).stdout, before);
+    let csv = renmian(&["export", "--csv"], None, &db);
+    assert!(String::from_utf8(csv.stdout)
+        .unwrap()
+        .starts_with("# rm_notices\n"));
+    let out = renmian(&["verify"], None, &db);
+    assert!(out.status.success());
+}
