@@ -46,6 +46,11 @@ pub enum RegistryError {
     /// The database is down or timed out (UNAVAILABLE). Retry later.
     #[error("{0}")]
     Unavailable(String),
+    /// The event log's hash chain is broken and no operator has acknowledged it, so writes
+    /// are refused (FAILED_PRECONDITION; reads still work). Handle: run `renmian verify`,
+    /// investigate, then `renmian verify --acknowledge --reason TEXT`.
+    #[error("{0}")]
+    IntegrityBroken(String),
     /// A bug or corrupt data (INTERNAL). The message is for logs, not for clients.
     #[error("{0}")]
     Internal(String),
@@ -98,12 +103,19 @@ pub struct IngestOutcome {
     pub title: String,
     /// `true`: the notice was already recorded with this content; nothing was appended.
     pub already_recorded: bool,
+    /// `true`: the notice was recorded before with other content and this ingest recorded
+    /// the correction.
+    pub corrected: bool,
     /// Events appended by this ingest (0 when already recorded).
     pub events_appended: usize,
     pub first_position: Option<i64>,
     pub last_position: Option<i64>,
     /// Contradictions the registry accepted and flagged for this notice.
     pub warnings: Vec<NoticeWarning>,
+    /// Document numbers this notice revoked (关于撤销…的通知).
+    pub revoked_notices: Vec<String>,
+    /// Other things the caller should know (e.g. a revoked notice that is not recorded).
+    pub notes: Vec<String>,
 }
 
 /// Who is asking, recorded with every event written on their behalf.
@@ -172,10 +184,38 @@ impl Registry {
 
     /// Parses `text` and records every notice in it. Each notice is all-or-nothing and
     /// idempotent; if any notice conflicts with a recorded one, nothing at all is stored.
+    /// A notice that revokes earlier ones (关于撤销…的通知) also records their revocation.
     pub async fn ingest(
         &self,
         text: &str,
         actor: &Actor,
+    ) -> Result<Vec<IngestOutcome>, RegistryError> {
+        self.ingest_with(text, actor, None).await
+    }
+
+    /// Like [`Registry::ingest`], but a notice recorded under the same key with other
+    /// content is accepted as an explicit correction (`reason`): the facts it drops are
+    /// withdrawn and the facts it adds recorded, as events; nothing is edited.
+    pub async fn ingest_correction(
+        &self,
+        text: &str,
+        reason: &str,
+        actor: &Actor,
+    ) -> Result<Vec<IngestOutcome>, RegistryError> {
+        if reason.trim().is_empty() {
+            return Err(RegistryError::InvalidArgument {
+                field: "reason",
+                message: "a correction needs a reason".into(),
+            });
+        }
+        self.ingest_with(text, actor, Some(reason.trim())).await
+    }
+
+    async fn ingest_with(
+        &self,
+        text: &str,
+        actor: &Actor,
+        correction: Option<&str>,
     ) -> Result<Vec<IngestOutcome>, RegistryError> {
         let parsed = self.parse(text);
         if parsed.notices.is_empty() {
@@ -190,62 +230,170 @@ impl Registry {
             });
         }
         // Refuse up front when any notice conflicts, so a multi-notice text stores nothing.
+        let mut corrects = Vec::with_capacity(parsed.notices.len());
         for n in &parsed.notices {
             let key = NoticeKey::for_notice(n);
-            let context = self
+            let mut context = self
                 .store
                 .load_aggregate(&key.aggregate_id().to_string())
                 .await?;
-            let mut context = context;
-            let recorded = context.aggregate().clone();
-            if let Some(conflict) = recorded.conflict_with(n) {
-                return Err(RegistryError::Conflict(conflict.to_string()));
+            let conflict = context.aggregate().conflict_with(n);
+            match (conflict, correction) {
+                (Some(conflict), None) => {
+                    return Err(RegistryError::Conflict(format!(
+                        "{conflict}; to record a corrected re-issue use `ingest --correct REASON`"
+                    )))
+                }
+                (conflict, _) => corrects.push(conflict.is_some()),
             }
         }
         let mut outcomes = Vec::with_capacity(parsed.notices.len());
-        for n in parsed.notices.iter() {
+        for (n, correct) in parsed.notices.iter().zip(corrects) {
             let diagnostics = diagnostics_within(n, &parsed.diagnostics);
-            outcomes.push(self.record(n.clone(), diagnostics, actor).await?);
+            let reason = correction.filter(|_| correct);
+            let mut outcome = self.record(n.clone(), diagnostics, reason, actor).await?;
+            if !outcome.already_recorded {
+                self.revoke_listed(n, &mut outcome, actor).await?;
+            }
+            outcomes.push(outcome);
         }
         Ok(outcomes)
+    }
+
+    /// Records the revocations a revoking notice states. A revoked notice the registry does
+    /// not hold is reported (the revocation can only take effect once it is ingested).
+    async fn revoke_listed(
+        &self,
+        notice: &Notice,
+        outcome: &mut IngestOutcome,
+        actor: &Actor,
+    ) -> Result<(), RegistryError> {
+        let by = notice
+            .document_number
+            .clone()
+            .unwrap_or_else(|| notice.title.clone());
+        for number in &notice.revokes {
+            match self
+                .revoke(
+                    number,
+                    &format!("撤销：{}", notice.title),
+                    Some(by.clone()),
+                    actor,
+                )
+                .await
+            {
+                Ok(_) => outcome.revoked_notices.push(number.clone()),
+                Err(RegistryError::NotFound(_)) => outcome.notes.push(format!(
+                    "revokes {number}, which is not recorded; ingest it to record the revocation"
+                )),
+                Err(RegistryError::Conflict(m)) if m.contains("already revoked") => {
+                    outcome.notes.push(format!("{number} was already revoked"))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     async fn record(
         &self,
         notice: Notice,
         diagnostics: Vec<Diagnostic>,
+        correction: Option<&str>,
         actor: &Actor,
     ) -> Result<IngestOutcome, RegistryError> {
         let aggregate_id = NoticeKey::for_notice(&notice).aggregate_id().to_string();
-        let mut metadata = HashMap::from([(META_ACTOR.to_string(), actor.name.clone())]);
-        if let Some(number) = &notice.document_number {
-            metadata.insert(META_DOCUMENT_NUMBER.to_string(), number.clone());
-        }
-        if let Some(request_id) = &actor.request_id {
-            metadata.insert("request_id".to_string(), request_id.clone());
-        }
-        let command = || NoticeCommand::Record {
-            notice: Box::new(notice.clone()),
-            diagnostics: diagnostics.clone(),
+        let metadata = metadata_for(actor, notice.document_number.as_deref());
+        let command = || match correction {
+            Some(reason) => NoticeCommand::Correct {
+                notice: Box::new(notice.clone()),
+                diagnostics: diagnostics.clone(),
+                reason: reason.to_string(),
+            },
+            None => NoticeCommand::Record {
+                notice: Box::new(notice.clone()),
+                diagnostics: diagnostics.clone(),
+            },
         };
         let appended = self.execute(&aggregate_id, command, &metadata).await?;
+        let mut outcome = self.outcome(&aggregate_id, &appended).await?;
+        outcome.corrected = correction.is_some() && !appended.is_empty();
+        Ok(outcome)
+    }
+
+    /// Catches the projections up after a command and reports what it appended.
+    async fn outcome(
+        &self,
+        aggregate_id: &str,
+        appended: &[usize],
+    ) -> Result<IngestOutcome, RegistryError> {
         self.projector.catch_up().await?;
-        let stored = self.db.aggregate_events("notice", &aggregate_id, 0).await?;
+        let stored = self.db.aggregate_events("notice", aggregate_id, 0).await?;
         let new: Vec<_> = stored
             .iter()
             .filter(|e| appended.contains(&(e.sequence as usize)))
             .collect();
-        let view = self.queries.notice(&aggregate_id).await?;
+        let view = self.queries.notice(aggregate_id).await?;
+        let first = new.first().map(|e| e.position);
         Ok(IngestOutcome {
-            notice_id: aggregate_id,
-            document_number: notice.document_number,
-            title: notice.title,
+            notice_id: aggregate_id.to_string(),
+            document_number: view.document_number,
+            title: view.title,
             already_recorded: new.is_empty(),
+            corrected: false,
             events_appended: new.len(),
-            first_position: new.first().map(|e| e.position),
+            first_position: first,
             last_position: new.last().map(|e| e.position),
-            warnings: view.warnings,
+            // Warnings raised by this command's events (all of them for a new notice).
+            warnings: view
+                .warnings
+                .into_iter()
+                .filter(|w| first.is_none_or(|f| w.position >= f))
+                .collect(),
+            revoked_notices: Vec::new(),
+            notes: Vec::new(),
         })
+    }
+
+    /// An operator's confirmation of a probation that no notice confirmed: recorded on the
+    /// notice that started the probation, effective `on`.
+    pub async fn confirm_probation(
+        &self,
+        person: &str,
+        organization: &str,
+        post: &str,
+        on: chrono::NaiveDate,
+        actor: &Actor,
+    ) -> Result<IngestOutcome, RegistryError> {
+        let holdings = self.queries.holdings(person, on).await?;
+        let organization = self.queries.resolve_organization(organization).await?;
+        let tenure = holdings
+            .into_iter()
+            .find(|t| t.organization == organization && t.post == post.trim())
+            .ok_or_else(|| {
+                RegistryError::NotFound(format!(
+                    "{person} does not hold {organization} {post} on {on}"
+                ))
+            })?;
+        if tenure.probation_end.is_none() || tenure.probation_outcome.is_some() {
+            return Err(RegistryError::Conflict(format!(
+                "{person}'s tenure of {organization} {post} has no undecided probation"
+            )));
+        }
+        let notice = tenure
+            .appointing_notice
+            .clone()
+            .ok_or_else(|| RegistryError::NotFound("the appointing notice is unknown".into()))?;
+        let view = self.queries.notice(&notice).await?;
+        let metadata = metadata_for(actor, view.document_number.as_deref());
+        let command = || NoticeCommand::ConfirmProbation {
+            person: tenure.person.clone(),
+            organization: tenure.organization_as_written.clone(),
+            post: tenure.post.clone(),
+            effective_on: on.format("%Y-%m-%d").to_string(),
+        };
+        let appended = self.execute(&view.notice_id, command, &metadata).await?;
+        self.outcome(&view.notice_id, &appended).await
     }
 
     /// Load, handle, commit; retried when another writer committed to the same aggregate
@@ -290,7 +438,7 @@ impl Registry {
             });
         }
         let view = self.queries.notice(reference).await?;
-        let metadata = HashMap::from([(META_ACTOR.to_string(), actor.name.clone())]);
+        let metadata = metadata_for(actor, view.document_number.as_deref());
         let reason = reason.trim().to_string();
         let appended = self
             .execute(
@@ -302,26 +450,20 @@ impl Registry {
                 &metadata,
             )
             .await?;
-        self.projector.catch_up().await?;
-        let stored = self
-            .db
-            .aggregate_events("notice", &view.notice_id, 0)
-            .await?;
-        let new: Vec<_> = stored
-            .iter()
-            .filter(|e| appended.contains(&(e.sequence as usize)))
-            .collect();
-        Ok(IngestOutcome {
-            notice_id: view.notice_id,
-            document_number: view.document_number,
-            title: view.title,
-            already_recorded: false,
-            events_appended: new.len(),
-            first_position: new.first().map(|e| e.position),
-            last_position: new.last().map(|e| e.position),
-            warnings: Vec::new(),
-        })
+        self.outcome(&view.notice_id, &appended).await
     }
+}
+
+/// Event metadata: who wrote it, for which notice, under which request id.
+fn metadata_for(actor: &Actor, document_number: Option<&str>) -> HashMap<String, String> {
+    let mut metadata = HashMap::from([(META_ACTOR.to_string(), actor.name.clone())]);
+    if let Some(number) = document_number {
+        metadata.insert(META_DOCUMENT_NUMBER.to_string(), number.to_string());
+    }
+    if let Some(request_id) = &actor.request_id {
+        metadata.insert("request_id".to_string(), request_id.clone());
+    }
+    metadata
 }
 
 /// The parser's diagnostics that fall on the lines of `notice`.

@@ -1,6 +1,7 @@
 //! The event-store and projection contract: the same suite runs on SQLite and, when
 //! `RENMIAN_TEST_DATABASE_URL` is set, on PostgreSQL (each test on a database of its own).
 
+#[macro_use]
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
@@ -36,30 +37,7 @@ async fn export_json(registry: &Registry) -> String {
     serde_json::to_string(&to_json(&export(registry.database()).await.unwrap())).unwrap()
 }
 
-/// Generates one test per backend for each contract function.
-macro_rules! contract {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(super::TestDb::sqlite()).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let Some(db) = super::TestDb::postgres().await else { return };
-                    super::$name(db).await;
-                }
-            )*
-        }
-    };
-}
-
-contract!(
+backend_suite!(
     ingesting_the_seed_records_one_notice_and_thirty_facts,
     holders_on_a_date_follow_the_notice,
     organizations_resolve_as_written_canonically_and_by_alias,

@@ -27,7 +27,11 @@ CREATE TABLE rm_notices (
     revoked_position  BIGINT,
     revoked_at        TEXT,
     revoked_reason    TEXT,
-    revoked_by        TEXT
+    revoked_by        TEXT,
+    corrected_position BIGINT,                     -- last correction
+    corrected_at      TEXT,
+    corrected_reason  TEXT,
+    correction_count  BIGINT NOT NULL DEFAULT 0
 );
 CREATE INDEX rm_notices_document_number ON rm_notices (document_number);
 
@@ -69,12 +73,18 @@ CREATE TABLE rm_posts (
     PRIMARY KEY (organization, post)
 );
 
--- One row per person holding a post over a period. start_date NULL: unknown start (a
--- removal of someone never recorded as appointed); end_date NULL: still open.
--- Dates are YYYY-MM-DD (or YYYY-MM / YYYY when only that is known); a tenure holds on D
--- when start_date <= D < end_date.
+-- One row per version of a person's tenure of a post. A tenure is never updated in place:
+-- a change (end, probation outcome, withdrawal) closes the current version (version_to = the
+-- position of the event that changed it) and inserts the next one (version_from = that
+-- position). "As the registry knew it at position P" is the versions with
+-- version_from <= P < version_to.
+-- start_date NULL: unknown start (a removal of someone never recorded as appointed);
+-- end_date NULL: still open. Dates are YYYY-MM-DD (or YYYY-MM / YYYY when only that is
+-- known); a tenure holds on D when start_date <= D < end_date.
 CREATE TABLE rm_tenures (
-    tenure_id               BIGINT PRIMARY KEY,    -- position of the event that opened it
+    tenure_id               BIGINT NOT NULL,       -- position of the event that opened it
+    version_from            BIGINT NOT NULL,
+    version_to              BIGINT,                -- NULL: current version
     person                  TEXT   NOT NULL,
     organization            TEXT   NOT NULL,       -- canonical
     organization_as_written TEXT   NOT NULL,
@@ -96,7 +106,9 @@ CREATE TABLE rm_tenures (
     ending_clause           TEXT,
     recorded_position       BIGINT NOT NULL,
     ended_position          BIGINT,
-    revoked_position        BIGINT                 -- set when the appointing notice is revoked
+    withdrawn_position      BIGINT,                -- the appointing fact was revoked/corrected away
+    withdrawn_reason        TEXT,
+    PRIMARY KEY (tenure_id, version_from)
 );
 CREATE INDEX rm_tenures_post ON rm_tenures (organization, post);
 CREATE INDEX rm_tenures_person ON rm_tenures (person);

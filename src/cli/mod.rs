@@ -4,6 +4,7 @@
 //! Exit codes: 0 success; 1 failure (database, verification); 2 bad input (no notice in the
 //! text, malformed argument, conflicting notice).
 
+mod gen;
 pub mod table;
 
 use std::io::{Read, Write};
@@ -16,9 +17,9 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
 use crate::notice;
-use crate::projections::{export, queries::parse_date, Probation, Tenure};
+use crate::projections::{export, queries::parse_date, Probation, Queries, Tenure};
 use crate::registry::{Actor, IngestOutcome, Registry, RegistryError};
-use crate::store::StoredEvent;
+use crate::store::{dump, StoredEvent};
 
 /// renmian (任免): an event-sourced registry of government personnel appointments.
 #[derive(Debug, Parser)]
@@ -47,6 +48,10 @@ pub enum Command {
         /// Name recorded as the actor of the appended events.
         #[arg(long, default_value = "cli")]
         actor: String,
+        /// Accept a notice already recorded with other content as a corrected re-issue,
+        /// for this reason (recorded as correction events; nothing is edited).
+        #[arg(long, value_name = "REASON")]
+        correct: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -59,6 +64,8 @@ pub enum Command {
         post: String,
         #[command(flatten)]
         on: OnDate,
+        #[command(flatten)]
+        as_of: AsOf,
         #[arg(long)]
         json: bool,
     },
@@ -68,6 +75,8 @@ pub enum Command {
         person: String,
         #[command(flatten)]
         on: OnDate,
+        #[command(flatten)]
+        as_of: AsOf,
         #[arg(long)]
         json: bool,
     },
@@ -79,6 +88,8 @@ pub enum Command {
         post: Option<String>,
         #[arg(long)]
         person: Option<String>,
+        #[command(flatten)]
+        as_of: AsOf,
         #[arg(long)]
         json: bool,
     },
@@ -87,15 +98,36 @@ pub enum Command {
         #[command(flatten)]
         on: OnDate,
         /// Only probations ending within this many days of --on.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "all")]
         due_within: Option<u32>,
+        /// Every probation with its status on --on (running, due, confirmed, terminated).
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        as_of: AsOf,
         #[arg(long)]
         json: bool,
+    },
+    /// Record an operator's confirmation of a probation (试用期满，正式任职) no notice stated.
+    Confirm {
+        #[arg(long)]
+        person: String,
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        post: String,
+        /// Date the confirmation takes effect (YYYY-MM-DD); defaults to today.
+        #[command(flatten)]
+        on: OnDate,
+        #[arg(long, default_value = "cli")]
+        actor: String,
     },
     /// Recorded notices, or one notice by document number with its events and warnings.
     Notices {
         /// A document number (文号), e.g. 临政人〔2023〕4号.
         document_number: Option<String>,
+        #[command(flatten)]
+        as_of: AsOf,
         #[arg(long)]
         json: bool,
     },
@@ -135,9 +167,32 @@ pub enum Command {
     Verify {
         #[arg(long)]
         json: bool,
+        /// Record that an operator has seen every anomaly found now, so the server accepts
+        /// writes again (the anomalies stay reported; a later, different one needs a new
+        /// acknowledgement).
+        #[arg(long, requires = "reason")]
+        acknowledge: bool,
+        /// Why the anomalies are acknowledged (stored with the acknowledgement).
+        #[arg(long, requires = "acknowledge")]
+        reason: Option<String>,
+        /// Name recorded as the actor of the acknowledgement.
+        #[arg(long, default_value = "cli")]
+        actor: String,
     },
+    /// Write the event log as JSON Lines (one stored event per line, in global order, with
+    /// its hashes): a backup, or the way to move to another database.
+    DumpEvents {
+        /// Output file; standard output when absent.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Load a dump written by dump-events into an empty database: the whole hash chain is
+    /// checked before anything is stored, then the read models are rebuilt.
+    LoadEvents { path: PathBuf },
     /// Run the gRPC server.
     Serve(crate::grpc::ServeArgs),
+    /// Write a deterministic, realistic workload of generated notices, one file each.
+    GenNotices(gen::GenNoticesArgs),
 }
 
 #[derive(Debug, Args)]
@@ -145,6 +200,30 @@ pub struct OnDate {
     /// Date (YYYY-MM-DD); defaults to today.
     #[arg(long)]
     on: Option<String>,
+}
+
+/// The recorded-time axis: answer as the registry knew it at a past point.
+#[derive(Debug, Args)]
+pub struct AsOf {
+    /// Answer as of this event position (what the registry held right after it).
+    #[arg(long, conflicts_with = "as_recorded_at")]
+    as_of_position: Option<i64>,
+    /// Answer as of this UTC time (RFC 3339, e.g. 2026-11-28T10:00:00Z).
+    #[arg(long)]
+    as_recorded_at: Option<String>,
+}
+
+impl AsOf {
+    /// The queries to use: the registry's current view or its view at that point.
+    async fn queries(&self, registry: &Registry) -> Result<Queries, RegistryError> {
+        let now = registry.queries();
+        let position = match (&self.as_of_position, &self.as_recorded_at) {
+            (Some(p), _) => *p,
+            (None, Some(t)) => now.position_recorded_at(t).await?,
+            (None, None) => return Ok(now.clone()),
+        };
+        Ok(now.as_of_position(position)?)
+    }
 }
 
 impl OnDate {
@@ -204,6 +283,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Parse { path } = &cli.command {
         return parse(path);
     }
+    if let Command::GenNotices(args) = &cli.command {
+        return gen::run(args);
+    }
     if let Command::Serve(args) = cli.command {
         return crate::grpc::serve(&cli.database, args)
             .await
@@ -211,15 +293,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     let registry = Registry::open(&cli.database).await?;
     match cli.command {
-        Command::Parse { .. } | Command::Serve(_) => unreachable!("handled above"),
-        Command::Ingest { paths, actor, json } => {
+        Command::Parse { .. } | Command::Serve(_) | Command::GenNotices(_) => {
+            unreachable!("handled above")
+        }
+        Command::Ingest {
+            paths,
+            actor,
+            correct,
+            json,
+        } => {
             let mut all = Vec::new();
             for path in &paths {
                 let text = read_text(path)?;
-                let outcomes = registry
-                    .ingest(&text, &Actor::named(actor.clone()))
-                    .await
-                    .with_context(|| format!("{}", path.display()))?;
+                let actor = Actor::named(actor.clone());
+                let outcomes = match &correct {
+                    Some(reason) => registry.ingest_correction(&text, reason, &actor).await,
+                    None => registry.ingest(&text, &actor).await,
+                }
+                .with_context(|| format!("{}", path.display()))?;
                 all.extend(outcomes);
             }
             if json {
@@ -232,29 +323,34 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             org,
             post,
             on,
+            as_of,
             json,
         } => {
-            let tenures = registry.queries().holders(&org, &post, on.date()?).await?;
+            let queries = as_of.queries(&registry).await?;
+            let tenures = queries.holders(&org, &post, on.date()?).await?;
             show_tenures(&tenures, json)?;
         }
-        Command::Holdings { person, on, json } => {
-            let tenures = registry.queries().holdings(&person, on.date()?).await?;
+        Command::Holdings {
+            person,
+            on,
+            as_of,
+            json,
+        } => {
+            let queries = as_of.queries(&registry).await?;
+            let tenures = queries.holdings(&person, on.date()?).await?;
             show_tenures(&tenures, json)?;
         }
         Command::History {
             org,
             post,
             person,
+            as_of,
             json,
         } => {
+            let queries = as_of.queries(&registry).await?;
             let tenures = match (org, person) {
-                (Some(org), _) => {
-                    registry
-                        .queries()
-                        .post_history(&org, post.as_deref())
-                        .await?
-                }
-                (None, Some(person)) => registry.queries().person_history(&person).await?,
+                (Some(org), _) => queries.post_history(&org, post.as_deref()).await?,
+                (None, Some(person)) => queries.person_history(&person).await?,
                 (None, None) => unreachable!("clap requires --org or --person"),
             };
             show_tenures(&tenures, json)?;
@@ -262,20 +358,40 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Probations {
             on,
             due_within,
+            all,
+            as_of,
             json,
         } => {
-            let probations = registry
-                .queries()
-                .probations(on.date()?, due_within)
-                .await?;
+            let queries = as_of.queries(&registry).await?;
+            let probations = if all {
+                queries.all_probations(on.date()?).await?
+            } else {
+                queries.probations(on.date()?, due_within).await?
+            };
             show_probations(&probations, json)?;
+        }
+        Command::Confirm {
+            person,
+            org,
+            post,
+            on,
+            actor,
+        } => {
+            let outcome = registry
+                .confirm_probation(&person, &org, &post, on.date()?, &Actor::named(actor))
+                .await?;
+            println!(
+                "{person}: probation in {org} {post} confirmed (event at position {})",
+                outcome.last_position.unwrap_or_default()
+            );
         }
         Command::Notices {
             document_number,
+            as_of,
             json,
         } => match document_number {
             Some(number) => {
-                let view = registry.queries().notice(&number).await?;
+                let view = as_of.queries(&registry).await?.notice(&number).await?;
                 if json {
                     print_json(&view)?;
                 } else {
@@ -283,7 +399,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
             None => {
-                let views = registry.queries().notices(0, i64::MAX, false).await?;
+                let views = as_of
+                    .queries(&registry)
+                    .await?
+                    .notices(0, i64::MAX, false)
+                    .await?;
                 if json {
                     print_json(&views)?;
                 } else {
@@ -351,14 +471,70 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 print_json(&export::to_json(&tables))?;
             }
         }
+        Command::DumpEvents { out } => {
+            let count = match &out {
+                Some(path) => {
+                    let file = std::fs::File::create(path)
+                        .with_context(|| format!("cannot create {}", path.display()))?;
+                    dump::dump(registry.database(), &mut std::io::BufWriter::new(file)).await?
+                }
+                None => dump::dump(registry.database(), &mut std::io::stdout().lock()).await?,
+            };
+            eprintln!("dumped {count} events");
+        }
+        Command::LoadEvents { path } => {
+            let count = dump::load(registry.database(), &path)
+                .await
+                .with_context(|| format!("{}", path.display()))?;
+            let checkpoint = registry.projector().rebuild().await?;
+            println!(
+                "loaded {count} events (hash chain verified); rebuilt every read model from {checkpoint} events"
+            );
+        }
         Command::Rebuild => {
             let checkpoint = registry.projector().rebuild().await?;
             println!("rebuilt every read model from {checkpoint} events");
         }
-        Command::Verify { json } => {
+        Command::Verify {
+            json,
+            acknowledge,
+            reason,
+            actor,
+        } => {
+            if acknowledge {
+                let reason = reason.unwrap_or_default();
+                if reason.trim().is_empty() {
+                    return Err(RegistryError::InvalidArgument {
+                        field: "reason",
+                        message: "an acknowledgement needs a reason".into(),
+                    }
+                    .into());
+                }
+                let recorded = registry
+                    .database()
+                    .acknowledge(reason.trim(), &actor)
+                    .await?;
+                if recorded.is_empty() {
+                    println!("nothing to acknowledge: no unacknowledged anomaly");
+                }
+                for a in &recorded {
+                    println!(
+                        "acknowledged: position {}: {} (head position {})",
+                        a.position, a.problem, a.head_position
+                    );
+                }
+            }
             let report = registry.database().verify().await?;
+            let audit = registry.database().audit().await?;
             if json {
-                print_json(&report)?;
+                print_json(&serde_json::json!({
+                    "events": report.events,
+                    "head_position": report.head_position,
+                    "first_bad_position": report.first_bad_position,
+                    "problem": report.problem,
+                    "anomalies": audit.anomalies,
+                    "writes_refused": audit.first_unacknowledged().is_some(),
+                }))?;
             } else if report.is_intact() {
                 println!(
                     "ok: hash chain intact over {} events (head position {})",
@@ -370,6 +546,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     report.first_bad_position.unwrap_or_default(),
                     report.problem.clone().unwrap_or_default()
                 );
+                for a in &audit.anomalies {
+                    match &a.acknowledgement {
+                        Some(ack) => println!(
+                            "  position {}: {} — acknowledged {} by {}: {}",
+                            a.position, a.problem, ack.acknowledged_at, ack.actor, ack.reason
+                        ),
+                        None => println!(
+                            "  position {}: {} — NOT acknowledged: the server refuses writes \
+                             until `renmian verify --acknowledge --reason TEXT`",
+                            a.position, a.problem
+                        ),
+                    }
+                }
             }
             if !report.is_intact() {
                 return Ok(ExitCode::from(1));
@@ -411,11 +600,18 @@ pub fn describe_ingest(outcomes: &[IngestOutcome]) -> String {
             continue;
         }
         out.push_str(&format!(
-            "{name}: {} events appended (positions {}..={})\n",
+            "{name}: {}{} events appended (positions {}..={})\n",
+            if o.corrected { "corrected, " } else { "" },
             o.events_appended,
             o.first_position.unwrap_or_default(),
             o.last_position.unwrap_or_default()
         ));
+        for number in &o.revoked_notices {
+            out.push_str(&format!("  revoked {number}\n"));
+        }
+        for note in &o.notes {
+            out.push_str(&format!("  note: {note}\n"));
+        }
         for w in &o.warnings {
             let line = w.line.map(|l| format!("line {l}: ")).unwrap_or_default();
             out.push_str(&format!("  warning: {line}{}\n", w.message));
@@ -450,8 +646,10 @@ fn tenure_row(t: &Tenure) -> Vec<String> {
                 .unwrap_or_default()
         ));
     }
-    if t.revoked_position.is_some() {
-        flags.push("revoked".into());
+    if let Some(reason) = &t.withdrawn_reason {
+        flags.push(format!("withdrawn ({reason})"));
+    } else if let Some(cause) = t.end_cause.as_deref().filter(|c| *c != "removed") {
+        flags.push(cause.to_string());
     }
     vec![
         t.person.clone(),
@@ -603,6 +801,13 @@ fn describe_notice(view: &crate::projections::NoticeView) -> String {
         view.actor,
         view.event_count,
     );
+    if let Some(at) = &view.corrected_at {
+        out.push_str(&format!(
+            "  corrected {} time(s), last at {at}: {}\n",
+            view.correction_count,
+            opt(&view.corrected_reason)
+        ));
+    }
     if let Some(at) = &view.revoked_at {
         out.push_str(&format!(
             "  REVOKED at {at} by {}: {}\n",

@@ -20,8 +20,15 @@ pub enum RegistryEvent {
     RemovalRecorded(PostFact),
     /// A probation ended with confirmation (试用期满…正式任职).
     ConfirmationRecorded(PostFact),
-    /// The notice was revoked: none of its facts hold any more, from this record on.
+    /// The notice was revoked: none of its facts hold any more, from this record on. Followed
+    /// by one `FactWithdrawn` per fact that was in force.
     NoticeRevoked(NoticeRevoked),
+    /// A corrected re-issue of the notice (same key, changed content) was accepted. Followed
+    /// by `FactWithdrawn` for facts the correction drops and ordinary fact events for facts
+    /// it adds; facts it keeps are untouched.
+    NoticeCorrected(NoticeCorrected),
+    /// One fact of the notice no longer holds (revocation or correction).
+    FactWithdrawn(FactWithdrawn),
 }
 
 impl RegistryEvent {
@@ -32,7 +39,9 @@ impl RegistryEvent {
             Self::AppointmentRecorded(f)
             | Self::RemovalRecorded(f)
             | Self::ConfirmationRecorded(f) => (Some(f.line), Some(f.clause.as_str())),
+            Self::FactWithdrawn(w) => (Some(w.fact.line), Some(w.fact.clause.as_str())),
             Self::NoticeRevoked(_) => (None, None),
+            Self::NoticeCorrected(c) => (Some(c.line), None),
         }
     }
 
@@ -62,6 +71,8 @@ impl DomainEvent for RegistryEvent {
             Self::RemovalRecorded(_) => "RemovalRecorded",
             Self::ConfirmationRecorded(_) => "ConfirmationRecorded",
             Self::NoticeRevoked(_) => "NoticeRevoked",
+            Self::NoticeCorrected(_) => "NoticeCorrected",
+            Self::FactWithdrawn(_) => "FactWithdrawn",
         }
         .to_string()
     }
@@ -113,6 +124,31 @@ pub struct PostFact {
     pub effective_on: Option<String>,
     pub line: usize,
     pub clause: String,
+}
+
+/// The new content of a corrected notice and why it was corrected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoticeCorrected {
+    pub reason: String,
+    pub title: String,
+    pub issued_on: Option<String>,
+    pub remarks: Vec<String>,
+    /// Hex SHA-256 of the corrected text's normal form.
+    pub content_hash: String,
+    pub source_text: String,
+    pub line: usize,
+    /// How many facts the correction withdraws and adds (the events that follow).
+    pub withdrawn: usize,
+    pub added: usize,
+}
+
+/// A fact that stops holding: which kind it was, the fact as recorded, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FactWithdrawn {
+    pub kind: EventKind,
+    pub fact: PostFact,
+    /// `revoked: …` or `corrected: …`.
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,7 +8,11 @@
 pub mod aggregate;
 pub mod events;
 pub mod ids;
+pub mod posts;
 
 pub use aggregate::{NoticeAggregate, NoticeCommand, NoticeError};
-pub use events::{NoticeRecorded, NoticeRevoked, PostFact, RegistryEvent, EVENT_VERSION};
+pub use events::{
+    FactWithdrawn, NoticeCorrected, NoticeRecorded, NoticeRevoked, PostFact, RegistryEvent,
+    EVENT_VERSION,
+};
 pub use ids::{content_hash, NoticeKey};

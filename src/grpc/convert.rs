@@ -237,7 +237,7 @@ impl From<Tenure> for pb::Tenure {
             recorded_at: t.recorded_at.unwrap_or_default(),
             ended_position: t.ended_position,
             ended_recorded_at: t.ended_recorded_at.unwrap_or_default(),
-            revoked_position: t.revoked_position,
+            revoked_position: t.withdrawn_position,
         }
     }
 }

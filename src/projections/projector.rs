@@ -6,9 +6,13 @@
 
 use chrono::{Months, NaiveDate};
 use cqrs_es::persist::EventUpcaster;
+use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
+use crate::domain::events::{FactWithdrawn, NoticeCorrected};
+use crate::domain::posts::is_head_post;
 use crate::domain::{NoticeRecorded, NoticeRevoked, PostFact, RegistryEvent};
+use crate::notice::EventKind;
 use crate::store::{repository::to_serialized, Database, StoreError, StoredEvent};
 
 /// Name of the registry projection's row in `projection_checkpoint`.
@@ -131,9 +135,18 @@ impl Projector {
         let Some(last) = events.last().map(|e| e.position) else {
             return Ok(None);
         };
-        for event in &events {
+        for (i, event) in events.iter().enumerate() {
             let decoded = decode_event(event, &self.upcasters)?;
             apply(tx, event, &decoded).await?;
+            // A notice's events are committed together, so the notice is complete when the
+            // next event belongs to another aggregate or there is none yet.
+            let next = match events.get(i + 1) {
+                Some(next) => Some(next.aggregate_id.clone()),
+                None => next_aggregate(tx, event.position).await?,
+            };
+            if next.as_deref() != Some(event.aggregate_id.as_str()) {
+                check_one_seat_posts(tx, event).await?;
+            }
         }
         sqlx::query("UPDATE projection_checkpoint SET position = $1 WHERE name = $2")
             .bind(last)
@@ -196,6 +209,8 @@ async fn apply(
             confirm(tx, event, f, &ctx).await
         }
         RegistryEvent::NoticeRevoked(r) => revoke(tx, event, r).await,
+        RegistryEvent::NoticeCorrected(c) => correct(tx, event, c).await,
+        RegistryEvent::FactWithdrawn(w) => withdraw(tx, event, w).await,
     }
 }
 
@@ -261,16 +276,7 @@ async fn fact_prelude(
         .bind(&event.aggregate_id)
         .execute(&mut **tx)
         .await?;
-    // A name already known as another organization's alias resolves to that organization,
-    // so 市人民防空办公室 lands on 临湘市国防动员办公室 once the notice has said they are one.
-    let known: Option<String> =
-        sqlx::query("SELECT canonical_name FROM rm_organization_aliases WHERE alias = $1")
-            .bind(&f.organization_canonical)
-            .fetch_optional(&mut **tx)
-            .await?
-            .map(|r| r.try_get("canonical_name"))
-            .transpose()?;
-    let organization = known.unwrap_or_else(|| f.organization_canonical.clone());
+    let organization = resolve_alias(tx, &f.organization_canonical).await?;
     let jurisdiction: Option<String> =
         sqlx::query("SELECT jurisdiction FROM rm_notices WHERE notice_id = $1")
             .bind(&event.aggregate_id)
@@ -337,40 +343,204 @@ async fn fact_prelude(
     })
 }
 
+/// A version of a tenure row (see `migrations/*/0002_read_models.sql`).
+#[derive(Debug, Clone, Default)]
+struct TenureRow {
+    tenure_id: i64,
+    person: String,
+    organization: String,
+    organization_as_written: String,
+    post: String,
+    concurrent: bool,
+    start_date: Option<String>,
+    end_date: Option<String>,
+    probation_months: Option<i64>,
+    probation_end: Option<String>,
+    probation_outcome: Option<String>,
+    probation_outcome_on: Option<String>,
+    note: Option<String>,
+    end_note: Option<String>,
+    appointing_notice: Option<String>,
+    appointing_line: Option<i64>,
+    appointing_clause: Option<String>,
+    ending_notice: Option<String>,
+    ending_line: Option<i64>,
+    ending_clause: Option<String>,
+    recorded_position: i64,
+    ended_position: Option<i64>,
+    withdrawn_position: Option<i64>,
+    withdrawn_reason: Option<String>,
+}
+
+const TENURE_COLUMNS: &str = "tenure_id, person, organization, organization_as_written, post, \
+     concurrent, start_date, end_date, probation_months, probation_end, probation_outcome, \
+     probation_outcome_on, note, end_note, appointing_notice, appointing_line, appointing_clause, \
+     ending_notice, ending_line, ending_clause, recorded_position, ended_position, \
+     withdrawn_position, withdrawn_reason";
+
+impl TenureRow {
+    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            tenure_id: r.try_get("tenure_id")?,
+            person: r.try_get("person")?,
+            organization: r.try_get("organization")?,
+            organization_as_written: r.try_get("organization_as_written")?,
+            post: r.try_get("post")?,
+            concurrent: r.try_get::<i64, _>("concurrent")? != 0,
+            start_date: r.try_get("start_date")?,
+            end_date: r.try_get("end_date")?,
+            probation_months: r.try_get("probation_months")?,
+            probation_end: r.try_get("probation_end")?,
+            probation_outcome: r.try_get("probation_outcome")?,
+            probation_outcome_on: r.try_get("probation_outcome_on")?,
+            note: r.try_get("note")?,
+            end_note: r.try_get("end_note")?,
+            appointing_notice: r.try_get("appointing_notice")?,
+            appointing_line: r.try_get("appointing_line")?,
+            appointing_clause: r.try_get("appointing_clause")?,
+            ending_notice: r.try_get("ending_notice")?,
+            ending_line: r.try_get("ending_line")?,
+            ending_clause: r.try_get("ending_clause")?,
+            recorded_position: r.try_get("recorded_position")?,
+            ended_position: r.try_get("ended_position")?,
+            withdrawn_position: r.try_get("withdrawn_position")?,
+            withdrawn_reason: r.try_get("withdrawn_reason")?,
+        })
+    }
+
+    /// Inserts this row as the version starting at `version_from`.
+    async fn insert(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        version_from: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(&format!(
+            "INSERT INTO rm_tenures (version_from, {TENURE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, \
+             $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, \
+             $24, $25)"
+        ))
+        .bind(version_from)
+        .bind(self.tenure_id)
+        .bind(&self.person)
+        .bind(&self.organization)
+        .bind(&self.organization_as_written)
+        .bind(&self.post)
+        .bind(i64::from(self.concurrent))
+        .bind(&self.start_date)
+        .bind(&self.end_date)
+        .bind(self.probation_months)
+        .bind(&self.probation_end)
+        .bind(&self.probation_outcome)
+        .bind(&self.probation_outcome_on)
+        .bind(&self.note)
+        .bind(&self.end_note)
+        .bind(&self.appointing_notice)
+        .bind(self.appointing_line)
+        .bind(&self.appointing_clause)
+        .bind(&self.ending_notice)
+        .bind(self.ending_line)
+        .bind(&self.ending_clause)
+        .bind(self.recorded_position)
+        .bind(self.ended_position)
+        .bind(self.withdrawn_position)
+        .bind(&self.withdrawn_reason)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Replaces the current version with `self` as of `position`: the old version is closed,
+    /// never changed otherwise, so earlier answers stay reproducible.
+    async fn supersede(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        position: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE rm_tenures SET version_to = $1 WHERE tenure_id = $2 AND version_to IS NULL",
+        )
+        .bind(position)
+        .bind(self.tenure_id)
+        .execute(&mut **tx)
+        .await?;
+        self.insert(tx, position).await
+    }
+}
+
+/// Current, not withdrawn versions matching `filter` (binds follow `$1…`), latest first.
+async fn current_tenures(
+    tx: &mut Transaction<'_, Any>,
+    filter: &str,
+    binds: &[&str],
+) -> Result<Vec<TenureRow>, StoreError> {
+    let sql = format!(
+        "SELECT {TENURE_COLUMNS} FROM rm_tenures WHERE version_to IS NULL \
+         AND withdrawn_position IS NULL AND {filter} ORDER BY tenure_id DESC"
+    );
+    let mut query = sqlx::query(&sql);
+    for b in binds {
+        query = query.bind(*b);
+    }
+    let rows = query.fetch_all(&mut **tx).await?;
+    Ok(rows
+        .iter()
+        .map(TenureRow::from_row)
+        .collect::<Result<_, _>>()?)
+}
+
+/// A name already known as another organization's alias resolves to that organization, so
+/// 市人民防空办公室 lands on 临湘市国防动员办公室 once a notice has said they are one.
+async fn resolve_alias(
+    tx: &mut Transaction<'_, Any>,
+    canonical: &str,
+) -> Result<String, StoreError> {
+    let known: Option<String> =
+        sqlx::query("SELECT canonical_name FROM rm_organization_aliases WHERE alias = $1")
+            .bind(canonical)
+            .fetch_optional(&mut **tx)
+            .await?
+            .map(|r| r.try_get("canonical_name"))
+            .transpose()?;
+    Ok(known.unwrap_or_else(|| canonical.to_string()))
+}
+
 /// The open tenure of `person` in `post` at `organization`, latest first.
 async fn open_tenure(
     tx: &mut Transaction<'_, Any>,
     person: &str,
     organization: &str,
     post: &str,
-) -> Result<Option<(i64, Option<String>, Option<String>, Option<String>)>, StoreError> {
-    let row = sqlx::query(
-        "SELECT tenure_id, start_date, probation_end, probation_outcome FROM rm_tenures \
-         WHERE person = $1 AND organization = $2 AND post = $3 AND end_date IS NULL \
-         AND revoked_position IS NULL ORDER BY tenure_id DESC LIMIT 1",
+) -> Result<Option<TenureRow>, StoreError> {
+    Ok(current_tenures(
+        tx,
+        "person = $1 AND organization = $2 AND post = $3 AND end_date IS NULL \
+         AND ended_position IS NULL",
+        &[person, organization, post],
     )
-    .bind(person)
-    .bind(organization)
-    .bind(post)
-    .fetch_optional(&mut **tx)
-    .await?;
-    row.map(|r| {
-        Ok((
-            r.try_get("tenure_id")?,
-            r.try_get("start_date")?,
-            r.try_get("probation_end")?,
-            r.try_get("probation_outcome")?,
-        ))
-    })
-    .transpose()
-    .map_err(|e: sqlx::Error| e.into())
+    .await?
+    .into_iter()
+    .next())
 }
 
-/// `start` plus `months`, for full dates only (a month-precision start has no exact end).
+/// `start` plus `months`: for full dates exactly, for month precision to the month
+/// (`2023-05` + 12 = `2024-05`); a year-only start has no meaningful end.
 pub fn add_months(start: &str, months: u32) -> Option<String> {
-    let date = NaiveDate::parse_from_str(start, "%Y-%m-%d").ok()?;
-    date.checked_add_months(Months::new(months))
-        .map(|d| d.format("%Y-%m-%d").to_string())
+    if let Ok(date) = NaiveDate::parse_from_str(start, "%Y-%m-%d") {
+        return date
+            .checked_add_months(Months::new(months))
+            .map(|d| d.format("%Y-%m-%d").to_string());
+    }
+    let (year, month) = start.split_once('-')?;
+    let (year, month): (i64, i64) = (year.parse().ok()?, month.parse().ok()?);
+    if !(1..=12).contains(&month) || start.len() != 7 {
+        return None;
+    }
+    let total = year * 12 + (month - 1) + i64::from(months);
+    Some(format!("{:04}-{:02}", total / 12, total % 12 + 1))
+}
+
+fn line_of(f: &PostFact) -> i64 {
+    i64::try_from(f.line).unwrap_or(i64::MAX)
 }
 
 async fn appoint(
@@ -379,17 +549,17 @@ async fn appoint(
     f: &PostFact,
     ctx: &FactContext,
 ) -> Result<(), StoreError> {
-    if let Some((tenure, start, _, _)) =
-        open_tenure(tx, &f.person, &ctx.organization, &f.post).await?
-    {
-        let since = start.unwrap_or_else(|| "an unknown date".to_string());
+    if let Some(existing) = open_tenure(tx, &f.person, &ctx.organization, &f.post).await? {
+        let since = existing
+            .start_date
+            .unwrap_or_else(|| "an unknown date".to_string());
         return warn(
             tx,
             event,
             Some(f.line),
             &format!(
-                "{} already holds {} {} (since {since}, tenure {tenure}); the appointment is recorded and the existing tenure kept",
-                f.person, ctx.organization, f.post
+                "{} already holds {} {} (since {since}, tenure {}); the appointment is recorded and the existing tenure kept",
+                f.person, ctx.organization, f.post, existing.tenure_id
             ),
         )
         .await;
@@ -398,29 +568,25 @@ async fn appoint(
         (Some(m), Some(start)) => add_months(start, m),
         _ => None,
     };
-    sqlx::query(
-        "INSERT INTO rm_tenures (tenure_id, person, organization, organization_as_written, post, \
-         concurrent, start_date, probation_months, probation_end, note, appointing_notice, \
-         appointing_line, appointing_clause, recorded_position) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-    )
-    .bind(event.position)
-    .bind(&f.person)
-    .bind(&ctx.organization)
-    .bind(&f.organization)
-    .bind(&f.post)
-    .bind(i64::from(f.concurrent))
-    .bind(&f.effective_on)
-    .bind(f.probation_months.map(i64::from))
-    .bind(&probation_end)
-    .bind(&f.note)
-    .bind(&ctx.notice.reference)
-    .bind(i64::try_from(f.line).unwrap_or(i64::MAX))
-    .bind(&f.clause)
-    .bind(event.position)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    TenureRow {
+        tenure_id: event.position,
+        person: f.person.clone(),
+        organization: ctx.organization.clone(),
+        organization_as_written: f.organization.clone(),
+        post: f.post.clone(),
+        concurrent: f.concurrent,
+        start_date: f.effective_on.clone(),
+        probation_months: f.probation_months.map(i64::from),
+        probation_end,
+        note: f.note.clone(),
+        appointing_notice: Some(ctx.notice.reference.clone()),
+        appointing_line: Some(line_of(f)),
+        appointing_clause: Some(f.clause.clone()),
+        recorded_position: event.position,
+        ..TenureRow::default()
+    }
+    .insert(tx, event.position)
+    .await
 }
 
 async fn remove(
@@ -429,53 +595,45 @@ async fn remove(
     f: &PostFact,
     ctx: &FactContext,
 ) -> Result<(), StoreError> {
-    let line = i64::try_from(f.line).unwrap_or(i64::MAX);
     let terminated_by_note = f.note.as_deref() == Some("终止试用期");
     match open_tenure(tx, &f.person, &ctx.organization, &f.post).await? {
-        Some((tenure, _, probation_end, outcome)) => {
+        Some(mut tenure) => {
             // Removed while on probation: the probation ends as terminated.
-            let on_probation = probation_end.is_some() && outcome.is_none();
-            let terminated = on_probation
-                && (terminated_by_note
-                    || matches!((&f.effective_on, &probation_end), (Some(d), Some(end)) if d < end));
-            sqlx::query(
-                "UPDATE rm_tenures SET end_date = $1, end_note = $2, ending_notice = $3, \
-                 ending_line = $4, ending_clause = $5, ended_position = $6, \
-                 probation_outcome = CASE WHEN $7 = 1 THEN 'terminated' ELSE probation_outcome END, \
-                 probation_outcome_on = CASE WHEN $7 = 1 THEN $1 ELSE probation_outcome_on END \
-                 WHERE tenure_id = $8",
-            )
-            .bind(&f.effective_on)
-            .bind(&f.note)
-            .bind(&ctx.notice.reference)
-            .bind(line)
-            .bind(&f.clause)
-            .bind(event.position)
-            .bind(i64::from(terminated))
-            .bind(tenure)
-            .execute(&mut **tx)
-            .await?;
-            Ok(())
+            let on_probation = tenure.probation_end.is_some() && tenure.probation_outcome.is_none();
+            let before_end = matches!(
+                (&f.effective_on, &tenure.probation_end),
+                (Some(d), Some(end)) if d < end
+            );
+            if on_probation && (terminated_by_note || before_end) {
+                tenure.probation_outcome = Some("terminated".into());
+                tenure.probation_outcome_on = f.effective_on.clone();
+            }
+            tenure.end_date = f.effective_on.clone();
+            tenure.end_note = f.note.clone();
+            tenure.ending_notice = Some(ctx.notice.reference.clone());
+            tenure.ending_line = Some(line_of(f));
+            tenure.ending_clause = Some(f.clause.clone());
+            tenure.ended_position = Some(event.position);
+            tenure.supersede(tx, event.position).await
         }
         None => {
-            sqlx::query(
-                "INSERT INTO rm_tenures (tenure_id, person, organization, organization_as_written, \
-                 post, concurrent, start_date, end_date, end_note, ending_notice, ending_line, \
-                 ending_clause, recorded_position, ended_position) \
-                 VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8, $9, $10, $11, $1, $1)",
-            )
-            .bind(event.position)
-            .bind(&f.person)
-            .bind(&ctx.organization)
-            .bind(&f.organization)
-            .bind(&f.post)
-            .bind(i64::from(f.concurrent))
-            .bind(&f.effective_on)
-            .bind(&f.note)
-            .bind(&ctx.notice.reference)
-            .bind(line)
-            .bind(&f.clause)
-            .execute(&mut **tx)
+            TenureRow {
+                tenure_id: event.position,
+                person: f.person.clone(),
+                organization: ctx.organization.clone(),
+                organization_as_written: f.organization.clone(),
+                post: f.post.clone(),
+                concurrent: f.concurrent,
+                end_date: f.effective_on.clone(),
+                end_note: f.note.clone(),
+                ending_notice: Some(ctx.notice.reference.clone()),
+                ending_line: Some(line_of(f)),
+                ending_clause: Some(f.clause.clone()),
+                recorded_position: event.position,
+                ended_position: Some(event.position),
+                ..TenureRow::default()
+            }
+            .insert(tx, event.position)
             .await?;
             warn(
                 tx,
@@ -501,16 +659,12 @@ async fn confirm(
     ctx: &FactContext,
 ) -> Result<(), StoreError> {
     match open_tenure(tx, &f.person, &ctx.organization, &f.post).await? {
-        Some((tenure, _, Some(_), None)) => {
-            sqlx::query(
-                "UPDATE rm_tenures SET probation_outcome = 'confirmed', probation_outcome_on = $1 \
-                 WHERE tenure_id = $2",
-            )
-            .bind(&f.effective_on)
-            .bind(tenure)
-            .execute(&mut **tx)
-            .await?;
-            Ok(())
+        Some(mut tenure)
+            if tenure.probation_end.is_some() && tenure.probation_outcome.is_none() =>
+        {
+            tenure.probation_outcome = Some("confirmed".into());
+            tenure.probation_outcome_on = f.effective_on.clone();
+            tenure.supersede(tx, event.position).await
         }
         _ => {
             warn(
@@ -527,12 +681,95 @@ async fn confirm(
     }
 }
 
+/// Undoes one fact of a notice as of this event: an appointment's tenure is withdrawn, a
+/// removal's tenure reopens (or, if the removal created it, is withdrawn), a confirmation's
+/// outcome is cleared. Earlier versions stay, so history shows what was believed before.
+async fn withdraw(
+    tx: &mut Transaction<'_, Any>,
+    event: &StoredEvent,
+    w: &FactWithdrawn,
+) -> Result<(), StoreError> {
+    let ctx = notice_context(tx, &event.aggregate_id).await?;
+    let organization = resolve_alias(tx, &w.fact.organization_canonical).await?;
+    let f = &w.fact;
+    let who = [
+        f.person.as_str(),
+        organization.as_str(),
+        f.post.as_str(),
+        ctx.reference.as_str(),
+    ];
+    let matching = match w.kind {
+        EventKind::Appointment => {
+            current_tenures(
+                tx,
+                "person = $1 AND organization = $2 AND post = $3 AND appointing_notice = $4",
+                &who,
+            )
+            .await?
+        }
+        EventKind::Removal => {
+            current_tenures(
+                tx,
+                "person = $1 AND organization = $2 AND post = $3 AND ending_notice = $4",
+                &who,
+            )
+            .await?
+        }
+        EventKind::Confirmation => current_tenures(
+            tx,
+            "person = $1 AND organization = $2 AND post = $3 AND probation_outcome = 'confirmed'",
+            &who[..3],
+        )
+        .await?,
+    };
+    let Some(mut tenure) = matching.into_iter().next() else {
+        return warn(
+            tx,
+            event,
+            Some(f.line),
+            &format!(
+                "withdrawn {:?} of {} at {} {} had no effect on any tenure",
+                w.kind, f.person, organization, f.post
+            ),
+        )
+        .await;
+    };
+    match w.kind {
+        EventKind::Appointment => {
+            tenure.withdrawn_position = Some(event.position);
+            tenure.withdrawn_reason = Some(w.reason.clone());
+        }
+        EventKind::Removal if tenure.appointing_notice.is_none() && tenure.start_date.is_none() => {
+            tenure.withdrawn_position = Some(event.position);
+            tenure.withdrawn_reason = Some(w.reason.clone());
+        }
+        EventKind::Removal => {
+            if tenure.probation_outcome.as_deref() == Some("terminated")
+                && tenure.probation_outcome_on == tenure.end_date
+            {
+                tenure.probation_outcome = None;
+                tenure.probation_outcome_on = None;
+            }
+            tenure.end_date = None;
+            tenure.end_note = None;
+            tenure.ending_notice = None;
+            tenure.ending_line = None;
+            tenure.ending_clause = None;
+            tenure.ended_position = None;
+        }
+        EventKind::Confirmation => {
+            tenure.probation_outcome = None;
+            tenure.probation_outcome_on = None;
+        }
+    }
+    tenure.supersede(tx, event.position).await
+}
+
 async fn revoke(
     tx: &mut Transaction<'_, Any>,
     event: &StoredEvent,
     r: &NoticeRevoked,
 ) -> Result<(), StoreError> {
-    let ctx = notice_context(tx, &event.aggregate_id).await?;
     sqlx::query(
         "UPDATE rm_notices SET revoked_position = $1, revoked_at = $2, revoked_reason = $3, \
          revoked_by = $4 WHERE notice_id = $5",
@@ -544,27 +781,103 @@ async fn revoke(
     .bind(&event.aggregate_id)
     .execute(&mut **tx)
     .await?;
-    // The notice's appointments no longer hold; the tenures it ended are open again.
-    sqlx::query("UPDATE rm_tenures SET revoked_position = $1 WHERE appointing_notice = $2")
-        .bind(event.position)
-        .bind(&ctx.reference)
-        .execute(&mut **tx)
-        .await?;
+    Ok(())
+}
+
+async fn correct(
+    tx: &mut Transaction<'_, Any>,
+    event: &StoredEvent,
+    c: &NoticeCorrected,
+) -> Result<(), StoreError> {
     sqlx::query(
-        "UPDATE rm_tenures SET end_date = NULL, end_note = NULL, ending_notice = NULL, \
-         ending_line = NULL, ending_clause = NULL, ended_position = NULL \
-         WHERE ending_notice = $1 AND start_date IS NOT NULL",
+        "UPDATE rm_notices SET title = $1, issued_on = $2, remarks = $3, content_hash = $4, \
+         source_text = $5, corrected_position = $6, corrected_at = $7, corrected_reason = $8, \
+         correction_count = correction_count + 1 WHERE notice_id = $9",
     )
-    .bind(&ctx.reference)
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query(
-        "UPDATE rm_tenures SET revoked_position = $1 WHERE ending_notice = $2 AND start_date IS NULL",
-    )
+    .bind(&c.title)
+    .bind(&c.issued_on)
+    .bind(serde_json::to_string(&c.remarks).unwrap_or_default())
+    .bind(&c.content_hash)
+    .bind(&c.source_text)
     .bind(event.position)
-    .bind(&ctx.reference)
+    .bind(&event.recorded_at)
+    .bind(&c.reason)
+    .bind(&event.aggregate_id)
     .execute(&mut **tx)
     .await?;
+    Ok(())
+}
+
+/// Aggregate of the event after `position`, if any.
+async fn next_aggregate(
+    tx: &mut Transaction<'_, Any>,
+    position: i64,
+) -> Result<Option<String>, StoreError> {
+    let row = sqlx::query("SELECT aggregate_id FROM events WHERE position = $1")
+        .bind(position + 1)
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(row.map(|r| r.try_get("aggregate_id")).transpose()?)
+}
+
+/// Once a notice's events are all applied: every one-seat post (局长, 主任 …) it appointed
+/// someone to must have one holder on the start date. More is accepted and flagged.
+async fn check_one_seat_posts(
+    tx: &mut Transaction<'_, Any>,
+    last: &StoredEvent,
+) -> Result<(), StoreError> {
+    let Ok(ctx) = notice_context(tx, &last.aggregate_id).await else {
+        return Ok(());
+    };
+    let first_position = sqlx::query(
+        "SELECT MIN(position) AS p FROM events WHERE aggregate_id = $1 AND position <= $2 \
+         AND recorded_at = $3",
+    )
+    .bind(&last.aggregate_id)
+    .bind(last.position)
+    .bind(&last.recorded_at)
+    .fetch_one(&mut **tx)
+    .await?
+    .try_get::<Option<i64>, _>("p")?
+    .unwrap_or(last.position);
+    let appointed = current_tenures(tx, "appointing_notice = $1", &[&ctx.reference]).await?;
+    for t in appointed {
+        if t.tenure_id < first_position || !is_head_post(&t.post) {
+            continue;
+        }
+        let Some(start) = t.start_date.clone() else {
+            continue;
+        };
+        let holders = current_tenures(
+            tx,
+            "organization = $1 AND post = $2 AND (start_date IS NULL OR start_date <= $3) \
+             AND ((end_date IS NULL AND ended_position IS NULL) OR end_date > $3)",
+            &[&t.organization, &t.post, &start],
+        )
+        .await?;
+        if holders.len() > 1 {
+            let mut names: Vec<&str> = holders.iter().map(|h| h.person.as_str()).collect();
+            names.sort_unstable();
+            let message = format!(
+                "one-seat post {} {} has {} holders on {start}: {}",
+                t.organization,
+                t.post,
+                holders.len(),
+                names.join("、")
+            );
+            let at = StoredEvent {
+                position: t.tenure_id,
+                ..last.clone()
+            };
+            warn(
+                tx,
+                &at,
+                t.appointing_line.and_then(|l| usize::try_from(l).ok()),
+                &message,
+            )
+            .await?;
+        }
+    }
     Ok(())
 }
 
@@ -601,6 +914,8 @@ mod tests {
     fn probation_end_is_counted_in_calendar_months() {
         assert_eq!(add_months("2023-04-24", 12).as_deref(), Some("2024-04-24"));
         assert_eq!(add_months("2024-01-31", 1).as_deref(), Some("2024-02-29"));
-        assert_eq!(add_months("2023-05", 12), None);
+        assert_eq!(add_months("2023-05", 12).as_deref(), Some("2024-05"));
+        assert_eq!(add_months("2023-12", 1).as_deref(), Some("2024-01"));
+        assert_eq!(add_months("2023", 12), None);
     }
 }

@@ -70,8 +70,21 @@ pub struct Tenure {
     pub recorded_at: Option<String>,
     pub ended_position: Option<i64>,
     pub ended_recorded_at: Option<String>,
-    /// Set when the appointing notice was revoked: the tenure never held.
-    pub revoked_position: Option<i64>,
+    /// Set when the fact that opened the tenure was withdrawn (its notice revoked or
+    /// corrected): the tenure never held. Position, time and actor of the withdrawal.
+    pub withdrawn_position: Option<i64>,
+    pub withdrawn_at: Option<String>,
+    pub withdrawn_by: Option<String>,
+    pub withdrawn_reason: Option<String>,
+    /// Why the tenure ended: `removed`, `retired` (退休), `reassigned` (另有任用),
+    /// `probation_terminated`, `withdrawn` (revoked/corrected away); `None` while it holds.
+    pub end_cause: Option<String>,
+    /// The position of the event that made this version of the tenure the registry's view.
+    pub version_from: i64,
+    /// Succession (post history only): the tenure this one replaced and the one that
+    /// replaced it, when the registry can tell.
+    pub replaced_tenure_id: Option<i64>,
+    pub replaced_by_tenure_id: Option<i64>,
 }
 
 impl Tenure {
@@ -101,12 +114,39 @@ impl Tenure {
             recorded_at: r.try_get("recorded_at")?,
             ended_position: r.try_get("ended_position")?,
             ended_recorded_at: r.try_get("ended_recorded_at")?,
-            revoked_position: r.try_get("revoked_position")?,
-        })
+            withdrawn_position: r.try_get("withdrawn_position")?,
+            withdrawn_at: r.try_get("withdrawn_at")?,
+            withdrawn_by: r.try_get("withdrawn_by")?,
+            withdrawn_reason: r.try_get("withdrawn_reason")?,
+            end_cause: None,
+            version_from: r.try_get("version_from")?,
+            replaced_tenure_id: None,
+            replaced_by_tenure_id: None,
+        }
+        .with_end_cause())
+    }
+
+    fn with_end_cause(mut self) -> Self {
+        let note = self.end_note.as_deref().unwrap_or("");
+        self.end_cause = if self.withdrawn_position.is_some() {
+            Some("withdrawn")
+        } else if self.ended_position.is_none() && self.end_date.is_none() {
+            None
+        } else if self.probation_outcome.as_deref() == Some("terminated") {
+            Some("probation_terminated")
+        } else if note.contains("退休") {
+            Some("retired")
+        } else if note.contains("另有任用") {
+            Some("reassigned")
+        } else {
+            Some("removed")
+        }
+        .map(str::to_string);
+        self
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProbationStatus {
     /// Within its term.
@@ -162,6 +202,11 @@ pub struct NoticeView {
     pub revoked_at: Option<String>,
     pub revoked_reason: Option<String>,
     pub revoked_by: Option<String>,
+    /// Last accepted correction (a corrected re-issue under the same key), if any.
+    pub corrected_position: Option<i64>,
+    pub corrected_at: Option<String>,
+    pub corrected_reason: Option<String>,
+    pub correction_count: i64,
     pub warnings: Vec<NoticeWarning>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source_text: Option<String>,
@@ -170,15 +215,17 @@ pub struct NoticeView {
 }
 
 const TENURE_SELECT: &str = "SELECT t.*, e1.recorded_at AS recorded_at, \
-     e2.recorded_at AS ended_recorded_at FROM rm_tenures t \
+     e2.recorded_at AS ended_recorded_at, e3.recorded_at AS withdrawn_at, \
+     e3.actor AS withdrawn_by FROM rm_tenures t \
      LEFT JOIN events e1 ON e1.position = t.recorded_position \
-     LEFT JOIN events e2 ON e2.position = t.ended_position";
+     LEFT JOIN events e2 ON e2.position = t.ended_position \
+     LEFT JOIN events e3 ON e3.position = t.withdrawn_position";
 
-/// A tenure holds on `$d` when it started on or before `$d` (or its start is unknown) and had
-/// not ended by then, and its appointing notice was not revoked.
+/// A tenure holds on `$1` when it started on or before `$1` (or its start is unknown) and had
+/// not ended by then, and its appointing fact was not withdrawn.
 const HOLDS_ON: &str = "(t.start_date IS NULL OR t.start_date <= $1) \
      AND ((t.end_date IS NULL AND t.ended_position IS NULL) OR t.end_date > $1) \
-     AND t.revoked_position IS NULL";
+     AND t.withdrawn_position IS NULL";
 
 /// Chronological order of tenures: by start, or by end when the start is unknown (such a
 /// tenure began before it ended, so it sorts before one starting that day), then by record.
@@ -192,6 +239,8 @@ pub const DEFAULT_PAGE_SIZE: i64 = 100;
 pub struct Queries {
     db: Database,
     aliases: Arc<AliasTable>,
+    /// Answer as the registry knew it after this position (`None`: now).
+    as_of: Option<i64>,
 }
 
 fn require(field: &'static str, value: &str) -> Result<String, QueryError> {
@@ -229,7 +278,66 @@ fn iso(date: NaiveDate) -> String {
 
 impl Queries {
     pub fn new(db: Database, aliases: Arc<AliasTable>) -> Self {
-        Self { db, aliases }
+        Self {
+            db,
+            aliases,
+            as_of: None,
+        }
+    }
+
+    /// The same queries, answered as the registry knew it right after event `position` was
+    /// recorded: the second time axis (recorded time) beside the valid date of each query.
+    pub fn as_of_position(&self, position: i64) -> Result<Self, QueryError> {
+        if position < 0 {
+            return Err(QueryError::InvalidArgument {
+                field: "as_of_position",
+                message: "must not be negative".into(),
+            });
+        }
+        Ok(Self {
+            as_of: Some(position),
+            ..self.clone()
+        })
+    }
+
+    /// The last position recorded at or before `timestamp` (RFC 3339, UTC), for
+    /// `--as-recorded-at`.
+    pub async fn position_recorded_at(&self, timestamp: &str) -> Result<i64, QueryError> {
+        let parsed = chrono::DateTime::parse_from_rfc3339(timestamp.trim()).map_err(|_| {
+            QueryError::InvalidArgument {
+                field: "as_recorded_at",
+                message: format!(
+                    "{timestamp:?} is not an RFC 3339 timestamp (2026-01-31T12:00:00Z)"
+                ),
+            }
+        })?;
+        let utc = parsed
+            .with_timezone(&chrono::Utc)
+            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string();
+        let row = sqlx::query("SELECT MAX(position) AS p FROM events WHERE recorded_at <= $1")
+            .bind(&utc)
+            .fetch_one(self.db.pool())
+            .await?;
+        Ok(row.try_get::<Option<i64>, _>("p")?.unwrap_or(0))
+    }
+
+    /// SQL restricting tenure versions to the registry's view at `as_of` (or now).
+    fn version_filter(&self) -> String {
+        match self.as_of {
+            None => "t.version_to IS NULL".to_string(),
+            Some(p) => {
+                format!("t.version_from <= {p} AND (t.version_to IS NULL OR t.version_to > {p})")
+            }
+        }
+    }
+
+    /// SQL restricting a row recorded at `column` to the registry's view at `as_of`.
+    fn recorded_filter(&self, column: &str) -> String {
+        match self.as_of {
+            None => "1 = 1".to_string(),
+            Some(p) => format!("{column} <= {p}"),
+        }
     }
 
     /// Resolves an organization named as written (市教育体育局), canonically
@@ -296,10 +404,12 @@ impl Queries {
 
     /// Canonical names of the organizations known by `name` (alias or canonical).
     async fn canonical_names_for(&self, name: &str) -> Result<Vec<String>, QueryError> {
-        let rows = sqlx::query(
-            "SELECT canonical_name FROM rm_organization_aliases WHERE alias = $1 \
-             UNION SELECT canonical_name FROM rm_organizations WHERE canonical_name = $1",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT canonical_name FROM rm_organization_aliases WHERE alias = $1 AND {} \
+             UNION SELECT canonical_name FROM rm_organizations WHERE canonical_name = $1 AND {}",
+            self.recorded_filter("first_position"),
+            self.recorded_filter("first_position")
+        ))
         .bind(name)
         .fetch_all(self.db.pool())
         .await?;
@@ -310,7 +420,10 @@ impl Queries {
     }
 
     async fn tenures(&self, filter: &str, binds: &[&str]) -> Result<Vec<Tenure>, QueryError> {
-        let sql = format!("{TENURE_SELECT} WHERE {filter}");
+        let sql = format!(
+            "{TENURE_SELECT} WHERE {} AND {filter}",
+            self.version_filter()
+        );
         let mut query = sqlx::query(&sql);
         for b in binds {
             query = query.bind(*b);
@@ -354,10 +467,13 @@ impl Queries {
 
     async fn require_person(&self, person: &str) -> Result<String, QueryError> {
         let person = require("person", person)?;
-        let known = sqlx::query("SELECT 1 AS one FROM rm_persons WHERE name = $1")
-            .bind(&person)
-            .fetch_optional(self.db.pool())
-            .await?;
+        let known = sqlx::query(&format!(
+            "SELECT 1 AS one FROM rm_persons WHERE name = $1 AND {}",
+            self.recorded_filter("first_position")
+        ))
+        .bind(&person)
+        .fetch_optional(self.db.pool())
+        .await?;
         if known.is_none() {
             return Err(QueryError::NotFound(format!(
                 "no person named {person:?} is recorded"
@@ -379,28 +495,30 @@ impl Queries {
     }
 
     /// Every tenure of a post (or of every post of an organization), oldest first,
-    /// revoked ones included and marked.
+    /// withdrawn ones included and marked, each linked to the tenure it replaced and the one
+    /// that replaced it.
     pub async fn post_history(
         &self,
         organization: &str,
         post: Option<&str>,
     ) -> Result<Vec<Tenure>, QueryError> {
         let org = self.resolve_organization(organization).await?;
-        const ORDER: &str = HISTORY_ORDER;
-        match post {
+        let mut tenures = match post {
             Some(post) => {
                 let post = require("post", post)?;
                 self.tenures(
-                    &format!("t.organization = $1 AND t.post = $2 {ORDER}"),
+                    &format!("t.organization = $1 AND t.post = $2 {HISTORY_ORDER}"),
                     &[&org, &post],
                 )
-                .await
+                .await?
             }
             None => {
-                self.tenures(&format!("t.organization = $1 {ORDER}"), &[&org])
-                    .await
+                self.tenures(&format!("t.organization = $1 {HISTORY_ORDER}"), &[&org])
+                    .await?
             }
-        }
+        };
+        link_successions(&mut tenures);
+        Ok(tenures)
     }
 
     /// Every tenure of a person, oldest first.
@@ -444,6 +562,41 @@ impl Queries {
             .collect())
     }
 
+    /// Every probation ever recorded (withdrawn ones excluded) with its status on `on`:
+    /// `confirmed` / `terminated` once the outcome took effect, else `running` or `due`.
+    pub async fn all_probations(&self, on: NaiveDate) -> Result<Vec<Probation>, QueryError> {
+        let on_s = iso(on);
+        let tenures = self
+            .tenures(
+                "t.probation_end IS NOT NULL AND t.withdrawn_position IS NULL \
+                 ORDER BY t.probation_end, t.person, t.tenure_id",
+                &[],
+            )
+            .await?;
+        Ok(tenures
+            .into_iter()
+            .map(|tenure| {
+                let decided = tenure
+                    .probation_outcome_on
+                    .as_deref()
+                    .is_some_and(|d| d <= on_s.as_str());
+                let status = match (tenure.probation_outcome.as_deref(), decided) {
+                    (Some("confirmed"), true) => ProbationStatus::Confirmed,
+                    (Some("terminated"), true) => ProbationStatus::Terminated,
+                    _ if tenure
+                        .probation_end
+                        .as_deref()
+                        .is_some_and(|e| e <= on_s.as_str()) =>
+                    {
+                        ProbationStatus::Due
+                    }
+                    _ => ProbationStatus::Running,
+                };
+                Probation { status, tenure }
+            })
+            .collect())
+    }
+
     fn notice_from_row(r: &AnyRow) -> Result<NoticeView, sqlx::Error> {
         let json_list = |col: &str| -> Result<Vec<String>, sqlx::Error> {
             let text: String = r.try_get(col)?;
@@ -468,6 +621,10 @@ impl Queries {
             revoked_at: r.try_get("revoked_at")?,
             revoked_reason: r.try_get("revoked_reason")?,
             revoked_by: r.try_get("revoked_by")?,
+            corrected_position: r.try_get("corrected_position")?,
+            corrected_at: r.try_get("corrected_at")?,
+            corrected_reason: r.try_get("corrected_reason")?,
+            correction_count: r.try_get("correction_count")?,
             warnings: Vec::new(),
             source_text: None,
             events: Vec::new(),
@@ -475,10 +632,11 @@ impl Queries {
     }
 
     async fn warnings(&self, notice_id: &str) -> Result<Vec<NoticeWarning>, QueryError> {
-        let rows = sqlx::query(
-            "SELECT position, line, message FROM rm_notice_warnings WHERE notice_id = $1 \
+        let rows = sqlx::query(&format!(
+            "SELECT position, line, message FROM rm_notice_warnings WHERE notice_id = $1 AND {} \
              ORDER BY position, seq",
-        )
+            self.recorded_filter("position")
+        ))
         .bind(notice_id)
         .fetch_all(self.db.pool())
         .await?;
@@ -502,12 +660,14 @@ impl Queries {
         limit: i64,
         with_detail: bool,
     ) -> Result<Vec<NoticeView>, QueryError> {
-        let rows =
-            sqlx::query("SELECT * FROM rm_notices ORDER BY recorded_position LIMIT $1 OFFSET $2")
-                .bind(limit)
-                .bind(offset)
-                .fetch_all(self.db.pool())
-                .await?;
+        let rows = sqlx::query(&format!(
+            "SELECT * FROM rm_notices WHERE {} ORDER BY recorded_position LIMIT $1 OFFSET $2",
+            self.recorded_filter("recorded_position")
+        ))
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(self.db.pool())
+        .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
             out.push(self.complete(row, with_detail).await?);
@@ -517,6 +677,16 @@ impl Queries {
 
     async fn complete(&self, row: &AnyRow, with_detail: bool) -> Result<NoticeView, QueryError> {
         let mut view = Self::notice_from_row(row)?;
+        if let Some(p) = self.as_of {
+            // The notice as the registry knew it then: not yet revoked. (Its text is the
+            // latest; the corrections themselves are in its events.)
+            if view.revoked_position.is_some_and(|r| r > p) {
+                view.revoked_position = None;
+                view.revoked_at = None;
+                view.revoked_reason = None;
+                view.revoked_by = None;
+            }
+        }
         view.warnings = self.warnings(&view.notice_id).await?;
         if with_detail {
             view.source_text = Some(row.try_get("source_text")?);
@@ -532,8 +702,8 @@ impl Queries {
     pub async fn notice(&self, reference: &str) -> Result<NoticeView, QueryError> {
         let reference = require("document_number", reference)?;
         let rows = sqlx::query(
-            "SELECT * FROM rm_notices WHERE document_number = $1 OR notice_id = $1 OR notice_key = $1 \
-             ORDER BY recorded_position",
+            &format!("SELECT * FROM rm_notices WHERE (document_number = $1 OR notice_id = $1 OR notice_key = $1) AND {} \
+             ORDER BY recorded_position", self.recorded_filter("recorded_position")),
         )
         .bind(&reference)
         .fetch_all(self.db.pool())
@@ -578,6 +748,86 @@ impl Queries {
             .fetch_one(self.db.pool())
             .await?;
         Ok(row.try_get("n")?)
+    }
+}
+
+/// Links each tenure to the one it replaced and the one that replaced it, per post:
+/// first by notice (an appointment and a removal at the same post in the same notice, paired
+/// in line order), then, for one-seat posts, by date (the latest earlier tenure that ended on
+/// or before the start and has no successor yet).
+fn link_successions(tenures: &mut [Tenure]) {
+    let live: Vec<usize> = (0..tenures.len())
+        .filter(|&i| tenures[i].withdrawn_position.is_none())
+        .collect();
+    let mut replaced: Vec<Option<usize>> = vec![None; tenures.len()];
+    let mut taken = vec![false; tenures.len()];
+    for &i in &live {
+        let t = &tenures[i];
+        let Some(notice) = t.appointing_notice.as_deref() else {
+            continue;
+        };
+        // Earlier appointments to the same post in this notice take the earlier removals.
+        let rank = live
+            .iter()
+            .filter(|&&j| {
+                let u = &tenures[j];
+                u.organization == t.organization
+                    && u.post == t.post
+                    && u.appointing_notice.as_deref() == Some(notice)
+                    && u.appointing_line < t.appointing_line
+            })
+            .count();
+        let mut removed: Vec<usize> = live
+            .iter()
+            .copied()
+            .filter(|&j| {
+                let u = &tenures[j];
+                j != i
+                    && u.organization == t.organization
+                    && u.post == t.post
+                    && u.ending_notice.as_deref() == Some(notice)
+            })
+            .collect();
+        removed.sort_by_key(|&j| (tenures[j].ending_line, tenures[j].tenure_id));
+        if let Some(&j) = removed.get(rank) {
+            replaced[i] = Some(j);
+            taken[j] = true;
+        }
+    }
+    for &i in &live {
+        let t = &tenures[i];
+        if replaced[i].is_some() || !crate::domain::posts::is_head_post(&t.post) {
+            continue;
+        }
+        let Some(start) = t.start_date.as_deref() else {
+            continue;
+        };
+        let before = live
+            .iter()
+            .copied()
+            .filter(|&j| {
+                let u = &tenures[j];
+                j != i
+                    && !taken[j]
+                    && u.organization == t.organization
+                    && u.post == t.post
+                    && u.end_date.as_deref().is_some_and(|end| end <= start)
+            })
+            .max_by(|&a, &b| {
+                (tenures[a].end_date.as_deref(), tenures[a].tenure_id)
+                    .cmp(&(tenures[b].end_date.as_deref(), tenures[b].tenure_id))
+            });
+        if let Some(j) = before {
+            replaced[i] = Some(j);
+            taken[j] = true;
+        }
+    }
+    for (i, j) in replaced.iter().enumerate() {
+        if let Some(j) = *j {
+            let (new_id, old_id) = (tenures[i].tenure_id, tenures[j].tenure_id);
+            tenures[i].replaced_tenure_id = Some(old_id);
+            tenures[j].replaced_by_tenure_id = Some(new_id);
+        }
     }
 }
 

@@ -100,3 +100,29 @@ pub fn notice_text(number: u32, date: &str, clauses: &[&str]) -> String {
          临湘市人民政府\n\n{date}\n"
     )
 }
+
+/// Generates, for each `async fn name(db: TestDb)` listed, one test on SQLite (module
+/// `sqlite`) and one on PostgreSQL (module `postgres`, skipped with a message when
+/// `RENMIAN_TEST_DATABASE_URL` is unset).
+#[macro_export]
+macro_rules! backend_suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::TestDb::sqlite()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let Some(db) = super::TestDb::postgres().await else { return };
+                    super::$name(db).await;
+                }
+            )*
+        }
+    };
+}

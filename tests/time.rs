@@ -1,0 +1,443 @@
+//! Time done right (issue 5), on SQLite and PostgreSQL: the two time axes together
+//! (valid date × recorded position), corrections and revocations as events, effective dates
+//! with their precision, the probation lifecycle, succession and one-seat posts.
+
+#[macro_use]
+mod common;
+
+use chrono::NaiveDate;
+use common::{notice_text, seed_text, TestDb};
+use renmian::projections::{ProbationStatus, Queries};
+use renmian::registry::{Actor, Registry, RegistryError};
+
+fn date(s: &str) -> NaiveDate {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+}
+
+fn actor() -> Actor {
+    Actor::named("test")
+}
+
+async fn seeded(db: &TestDb) -> Registry {
+    let registry = Registry::open(&db.url).await.expect("open registry");
+    registry
+        .ingest(&seed_text(), &actor())
+        .await
+        .expect("ingest seed");
+    registry
+}
+
+async fn head(registry: &Registry) -> i64 {
+    registry.database().head_position().await.unwrap()
+}
+
+async fn holder_names(queries: &Queries, org: &str, post: &str, on: &str) -> Vec<String> {
+    queries
+        .holders(org, post, date(on))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.person)
+        .collect()
+}
+
+/// A notice of 临湘市人民政府 revoking 临政人〔2024〕`revoked`号.
+fn revocation_text(number: u32, revoked: u32, date: &str) -> String {
+    format!(
+        "临湘市人民政府\n关于撤销《临湘市人民政府关于人员职务任免的通知》的通知\n(临政人〔2024〕{number}号)\n\n\
+         各镇人民政府、街道办事处，市直各单位：\n\n经市人民政府研究决定，撤销《临湘市人民政府关于人员职务任免的通知》\
+         （临政人〔2024〕{revoked}号）。\n\n临湘市人民政府\n\n{date}\n"
+    )
+}
+
+backend_suite!(
+    bitemporal_grid_over_a_correction_and_a_revocation,
+    explicit_effective_dates_and_month_precision,
+    every_probation_status_and_due_within,
+    succession_chain_across_three_notices,
+    one_seat_posts_flag_a_second_holder,
+    corrections_need_the_explicit_flag_and_a_reason,
+);
+
+async fn bitemporal_grid_over_a_correction_and_a_revocation(db: TestDb) {
+    let registry = seeded(&db).await;
+    let p0 = head(&registry).await;
+    let original = notice_text(
+        1,
+        "2024年3月1日",
+        &[
+            "王五同志任市教育体育局副局长",
+            "免去钟炎夫同志市教育体育局副局长职务",
+        ],
+    );
+    registry.ingest(&original, &actor()).await.unwrap();
+    let p1 = head(&registry).await;
+    let corrected = original.replace("王五", "王六");
+    let outcome = registry
+        .ingest_correction(&corrected, "姓名有误", &actor())
+        .await
+        .unwrap();
+    assert!(outcome[0].corrected);
+    // NoticeCorrected, one fact withdrawn (王五), one added (王六); the removal is untouched.
+    assert_eq!(outcome[0].events_appended, 3);
+    let p2 = head(&registry).await;
+    let revoking = registry
+        .ingest(&revocation_text(9, 1, "2024年4月1日"), &actor())
+        .await
+        .unwrap();
+    assert_eq!(revoking[0].revoked_notices, ["临政人〔2024〕1号"]);
+    let p3 = head(&registry).await;
+
+    // rows: valid dates; columns: what the registry held at p0..p3.
+    let grid = [
+        ("2023-04-01", ["李琪", "李琪", "李琪", "李琪"]),
+        ("2023-05-01", ["钟炎夫", "钟炎夫", "钟炎夫", "钟炎夫"]),
+        ("2024-03-02", ["钟炎夫", "王五", "王六", "钟炎夫"]),
+    ];
+    for (on, expected) in grid {
+        for (position, want) in [p0, p1, p2, p3].into_iter().zip(expected) {
+            let queries = registry.queries().as_of_position(position).unwrap();
+            assert_eq!(
+                holder_names(&queries, "市教育体育局", "副局长", on).await,
+                [want],
+                "on {on} as of position {position}"
+            );
+        }
+    }
+    // Today's view is the last column, and a recorded timestamp names a position.
+    assert_eq!(
+        holder_names(registry.queries(), "市教育体育局", "副局长", "2024-03-02").await,
+        ["钟炎夫"]
+    );
+    let events = registry.database().events_after(p1 - 1, 1).await.unwrap();
+    let at = registry
+        .queries()
+        .position_recorded_at(&events[0].recorded_at)
+        .await
+        .unwrap();
+    assert!(at >= p1 && at < p2, "{at} in {p1}..{p2}");
+    assert!(registry
+        .queries()
+        .position_recorded_at("yesterday")
+        .await
+        .is_err());
+
+    // History keeps every fact, marked with who withdrew it and why.
+    let history = registry
+        .queries()
+        .post_history("市教育体育局", Some("副局长"))
+        .await
+        .unwrap();
+    let wang5 = history.iter().find(|t| t.person == "王五").unwrap();
+    assert!(wang5
+        .withdrawn_reason
+        .as_deref()
+        .unwrap()
+        .starts_with("corrected: 姓名有误"));
+    assert_eq!(wang5.withdrawn_by.as_deref(), Some("test"));
+    assert!(wang5.withdrawn_at.is_some());
+    let wang6 = history.iter().find(|t| t.person == "王六").unwrap();
+    assert!(wang6
+        .withdrawn_reason
+        .as_deref()
+        .unwrap()
+        .starts_with("revoked: "));
+    assert_eq!(wang6.end_cause.as_deref(), Some("withdrawn"));
+    let zhong = history.iter().find(|t| t.person == "钟炎夫").unwrap();
+    assert_eq!(zhong.end_date, None, "the revoked removal no longer holds");
+    let notice = registry
+        .queries()
+        .notice("临政人〔2024〕1号")
+        .await
+        .unwrap();
+    assert_eq!(notice.correction_count, 1);
+    assert_eq!(notice.revoked_by.as_deref(), Some("临政人〔2024〕9号"));
+    let then = registry.queries().as_of_position(p2).unwrap();
+    assert_eq!(
+        then.notice("临政人〔2024〕1号").await.unwrap().revoked_at,
+        None
+    );
+    // Rebuilding reproduces every version.
+    let before = serde_json::to_string(&renmian::projections::export::to_json(
+        &renmian::projections::export::export(registry.database())
+            .await
+            .unwrap(),
+    ))
+    .unwrap();
+    registry.projector().rebuild().await.unwrap();
+    let after = serde_json::to_string(&renmian::projections::export::to_json(
+        &renmian::projections::export::export(registry.database())
+            .await
+            .unwrap(),
+    ))
+    .unwrap();
+    assert_eq!(before, after);
+    assert_eq!(p3, head(&registry).await);
+}
+
+async fn explicit_effective_dates_and_month_precision(db: TestDb) {
+    let registry = seeded(&db).await;
+    let text = notice_text(
+        2,
+        "2024年4月20日",
+        &["付建新同志自2024年5月1日起任市农业农村局副局长"],
+    );
+    registry.ingest(&text, &actor()).await.unwrap();
+    let q = registry.queries();
+    assert!(holder_names(q, "市农业农村局", "副局长", "2024-04-25")
+        .await
+        .is_empty());
+    let holders = q
+        .holders("市农业农村局", "副局长", date("2024-05-02"))
+        .await
+        .unwrap();
+    assert_eq!(holders[0].person, "付建新");
+    assert_eq!(holders[0].start_date.as_deref(), Some("2024-05-01"));
+
+    let month = notice_text(
+        3,
+        "2024年5月20日",
+        &["李春燕（女）同志任市乡村振兴局副局长（试用期一年）"],
+    )
+    .replace(
+        "。\n\n临湘市人民政府",
+        "。\n\n以上任免自2024年6月起执行。\n\n临湘市人民政府",
+    );
+    registry.ingest(&month, &actor()).await.unwrap();
+    let holders = q
+        .holders("市乡村振兴局", "副局长", date("2024-06-01"))
+        .await
+        .unwrap();
+    assert_eq!(
+        holders[0].start_date.as_deref(),
+        Some("2024-06"),
+        "month precision kept"
+    );
+    assert_eq!(holders[0].probation_end.as_deref(), Some("2025-06"));
+    assert!(holder_names(q, "市乡村振兴局", "副局长", "2024-05-31")
+        .await
+        .is_empty());
+}
+
+async fn every_probation_status_and_due_within(db: TestDb) {
+    let registry = seeded(&db).await;
+    // Terminated: 阎炜 removed during the probation.
+    registry
+        .ingest(
+            &notice_text(
+                4,
+                "2023年10月1日",
+                &["免去阎炜同志市库区移民服务中心副主任职务"],
+            ),
+            &actor(),
+        )
+        .await
+        .unwrap();
+    // Confirmed by a notice.
+    registry
+        .ingest(
+            &notice_text(
+                5,
+                "2024年4月25日",
+                &["谢纬霖同志试用期满，正式任市黄盖湖自然保护区管理中心主任"],
+            ),
+            &actor(),
+        )
+        .await
+        .unwrap();
+    // Confirmed by an operator.
+    registry
+        .confirm_probation(
+            "宋勇",
+            "湖南五尖山国家森林公园保护中心",
+            "副主任",
+            date("2024-04-24"),
+            &actor(),
+        )
+        .await
+        .unwrap();
+    let err = registry
+        .confirm_probation(
+            "宋勇",
+            "湖南五尖山国家森林公园保护中心",
+            "副主任",
+            date("2024-04-26"),
+            &actor(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::Conflict(_)), "{err}");
+
+    let q = registry.queries();
+    let status_on = |on: &'static str| async move {
+        let mut v: Vec<(String, ProbationStatus)> = q
+            .all_probations(date(on))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.tenure.person, p.status))
+            .collect();
+        v.sort();
+        v
+    };
+    use ProbationStatus::*;
+    assert_eq!(
+        status_on("2024-05-01").await,
+        [
+            ("刘涌".to_string(), Due),
+            ("宋勇".to_string(), Confirmed),
+            ("彭晓鹏".to_string(), Due),
+            ("来勇".to_string(), Due),
+            ("谢纬霖".to_string(), Confirmed),
+            ("阎炜".to_string(), Terminated),
+        ]
+    );
+    assert!(status_on("2023-05-01")
+        .await
+        .iter()
+        .all(|(_, s)| *s == Running));
+    let due_soon = q.probations(date("2024-04-01"), Some(30)).await.unwrap();
+    let mut names: Vec<&str> = due_soon.iter().map(|p| p.tenure.person.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["刘涌", "宋勇", "彭晓鹏", "来勇", "谢纬霖"]);
+    assert!(q
+        .probations(date("2024-03-01"), Some(30))
+        .await
+        .unwrap()
+        .is_empty());
+    let due = q.probations(date("2024-05-01"), None).await.unwrap();
+    assert_eq!(due.len(), 3);
+    assert!(due.iter().all(|p| p.status == Due));
+}
+
+async fn succession_chain_across_three_notices(db: TestDb) {
+    let registry = seeded(&db).await;
+    for (n, day, clauses) in [
+        (6, "2024年1月10日", vec!["张一同志任市审计局局长"]),
+        (
+            7,
+            "2024年6月1日",
+            vec![
+                "张二同志任市审计局局长",
+                "免去张一同志市审计局局长职务，退休",
+            ],
+        ),
+        (
+            8,
+            "2025年1月1日",
+            vec![
+                "免去张二同志市审计局局长职务（另有任用）",
+                "张三同志任市审计局局长",
+            ],
+        ),
+    ] {
+        registry
+            .ingest(&notice_text(n, day, &clauses), &actor())
+            .await
+            .unwrap();
+    }
+    let history = registry
+        .queries()
+        .post_history("市审计局", Some("局长"))
+        .await
+        .unwrap();
+    let chain: Vec<(&str, Option<i64>, Option<i64>, Option<&str>)> = history
+        .iter()
+        .map(|t| {
+            (
+                t.person.as_str(),
+                t.replaced_tenure_id,
+                t.replaced_by_tenure_id,
+                t.end_cause.as_deref(),
+            )
+        })
+        .collect();
+    let id = |name: &str| history.iter().find(|t| t.person == name).unwrap().tenure_id;
+    assert_eq!(
+        chain,
+        [
+            ("张一", None, Some(id("张二")), Some("retired")),
+            (
+                "张二",
+                Some(id("张一")),
+                Some(id("张三")),
+                Some("reassigned")
+            ),
+            ("张三", Some(id("张二")), None, None),
+        ]
+    );
+}
+
+async fn one_seat_posts_flag_a_second_holder(db: TestDb) {
+    let registry = seeded(&db).await;
+    registry
+        .ingest(
+            &notice_text(10, "2024年1月10日", &["张一同志任市审计局局长"]),
+            &actor(),
+        )
+        .await
+        .unwrap();
+    let outcome = registry
+        .ingest(
+            &notice_text(11, "2024年2月10日", &["李四同志任市审计局局长"]),
+            &actor(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome[0].warnings.len(), 1, "{:?}", outcome[0].warnings);
+    assert!(outcome[0].warnings[0]
+        .message
+        .contains("one-seat post 临湘市审计局 局长 has 2 holders on 2024-02-10"));
+    assert_eq!(
+        holder_names(registry.queries(), "市审计局", "局长", "2024-03-01").await,
+        ["张一", "李四"]
+    );
+    // Deputies have many seats; a successor named before the removal in one notice is fine.
+    let outcome = registry
+        .ingest(
+            &notice_text(
+                12,
+                "2024年3月10日",
+                &[
+                    "王五同志任市审计局副局长",
+                    "赵六同志任市审计局副局长",
+                    "钱七同志任市教育体育局局长",
+                ],
+            ),
+            &actor(),
+        )
+        .await
+        .unwrap();
+    assert!(outcome[0].warnings.is_empty(), "{:?}", outcome[0].warnings);
+}
+
+async fn corrections_need_the_explicit_flag_and_a_reason(db: TestDb) {
+    let registry = seeded(&db).await;
+    let changed = seed_text().replace("钟炎夫同志任", "钟炎天同志任");
+    let err = registry.ingest(&changed, &actor()).await.unwrap_err();
+    assert!(err.to_string().contains("--correct"), "{err}");
+    let err = registry
+        .ingest_correction(&changed, " ", &actor())
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        RegistryError::InvalidArgument {
+            field: "reason",
+            ..
+        }
+    ));
+    let out = registry
+        .ingest_correction(&changed, "人名笔误", &actor())
+        .await
+        .unwrap();
+    assert!(out[0].corrected);
+    assert_eq!(out[0].events_appended, 3);
+    // The same correction again is already recorded.
+    let again = registry
+        .ingest_correction(&changed, "人名笔误", &actor())
+        .await
+        .unwrap();
+    assert!(again[0].already_recorded);
+    assert!(registry.database().verify().await.unwrap().is_intact());
+}
