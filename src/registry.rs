@@ -12,7 +12,11 @@ use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{AggregateContext, AggregateError, EventStore};
 use serde::Serialize;
 
-use crate::domain::{NoticeAggregate, NoticeCommand, NoticeError, NoticeKey};
+use crate::domain::person::person_aggregate_id;
+use crate::domain::{
+    NoticeAggregate, NoticeCommand, NoticeError, NoticeKey, PersonAggregate, PersonCommand,
+    PersonError,
+};
 use crate::notice::{self, AliasTable, Diagnostic, Notice, ParseOutput};
 use crate::projections::{NoticeWarning, Projector, Queries, QueryError};
 use crate::store::repository::{META_ACTOR, META_DOCUMENT_NUMBER};
@@ -79,6 +83,19 @@ impl From<QueryError> for RegistryError {
     }
 }
 
+impl From<AggregateError<PersonError>> for RegistryError {
+    fn from(err: AggregateError<PersonError>) -> Self {
+        match err {
+            AggregateError::UserError(e) => Self::Conflict(e.to_string()),
+            AggregateError::AggregateConflict => Self::Contention,
+            AggregateError::DatabaseConnectionError(e) => Self::Unavailable(e.to_string()),
+            AggregateError::DeserializationError(e) | AggregateError::UnexpectedError(e) => {
+                Self::Internal(e.to_string())
+            }
+        }
+    }
+}
+
 impl From<AggregateError<NoticeError>> for RegistryError {
     fn from(err: AggregateError<NoticeError>) -> Self {
         match err {
@@ -137,6 +154,7 @@ impl Actor {
 pub struct Registry {
     db: Database,
     store: PersistedEventStore<SqlEventRepository, NoticeAggregate>,
+    persons: PersistedEventStore<SqlEventRepository, PersonAggregate>,
     projector: Projector,
     queries: Queries,
     aliases: Arc<AliasTable>,
@@ -156,7 +174,10 @@ impl Registry {
         let aliases = Arc::new(AliasTable::builtin());
         let store = PersistedEventStore::new_event_store(SqlEventRepository::new(db.clone()))
             .with_upcasters(crate::store::upcasters());
+        let persons = PersistedEventStore::new_event_store(SqlEventRepository::new(db.clone()))
+            .with_upcasters(crate::store::upcasters());
         Self {
+            persons,
             projector: Projector::new(db.clone()),
             queries: Queries::new(db.clone(), aliases.clone()),
             store,
@@ -452,6 +473,115 @@ impl Registry {
             .await?;
         self.outcome(&view.notice_id, &appended).await
     }
+}
+
+impl Registry {
+    /// Records that person record `person_id` and `into` are one person (同名 resolved); the
+    /// first is retired and its tenures move to the second. Returns the event position.
+    pub async fn merge_persons(
+        &self,
+        person_id: i64,
+        into: i64,
+        reason: &str,
+        actor: &Actor,
+    ) -> Result<i64, RegistryError> {
+        let reason = required_reason(reason)?;
+        self.require_person_record(person_id).await?;
+        self.require_person_record(into).await?;
+        let command = || PersonCommand::Merge {
+            person_id,
+            into,
+            reason: reason.clone(),
+        };
+        self.decide_person(person_id, command, actor).await
+    }
+
+    /// Records that `tenure_ids` of person record `person_id` belong to another person of
+    /// the same name; they move to a new record whose id is the returned position.
+    pub async fn split_person(
+        &self,
+        person_id: i64,
+        tenure_ids: Vec<i64>,
+        reason: &str,
+        actor: &Actor,
+    ) -> Result<i64, RegistryError> {
+        let reason = required_reason(reason)?;
+        self.require_person_record(person_id).await?;
+        let history = self
+            .queries
+            .person_history(&format!("#{person_id}"))
+            .await?;
+        if let Some(missing) = tenure_ids
+            .iter()
+            .find(|id| !history.iter().any(|t| t.tenure_id == **id))
+        {
+            return Err(RegistryError::NotFound(format!(
+                "tenure {missing} is not a tenure of person #{person_id}"
+            )));
+        }
+        let command = || PersonCommand::Split {
+            person_id,
+            tenure_ids: tenure_ids.clone(),
+            reason: reason.clone(),
+        };
+        self.decide_person(person_id, command, actor).await
+    }
+
+    async fn require_person_record(&self, person_id: i64) -> Result<(), RegistryError> {
+        let resolved = self
+            .queries
+            .resolve_person(&format!("#{person_id}"))
+            .await?;
+        if resolved != person_id {
+            return Err(RegistryError::Conflict(format!(
+                "person #{person_id} was merged into #{resolved}"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn decide_person(
+        &self,
+        person_id: i64,
+        command: impl Fn() -> PersonCommand,
+        actor: &Actor,
+    ) -> Result<i64, RegistryError> {
+        use cqrs_es::Aggregate;
+        let aggregate_id = person_aggregate_id(person_id);
+        let metadata = metadata_for(actor, None);
+        for _ in 0..MAX_ATTEMPTS {
+            let mut context = self.persons.load_aggregate(&aggregate_id).await?;
+            let sink = cqrs_es::event_sink::EventSink::default();
+            context
+                .aggregate()
+                .handle(command(), &(), &sink)
+                .await
+                .map_err(AggregateError::UserError)?;
+            let events = sink.collect().await;
+            match self.persons.commit(events, context, metadata.clone()).await {
+                Ok(_) => {
+                    self.projector.catch_up().await?;
+                    let stored = self.db.aggregate_events("person", &aggregate_id, 0).await?;
+                    let last = stored.last().map(|e| e.position).unwrap_or_default();
+                    return Ok(last);
+                }
+                Err(AggregateError::AggregateConflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(RegistryError::Contention)
+    }
+}
+
+fn required_reason(reason: &str) -> Result<String, RegistryError> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(RegistryError::InvalidArgument {
+            field: "reason",
+            message: "a decision needs a reason".into(),
+        });
+    }
+    Ok(reason.to_string())
 }
 
 /// Event metadata: who wrote it, for which notice, under which request id.

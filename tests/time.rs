@@ -57,6 +57,7 @@ backend_suite!(
     succession_chain_across_three_notices,
     one_seat_posts_flag_a_second_holder,
     corrections_need_the_explicit_flag_and_a_reason,
+    same_name_persons_are_flagged_merged_and_split,
 );
 
 async fn bitemporal_grid_over_a_correction_and_a_revocation(db: TestDb) {
@@ -440,4 +441,99 @@ async fn corrections_need_the_explicit_flag_and_a_reason(db: TestDb) {
         .unwrap();
     assert!(again[0].already_recorded);
     assert!(registry.database().verify().await.unwrap().is_intact());
+}
+
+async fn same_name_persons_are_flagged_merged_and_split(db: TestDb) {
+    let registry = seeded(&db).await;
+    let liu_linxiang = registry.queries().resolve_person("刘辉").await.unwrap();
+    // Another 刘辉, named by another jurisdiction's notice.
+    let county = "岳阳县人民政府\n关于刘辉同志任职的通知\n岳政人〔2024〕3号\n\n各乡镇人民政府，县直各单位：\n\n\
+                  经县人民政府研究决定：\n\n刘辉同志任县财政局局长。\n\n岳阳县人民政府\n2024年2月1日\n";
+    let outcome = registry.ingest(county, &actor()).await.unwrap();
+    assert_eq!(outcome[0].warnings.len(), 1, "{:?}", outcome[0].warnings);
+    assert!(outcome[0].warnings[0]
+        .message
+        .starts_with("同名: 刘辉 may be #"));
+    let before_merge = head(&registry).await;
+    let q = registry.queries();
+    let records = q.persons("刘辉").await.unwrap();
+    assert_eq!(records.len(), 2);
+    let liu_county = records[1].person_id;
+    assert_eq!(records[1].jurisdiction.as_deref(), Some("岳阳县"));
+    let err = q.holdings("刘辉", date("2024-03-01")).await.unwrap_err();
+    assert!(err.to_string().contains("ambiguous"), "{err}");
+    let county_posts = q
+        .holdings(&format!("刘辉#{liu_county}"), date("2024-03-01"))
+        .await
+        .unwrap();
+    assert_eq!(county_posts.len(), 1);
+    assert_eq!(county_posts[0].organization, "岳阳县财政局");
+
+    // An operator decides they are one person.
+    registry
+        .merge_persons(liu_county, liu_linxiang, "同一人，调任", &actor())
+        .await
+        .unwrap();
+    let both = q.holdings("刘辉", date("2024-03-01")).await.unwrap();
+    assert_eq!(both.len(), 2);
+    assert!(both.iter().all(|t| t.person_id == liu_linxiang));
+    assert_eq!(
+        q.resolve_person(&format!("#{liu_county}")).await.unwrap(),
+        liu_linxiang,
+        "a retired record stands for the one it was merged into"
+    );
+    let err = registry
+        .merge_persons(liu_county, liu_linxiang, "again", &actor())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::Conflict(_)), "{err}");
+    // Before the merge, the registry knew two records.
+    let then = q.as_of_position(before_merge).unwrap();
+    assert_eq!(then.persons("刘辉").await.unwrap().len(), 2);
+    assert!(then.holdings("刘辉", date("2024-03-01")).await.is_err());
+
+    // And then that the county post was someone else's after all.
+    let county_tenure = both
+        .iter()
+        .find(|t| t.organization == "岳阳县财政局")
+        .unwrap();
+    let new_id = registry
+        .split_person(
+            liu_linxiang,
+            vec![county_tenure.tenure_id],
+            "并非同一人",
+            &actor(),
+        )
+        .await
+        .unwrap();
+    let split = q
+        .holdings(&format!("刘辉#{new_id}"), date("2024-03-01"))
+        .await
+        .unwrap();
+    assert_eq!(split.len(), 1);
+    assert_eq!(split[0].organization, "岳阳县财政局");
+    assert_eq!(
+        q.holdings(&format!("#{liu_linxiang}"), date("2024-03-01"))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let err = registry
+        .split_person(liu_linxiang, vec![999_999], "x", &actor())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::NotFound(_)), "{err}");
+    // All of it is events: the read models rebuild identically.
+    let export = || async {
+        serde_json::to_string(&renmian::projections::export::to_json(
+            &renmian::projections::export::export(registry.database())
+                .await
+                .unwrap(),
+        ))
+        .unwrap()
+    };
+    let before = export().await;
+    registry.projector().rebuild().await.unwrap();
+    assert_eq!(export().await, before);
 }

@@ -60,11 +60,19 @@ CREATE TABLE rm_organization_aliases (
     first_position BIGINT NOT NULL
 );
 
+-- A person is an id, not a name: two people may share a name (同名). person_id is the
+-- position of the event that first named them. A name in a notice links to an existing
+-- person only when that is unambiguous (see projector.rs); merges and splits are events.
 CREATE TABLE rm_persons (
-    name           TEXT   PRIMARY KEY,
-    gender         TEXT,
-    first_position BIGINT NOT NULL
+    person_id       BIGINT PRIMARY KEY,
+    name            TEXT   NOT NULL,
+    gender          TEXT,
+    jurisdiction    TEXT,                          -- of the notice that first named them
+    first_position  BIGINT NOT NULL,
+    merged_into     BIGINT,                        -- set by a merge: this id is retired
+    merged_position BIGINT
 );
+CREATE INDEX rm_persons_name ON rm_persons (name);
 
 CREATE TABLE rm_posts (
     organization   TEXT   NOT NULL,
@@ -85,6 +93,7 @@ CREATE TABLE rm_tenures (
     tenure_id               BIGINT NOT NULL,       -- position of the event that opened it
     version_from            BIGINT NOT NULL,
     version_to              BIGINT,                -- NULL: current version
+    person_id               BIGINT NOT NULL,
     person                  TEXT   NOT NULL,
     organization            TEXT   NOT NULL,       -- canonical
     organization_as_written TEXT   NOT NULL,
@@ -111,7 +120,7 @@ CREATE TABLE rm_tenures (
     PRIMARY KEY (tenure_id, version_from)
 );
 CREATE INDEX rm_tenures_post ON rm_tenures (organization, post);
-CREATE INDEX rm_tenures_person ON rm_tenures (person);
+CREATE INDEX rm_tenures_person ON rm_tenures (person_id);
 CREATE INDEX rm_tenures_probation ON rm_tenures (probation_end);
 
 -- gRPC IngestNotice request ids, from the `request_id` metadata of NoticeRecorded events:

@@ -122,6 +122,9 @@ pub enum Command {
         #[arg(long, default_value = "cli")]
         actor: String,
     },
+    /// Person records: list those of a name, merge two (同名 resolved), split one.
+    #[command(subcommand)]
+    Person(PersonCommandLine),
     /// Recorded notices, or one notice by document number with its events and warnings.
     Notices {
         /// A document number (文号), e.g. 临政人〔2023〕4号.
@@ -200,6 +203,41 @@ pub struct OnDate {
     /// Date (YYYY-MM-DD); defaults to today.
     #[arg(long)]
     on: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PersonCommandLine {
+    /// The person records of a name, with their ids and jurisdictions.
+    List {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record that two person records are one person; the first is retired.
+    Merge {
+        /// The record to retire (its id, e.g. 35).
+        #[arg(long)]
+        person: i64,
+        /// The record that remains.
+        #[arg(long)]
+        into: i64,
+        #[arg(long)]
+        reason: String,
+        #[arg(long, default_value = "cli")]
+        actor: String,
+    },
+    /// Record that some tenures of a person record belong to another person of that name.
+    Split {
+        #[arg(long)]
+        person: i64,
+        /// Tenure ids (comma-separated) that move to a new person record.
+        #[arg(long, value_delimiter = ',', required = true)]
+        tenures: Vec<i64>,
+        #[arg(long)]
+        reason: String,
+        #[arg(long, default_value = "cli")]
+        actor: String,
+    },
 }
 
 /// The recorded-time axis: answer as the registry knew it at a past point.
@@ -384,6 +422,50 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "{person}: probation in {org} {post} confirmed (event at position {})",
                 outcome.last_position.unwrap_or_default()
             );
+        }
+        Command::Person(PersonCommandLine::List { name, json }) => {
+            let records = registry.queries().persons(&name).await?;
+            if json {
+                print_json(&records)?;
+            } else {
+                let rows: Vec<_> = records
+                    .iter()
+                    .map(|p| {
+                        vec![
+                            format!("#{}", p.person_id),
+                            p.name.clone(),
+                            opt(&p.gender),
+                            opt(&p.jurisdiction),
+                        ]
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    table::render(&["id", "name", "gender", "jurisdiction"], &rows)
+                );
+            }
+        }
+        Command::Person(PersonCommandLine::Merge {
+            person,
+            into,
+            reason,
+            actor,
+        }) => {
+            let position = registry
+                .merge_persons(person, into, &reason, &Actor::named(actor))
+                .await?;
+            println!("person #{person} merged into #{into} (event at position {position})");
+        }
+        Command::Person(PersonCommandLine::Split {
+            person,
+            tenures,
+            reason,
+            actor,
+        }) => {
+            let position = registry
+                .split_person(person, tenures, &reason, &Actor::named(actor))
+                .await?;
+            println!("tenures moved from person #{person} to new person #{position}");
         }
         Command::Notices {
             document_number,

@@ -341,6 +341,8 @@ impl Aggregate for NoticeAggregate {
                     self.facts.remove(i);
                 }
             }
+            // Person decisions belong to the person aggregate.
+            RegistryEvent::PersonsMerged(_) | RegistryEvent::PersonSplit(_) => {}
         }
     }
 }

@@ -29,6 +29,11 @@ pub enum RegistryEvent {
     NoticeCorrected(NoticeCorrected),
     /// One fact of the notice no longer holds (revocation or correction).
     FactWithdrawn(FactWithdrawn),
+    /// An operator decided two person records are one person (同名 resolved).
+    PersonsMerged(PersonsMerged),
+    /// An operator decided some tenures of a person record belong to another person of the
+    /// same name.
+    PersonSplit(PersonSplit),
 }
 
 impl RegistryEvent {
@@ -40,7 +45,7 @@ impl RegistryEvent {
             | Self::RemovalRecorded(f)
             | Self::ConfirmationRecorded(f) => (Some(f.line), Some(f.clause.as_str())),
             Self::FactWithdrawn(w) => (Some(w.fact.line), Some(w.fact.clause.as_str())),
-            Self::NoticeRevoked(_) => (None, None),
+            Self::NoticeRevoked(_) | Self::PersonsMerged(_) | Self::PersonSplit(_) => (None, None),
             Self::NoticeCorrected(c) => (Some(c.line), None),
         }
     }
@@ -73,6 +78,8 @@ impl DomainEvent for RegistryEvent {
             Self::NoticeRevoked(_) => "NoticeRevoked",
             Self::NoticeCorrected(_) => "NoticeCorrected",
             Self::FactWithdrawn(_) => "FactWithdrawn",
+            Self::PersonsMerged(_) => "PersonsMerged",
+            Self::PersonSplit(_) => "PersonSplit",
         }
         .to_string()
     }
@@ -156,4 +163,22 @@ pub struct NoticeRevoked {
     pub reason: String,
     /// The revoking notice, when the revocation came as a notice.
     pub by_notice: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersonsMerged {
+    /// The person record that is retired.
+    pub person_id: i64,
+    /// The person record that remains.
+    pub into: i64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersonSplit {
+    /// The person record some tenures are taken from.
+    pub person_id: i64,
+    /// The tenures that belong to the new person (whose id is this event's position).
+    pub tenure_ids: Vec<i64>,
+    pub reason: String,
 }

@@ -8,11 +8,13 @@
 pub mod aggregate;
 pub mod events;
 pub mod ids;
+pub mod person;
 pub mod posts;
 
 pub use aggregate::{NoticeAggregate, NoticeCommand, NoticeError};
 pub use events::{
-    FactWithdrawn, NoticeCorrected, NoticeRecorded, NoticeRevoked, PostFact, RegistryEvent,
-    EVENT_VERSION,
+    FactWithdrawn, NoticeCorrected, NoticeRecorded, NoticeRevoked, PersonSplit, PersonsMerged,
+    PostFact, RegistryEvent, EVENT_VERSION,
 };
 pub use ids::{content_hash, NoticeKey};
+pub use person::{PersonAggregate, PersonCommand, PersonError};

@@ -9,7 +9,7 @@ use cqrs_es::persist::EventUpcaster;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use crate::domain::events::{FactWithdrawn, NoticeCorrected};
+use crate::domain::events::{FactWithdrawn, NoticeCorrected, PersonSplit, PersonsMerged};
 use crate::domain::posts::is_head_post;
 use crate::domain::{NoticeRecorded, NoticeRevoked, PostFact, RegistryEvent};
 use crate::notice::EventKind;
@@ -211,6 +211,8 @@ async fn apply(
         RegistryEvent::NoticeRevoked(r) => revoke(tx, event, r).await,
         RegistryEvent::NoticeCorrected(c) => correct(tx, event, c).await,
         RegistryEvent::FactWithdrawn(w) => withdraw(tx, event, w).await,
+        RegistryEvent::PersonsMerged(m) => merge_persons(tx, event, m).await,
+        RegistryEvent::PersonSplit(split) => split_person(tx, event, split).await,
     }
 }
 
@@ -264,6 +266,7 @@ async fn record_notice(
 struct FactContext {
     notice: NoticeContext,
     organization: String,
+    person_id: i64,
 }
 
 async fn fact_prelude(
@@ -313,21 +316,7 @@ async fn fact_prelude(
         .execute(&mut **tx)
         .await?;
     }
-    let gender = f.gender.map(|g| {
-        serde_json::to_value(g)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default()
-    });
-    sqlx::query(
-        "INSERT INTO rm_persons (name, gender, first_position) VALUES ($1, $2, $3) \
-         ON CONFLICT (name) DO NOTHING",
-    )
-    .bind(&f.person)
-    .bind(&gender)
-    .bind(event.position)
-    .execute(&mut **tx)
-    .await?;
+    let person_id = link_person(tx, event, f, &organization, jurisdiction.as_deref()).await?;
     sqlx::query(
         "INSERT INTO rm_posts (organization, post, first_position) VALUES ($1, $2, $3) \
          ON CONFLICT (organization, post) DO NOTHING",
@@ -340,6 +329,7 @@ async fn fact_prelude(
     Ok(FactContext {
         notice,
         organization,
+        person_id,
     })
 }
 
@@ -347,6 +337,7 @@ async fn fact_prelude(
 #[derive(Debug, Clone, Default)]
 struct TenureRow {
     tenure_id: i64,
+    person_id: i64,
     person: String,
     organization: String,
     organization_as_written: String,
@@ -372,7 +363,8 @@ struct TenureRow {
     withdrawn_reason: Option<String>,
 }
 
-const TENURE_COLUMNS: &str = "tenure_id, person, organization, organization_as_written, post, \
+const TENURE_COLUMNS: &str =
+    "tenure_id, person_id, person, organization, organization_as_written, post, \
      concurrent, start_date, end_date, probation_months, probation_end, probation_outcome, \
      probation_outcome_on, note, end_note, appointing_notice, appointing_line, appointing_clause, \
      ending_notice, ending_line, ending_clause, recorded_position, ended_position, \
@@ -382,6 +374,7 @@ impl TenureRow {
     fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(Self {
             tenure_id: r.try_get("tenure_id")?,
+            person_id: r.try_get("person_id")?,
             person: r.try_get("person")?,
             organization: r.try_get("organization")?,
             organization_as_written: r.try_get("organization_as_written")?,
@@ -417,10 +410,11 @@ impl TenureRow {
         sqlx::query(&format!(
             "INSERT INTO rm_tenures (version_from, {TENURE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, \
              $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, \
-             $24, $25)"
+             $24, $25, $26)"
         ))
         .bind(version_from)
         .bind(self.tenure_id)
+        .bind(self.person_id)
         .bind(&self.person)
         .bind(&self.organization)
         .bind(&self.organization_as_written)
@@ -488,6 +482,91 @@ async fn current_tenures(
         .collect::<Result<_, _>>()?)
 }
 
+/// The person a fact's name means. A name links to an existing person record only when
+/// that is unambiguous: the one record of that name holding this post, else the one record
+/// of that name in the notice's jurisdiction. Otherwise a new record is made (id = this
+/// event's position) and, when other records share the name (同名), the notice is flagged so
+/// an operator can merge them (`renmian person merge`).
+async fn link_person(
+    tx: &mut Transaction<'_, Any>,
+    event: &StoredEvent,
+    f: &PostFact,
+    organization: &str,
+    jurisdiction: Option<&str>,
+) -> Result<i64, StoreError> {
+    let rows = sqlx::query(
+        "SELECT person_id, jurisdiction FROM rm_persons WHERE name = $1 AND merged_into IS NULL \
+         ORDER BY person_id",
+    )
+    .bind(&f.person)
+    .fetch_all(&mut **tx)
+    .await?;
+    let candidates: Vec<(i64, Option<String>)> = rows
+        .iter()
+        .map(|r| Ok((r.try_get("person_id")?, r.try_get("jurisdiction")?)))
+        .collect::<Result<_, sqlx::Error>>()?;
+    if candidates.len() == 1 && candidates[0].1.as_deref() == jurisdiction {
+        return Ok(candidates[0].0);
+    }
+    if !candidates.is_empty() {
+        let holding = current_tenures(
+            tx,
+            "person = $1 AND organization = $2 AND post = $3 AND end_date IS NULL \
+             AND ended_position IS NULL",
+            &[&f.person, organization, &f.post],
+        )
+        .await?;
+        let mut holders: Vec<i64> = holding.iter().map(|t| t.person_id).collect();
+        holders.dedup();
+        if let [one] = holders.as_slice() {
+            return Ok(*one);
+        }
+        let local: Vec<i64> = candidates
+            .iter()
+            .filter(|(_, j)| j.as_deref() == jurisdiction)
+            .map(|(id, _)| *id)
+            .collect();
+        if let [one] = local.as_slice() {
+            return Ok(*one);
+        }
+    }
+    let gender = f.gender.map(|g| {
+        serde_json::to_value(g)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    });
+    sqlx::query(
+        "INSERT INTO rm_persons (person_id, name, gender, jurisdiction, first_position) \
+         VALUES ($1, $2, $3, $4, $1)",
+    )
+    .bind(event.position)
+    .bind(&f.person)
+    .bind(&gender)
+    .bind(jurisdiction)
+    .execute(&mut **tx)
+    .await?;
+    if !candidates.is_empty() {
+        let others: Vec<String> = candidates
+            .iter()
+            .map(|(id, j)| format!("#{id} ({})", j.as_deref().unwrap_or("?")))
+            .collect();
+        warn(
+            tx,
+            event,
+            Some(f.line),
+            &format!(
+                "同名: {} may be {}; recorded as a new person #{} — `renmian person merge` if they are one",
+                f.person,
+                others.join(", "),
+                event.position
+            ),
+        )
+        .await?;
+    }
+    Ok(event.position)
+}
+
 /// A name already known as another organization's alias resolves to that organization, so
 /// 市人民防空办公室 lands on 临湘市国防动员办公室 once a notice has said they are one.
 async fn resolve_alias(
@@ -507,15 +586,17 @@ async fn resolve_alias(
 /// The open tenure of `person` in `post` at `organization`, latest first.
 async fn open_tenure(
     tx: &mut Transaction<'_, Any>,
-    person: &str,
+    person_id: i64,
     organization: &str,
     post: &str,
 ) -> Result<Option<TenureRow>, StoreError> {
     Ok(current_tenures(
         tx,
-        "person = $1 AND organization = $2 AND post = $3 AND end_date IS NULL \
-         AND ended_position IS NULL",
-        &[person, organization, post],
+        &format!(
+            "person_id = {person_id} AND organization = $1 AND post = $2 AND end_date IS NULL \
+             AND ended_position IS NULL"
+        ),
+        &[organization, post],
     )
     .await?
     .into_iter()
@@ -549,7 +630,7 @@ async fn appoint(
     f: &PostFact,
     ctx: &FactContext,
 ) -> Result<(), StoreError> {
-    if let Some(existing) = open_tenure(tx, &f.person, &ctx.organization, &f.post).await? {
+    if let Some(existing) = open_tenure(tx, ctx.person_id, &ctx.organization, &f.post).await? {
         let since = existing
             .start_date
             .unwrap_or_else(|| "an unknown date".to_string());
@@ -570,6 +651,7 @@ async fn appoint(
     };
     TenureRow {
         tenure_id: event.position,
+        person_id: ctx.person_id,
         person: f.person.clone(),
         organization: ctx.organization.clone(),
         organization_as_written: f.organization.clone(),
@@ -596,7 +678,7 @@ async fn remove(
     ctx: &FactContext,
 ) -> Result<(), StoreError> {
     let terminated_by_note = f.note.as_deref() == Some("终止试用期");
-    match open_tenure(tx, &f.person, &ctx.organization, &f.post).await? {
+    match open_tenure(tx, ctx.person_id, &ctx.organization, &f.post).await? {
         Some(mut tenure) => {
             // Removed while on probation: the probation ends as terminated.
             let on_probation = tenure.probation_end.is_some() && tenure.probation_outcome.is_none();
@@ -619,6 +701,7 @@ async fn remove(
         None => {
             TenureRow {
                 tenure_id: event.position,
+                person_id: ctx.person_id,
                 person: f.person.clone(),
                 organization: ctx.organization.clone(),
                 organization_as_written: f.organization.clone(),
@@ -658,7 +741,7 @@ async fn confirm(
     f: &PostFact,
     ctx: &FactContext,
 ) -> Result<(), StoreError> {
-    match open_tenure(tx, &f.person, &ctx.organization, &f.post).await? {
+    match open_tenure(tx, ctx.person_id, &ctx.organization, &f.post).await? {
         Some(mut tenure)
             if tenure.probation_end.is_some() && tenure.probation_outcome.is_none() =>
         {
@@ -805,6 +888,67 @@ async fn correct(
     .bind(&event.aggregate_id)
     .execute(&mut **tx)
     .await?;
+    Ok(())
+}
+
+/// Every current tenure of the retired record moves to the remaining one (as new versions).
+async fn merge_persons(
+    tx: &mut Transaction<'_, Any>,
+    event: &StoredEvent,
+    m: &PersonsMerged,
+) -> Result<(), StoreError> {
+    let moved = current_tenures(tx, &format!("person_id = {}", m.person_id), &[]).await?;
+    for mut tenure in moved {
+        tenure.person_id = m.into;
+        tenure.supersede(tx, event.position).await?;
+    }
+    sqlx::query(
+        "UPDATE rm_persons SET merged_into = $1, merged_position = $2 WHERE person_id = $3",
+    )
+    .bind(m.into)
+    .bind(event.position)
+    .bind(m.person_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The named tenures move to a new person record (id = this event's position).
+async fn split_person(
+    tx: &mut Transaction<'_, Any>,
+    event: &StoredEvent,
+    split: &PersonSplit,
+) -> Result<(), StoreError> {
+    let row = sqlx::query("SELECT name, gender, jurisdiction FROM rm_persons WHERE person_id = $1")
+        .bind(split.person_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| {
+            StoreError::Corrupt(format!("split of unknown person #{}", split.person_id))
+        })?;
+    let (name, gender, jurisdiction): (String, Option<String>, Option<String>) = (
+        row.try_get("name")?,
+        row.try_get("gender")?,
+        row.try_get("jurisdiction")?,
+    );
+    sqlx::query(
+        "INSERT INTO rm_persons (person_id, name, gender, jurisdiction, first_position) \
+         VALUES ($1, $2, $3, $4, $1)",
+    )
+    .bind(event.position)
+    .bind(&name)
+    .bind(&gender)
+    .bind(&jurisdiction)
+    .execute(&mut **tx)
+    .await?;
+    let moved = current_tenures(tx, &format!("person_id = {}", split.person_id), &[]).await?;
+    for mut tenure in moved
+        .into_iter()
+        .filter(|t| split.tenure_ids.contains(&t.tenure_id))
+    {
+        tenure.person_id = event.position;
+        tenure.supersede(tx, event.position).await?;
+    }
     Ok(())
 }
 

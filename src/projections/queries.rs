@@ -44,6 +44,8 @@ impl From<sqlx::Error> for QueryError {
 pub struct Tenure {
     /// Position of the event that opened it (stable across rebuilds).
     pub tenure_id: i64,
+    /// The person record (see [`PersonRecord`]); the name alone may be shared.
+    pub person_id: i64,
     pub person: String,
     /// Canonical organization name.
     pub organization: String,
@@ -91,6 +93,7 @@ impl Tenure {
     fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(Self {
             tenure_id: r.try_get("tenure_id")?,
+            person_id: r.try_get("person_id")?,
             person: r.try_get("person")?,
             organization: r.try_get("organization")?,
             organization_as_written: r.try_get("organization_as_written")?,
@@ -144,6 +147,15 @@ impl Tenure {
         .map(str::to_string);
         self
     }
+}
+
+/// One person record (a person is an id; names may be shared).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PersonRecord {
+    pub person_id: i64,
+    pub name: String,
+    pub gender: Option<String>,
+    pub jurisdiction: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -465,31 +477,97 @@ impl Queries {
         .await
     }
 
-    async fn require_person(&self, person: &str) -> Result<String, QueryError> {
-        let person = require("person", person)?;
-        let known = sqlx::query(&format!(
-            "SELECT 1 AS one FROM rm_persons WHERE name = $1 AND {}",
+    /// Person records as the registry knew them (merged ones excluded), by name.
+    pub async fn persons(&self, name: &str) -> Result<Vec<PersonRecord>, QueryError> {
+        let name = require("person", name)?;
+        let merged = match self.as_of {
+            None => "merged_into IS NULL".to_string(),
+            Some(p) => format!("(merged_position IS NULL OR merged_position > {p})"),
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT person_id, name, gender, jurisdiction FROM rm_persons \
+             WHERE name = $1 AND {merged} AND {} ORDER BY person_id",
             self.recorded_filter("first_position")
         ))
-        .bind(&person)
-        .fetch_optional(self.db.pool())
+        .bind(&name)
+        .fetch_all(self.db.pool())
         .await?;
-        if known.is_none() {
-            return Err(QueryError::NotFound(format!(
-                "no person named {person:?} is recorded"
-            )));
+        rows.iter()
+            .map(|r| {
+                Ok(PersonRecord {
+                    person_id: r.try_get("person_id")?,
+                    name: r.try_get("name")?,
+                    gender: r.try_get("gender")?,
+                    jurisdiction: r.try_get("jurisdiction")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    /// The person a query means: `王伟`, or `#123` / `王伟#123` for one record when several
+    /// people share the name (同名). A merged record stands for the one it was merged into.
+    pub async fn resolve_person(&self, person: &str) -> Result<i64, QueryError> {
+        let text = require("person", person)?;
+        if let Some((name, id)) = text.rsplit_once('#') {
+            let id: i64 = id.parse().map_err(|_| QueryError::InvalidArgument {
+                field: "person",
+                message: format!("{text:?}: a person id is `#` and digits"),
+            })?;
+            let row = sqlx::query(
+                "SELECT name, merged_into, merged_position FROM rm_persons WHERE person_id = $1",
+            )
+            .bind(id)
+            .fetch_optional(self.db.pool())
+            .await?
+            .ok_or_else(|| QueryError::NotFound(format!("no person #{id} is recorded")))?;
+            let recorded: String = row.try_get("name")?;
+            if !name.is_empty() && name != recorded {
+                return Err(QueryError::NotFound(format!(
+                    "person #{id} is {recorded}, not {name}"
+                )));
+            }
+            let merged_into: Option<i64> = row.try_get("merged_into")?;
+            let merged_at: Option<i64> = row.try_get("merged_position")?;
+            let merged_then = merged_at.is_some_and(|m| self.as_of.is_none_or(|p| m <= p));
+            return Ok(if merged_then {
+                merged_into.unwrap_or(id)
+            } else {
+                id
+            });
         }
-        Ok(person)
+        let records = self.persons(&text).await?;
+        match records.as_slice() {
+            [] => Err(QueryError::NotFound(format!(
+                "no person named {text:?} is recorded"
+            ))),
+            [one] => Ok(one.person_id),
+            many => Err(QueryError::Ambiguous {
+                name: text.clone(),
+                candidates: many
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "{}#{} ({})",
+                            p.name,
+                            p.person_id,
+                            p.jurisdiction.as_deref().unwrap_or("?")
+                        )
+                    })
+                    .collect(),
+            }),
+        }
     }
 
     /// Every post `person` holds on `on`, concurrent (兼) posts included.
     pub async fn holdings(&self, person: &str, on: NaiveDate) -> Result<Vec<Tenure>, QueryError> {
-        let person = self.require_person(person).await?;
+        let person_id = self.resolve_person(person).await?;
         self.tenures(
             &format!(
-                "{HOLDS_ON} AND t.person = $2 ORDER BY t.concurrent, t.organization, t.post, t.tenure_id"
+                "{HOLDS_ON} AND t.person_id = {person_id} \
+                 ORDER BY t.concurrent, t.organization, t.post, t.tenure_id"
             ),
-            &[&iso(on), &person],
+            &[&iso(on)],
         )
         .await
     }
@@ -523,8 +601,8 @@ impl Queries {
 
     /// Every tenure of a person, oldest first.
     pub async fn person_history(&self, person: &str) -> Result<Vec<Tenure>, QueryError> {
-        let person = self.require_person(person).await?;
-        self.tenures(&format!("t.person = $1 {HISTORY_ORDER}"), &[&person])
+        let person_id = self.resolve_person(person).await?;
+        self.tenures(&format!("t.person_id = {person_id} {HISTORY_ORDER}"), &[])
             .await
     }
 
