@@ -295,12 +295,7 @@ impl Registry {
             .unwrap_or_else(|| notice.title.clone());
         for number in &notice.revokes {
             match self
-                .revoke(
-                    number,
-                    &format!("撤销：{}", notice.title),
-                    Some(by.clone()),
-                    actor,
-                )
+                .revoke(number, &format!("由{by}撤销"), Some(by.clone()), actor)
                 .await
             {
                 Ok(_) => outcome.revoked_notices.push(number.clone()),
