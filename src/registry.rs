@@ -412,31 +412,14 @@ impl Registry {
         self.outcome(&view.notice_id, &appended).await
     }
 
-    /// Load, handle, commit; retried when another writer committed to the same aggregate
-    /// first. Returns the sequences of the committed events.
+    /// Load, handle, commit on a notice; see [`execute_on`].
     async fn execute(
         &self,
         aggregate_id: &str,
         command: impl Fn() -> NoticeCommand,
         metadata: &HashMap<String, String>,
     ) -> Result<Vec<usize>, RegistryError> {
-        use cqrs_es::Aggregate;
-        for _ in 0..MAX_ATTEMPTS {
-            let mut context = self.store.load_aggregate(aggregate_id).await?;
-            let sink = cqrs_es::event_sink::EventSink::default();
-            context
-                .aggregate()
-                .handle(command(), &(), &sink)
-                .await
-                .map_err(AggregateError::UserError)?;
-            let events = sink.collect().await;
-            match self.store.commit(events, context, metadata.clone()).await {
-                Ok(committed) => return Ok(committed.iter().map(|e| e.sequence).collect()),
-                Err(AggregateError::AggregateConflict) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(RegistryError::Contention)
+        execute_on(&self.store, aggregate_id, command, metadata).await
     }
 
     /// Revokes a recorded notice: its facts stop holding from this record on.
@@ -541,31 +524,43 @@ impl Registry {
         command: impl Fn() -> PersonCommand,
         actor: &Actor,
     ) -> Result<i64, RegistryError> {
-        use cqrs_es::Aggregate;
         let aggregate_id = person_aggregate_id(person_id);
         let metadata = metadata_for(actor, None);
-        for _ in 0..MAX_ATTEMPTS {
-            let mut context = self.persons.load_aggregate(&aggregate_id).await?;
-            let sink = cqrs_es::event_sink::EventSink::default();
-            context
-                .aggregate()
-                .handle(command(), &(), &sink)
-                .await
-                .map_err(AggregateError::UserError)?;
-            let events = sink.collect().await;
-            match self.persons.commit(events, context, metadata.clone()).await {
-                Ok(_) => {
-                    self.projector.catch_up().await?;
-                    let stored = self.db.aggregate_events("person", &aggregate_id, 0).await?;
-                    let last = stored.last().map(|e| e.position).unwrap_or_default();
-                    return Ok(last);
-                }
-                Err(AggregateError::AggregateConflict) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(RegistryError::Contention)
+        execute_on(&self.persons, &aggregate_id, command, &metadata).await?;
+        self.projector.catch_up().await?;
+        let stored = self.db.aggregate_events("person", &aggregate_id, 0).await?;
+        Ok(stored.last().map(|e| e.position).unwrap_or_default())
     }
+}
+
+/// Load, handle, commit; retried when another writer committed to the same aggregate
+/// first. Returns the sequences of the committed events.
+async fn execute_on<A>(
+    store: &PersistedEventStore<SqlEventRepository, A>,
+    aggregate_id: &str,
+    command: impl Fn() -> A::Command,
+    metadata: &HashMap<String, String>,
+) -> Result<Vec<usize>, RegistryError>
+where
+    A: cqrs_es::Aggregate<Services = ()>,
+    RegistryError: From<AggregateError<A::Error>>,
+{
+    for _ in 0..MAX_ATTEMPTS {
+        let mut context = store.load_aggregate(aggregate_id).await?;
+        let sink = cqrs_es::event_sink::EventSink::default();
+        context
+            .aggregate()
+            .handle(command(), &(), &sink)
+            .await
+            .map_err(AggregateError::UserError)?;
+        let events = sink.collect().await;
+        match store.commit(events, context, metadata.clone()).await {
+            Ok(committed) => return Ok(committed.iter().map(|e| e.sequence).collect()),
+            Err(AggregateError::AggregateConflict) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(RegistryError::Contention)
 }
 
 fn required_reason(reason: &str) -> Result<String, RegistryError> {

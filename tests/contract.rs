@@ -7,35 +7,12 @@ mod common;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use chrono::NaiveDate;
-use common::{notice_text, seed_text, TestDb};
+use common::{actor, date, export_json, notice_text, seed_text, seeded, TestDb};
 use renmian::domain::aggregate::events_for;
 use renmian::domain::NoticeKey;
-use renmian::projections::export::{export, to_json};
 use renmian::registry::{Actor, Registry, RegistryError};
 use renmian::store::NewEvent;
 use sqlx::Row;
-
-fn date(s: &str) -> NaiveDate {
-    NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
-}
-
-fn actor() -> Actor {
-    Actor::named("test")
-}
-
-async fn seeded(db: &TestDb) -> Registry {
-    let registry = Registry::open(&db.url).await.expect("open registry");
-    registry
-        .ingest(&seed_text(), &actor())
-        .await
-        .expect("ingest seed");
-    registry
-}
-
-async fn export_json(registry: &Registry) -> String {
-    serde_json::to_string(&to_json(&export(registry.database()).await.unwrap())).unwrap()
-}
 
 backend_suite!(
     ingesting_the_seed_records_one_notice_and_thirty_facts,

@@ -5,27 +5,9 @@
 #[macro_use]
 mod common;
 
-use chrono::NaiveDate;
-use common::{notice_text, seed_text, TestDb};
+use common::{actor, date, export_json, notice_text, seed_text, seeded, TestDb};
 use renmian::projections::{ProbationStatus, Queries};
-use renmian::registry::{Actor, Registry, RegistryError};
-
-fn date(s: &str) -> NaiveDate {
-    NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
-}
-
-fn actor() -> Actor {
-    Actor::named("test")
-}
-
-async fn seeded(db: &TestDb) -> Registry {
-    let registry = Registry::open(&db.url).await.expect("open registry");
-    registry
-        .ingest(&seed_text(), &actor())
-        .await
-        .expect("ingest seed");
-    registry
-}
+use renmian::registry::{Registry, RegistryError};
 
 async fn head(registry: &Registry) -> i64 {
     registry.database().head_position().await.unwrap()
@@ -159,20 +141,9 @@ async fn bitemporal_grid_over_a_correction_and_a_revocation(db: TestDb) {
         None
     );
     // Rebuilding reproduces every version.
-    let before = serde_json::to_string(&renmian::projections::export::to_json(
-        &renmian::projections::export::export(registry.database())
-            .await
-            .unwrap(),
-    ))
-    .unwrap();
+    let before = export_json(&registry).await;
     registry.projector().rebuild().await.unwrap();
-    let after = serde_json::to_string(&renmian::projections::export::to_json(
-        &renmian::projections::export::export(registry.database())
-            .await
-            .unwrap(),
-    ))
-    .unwrap();
-    assert_eq!(before, after);
+    assert_eq!(export_json(&registry).await, before);
     assert_eq!(p3, head(&registry).await);
 }
 
@@ -525,15 +496,7 @@ async fn same_name_persons_are_flagged_merged_and_split(db: TestDb) {
         .unwrap_err();
     assert!(matches!(err, RegistryError::NotFound(_)), "{err}");
     // All of it is events: the read models rebuild identically.
-    let export = || async {
-        serde_json::to_string(&renmian::projections::export::to_json(
-            &renmian::projections::export::export(registry.database())
-                .await
-                .unwrap(),
-        ))
-        .unwrap()
-    };
-    let before = export().await;
+    let before = export_json(&registry).await;
     registry.projector().rebuild().await.unwrap();
-    assert_eq!(export().await, before);
+    assert_eq!(export_json(&registry).await, before);
 }

@@ -119,6 +119,24 @@ impl NoticeAggregate {
         self.content_hash.is_some()
     }
 
+    /// Emits one `FactWithdrawn` per fact, all for `reason`.
+    async fn withdraw(
+        &mut self,
+        facts: Vec<(EventKind, PostFact)>,
+        reason: &str,
+        sink: &EventSink<Self>,
+    ) {
+        for (kind, fact) in facts {
+            let withdrawn = FactWithdrawn {
+                kind,
+                fact,
+                reason: reason.to_string(),
+            };
+            sink.write(RegistryEvent::FactWithdrawn(withdrawn), self)
+                .await;
+        }
+    }
+
     /// The error recording `notice` here would give, if its content differs from what is
     /// recorded under the same key.
     pub fn conflict_with(&self, notice: &Notice) -> Option<NoticeError> {
@@ -246,15 +264,8 @@ impl Aggregate for NoticeAggregate {
                 };
                 sink.write(RegistryEvent::NoticeCorrected(correction), self)
                     .await;
-                for (kind, fact) in dropped {
-                    let withdrawn = FactWithdrawn {
-                        kind,
-                        fact,
-                        reason: format!("corrected: {reason}"),
-                    };
-                    sink.write(RegistryEvent::FactWithdrawn(withdrawn), self)
-                        .await;
-                }
+                self.withdraw(dropped, &format!("corrected: {reason}"), sink)
+                    .await;
                 for (kind, fact) in added {
                     sink.write(RegistryEvent::from_fact(kind, fact), self).await;
                 }
@@ -275,15 +286,8 @@ impl Aggregate for NoticeAggregate {
                 };
                 sink.write(RegistryEvent::NoticeRevoked(revoked), self)
                     .await;
-                for (kind, fact) in in_force {
-                    let withdrawn = FactWithdrawn {
-                        kind,
-                        fact,
-                        reason: format!("revoked: {reason}"),
-                    };
-                    sink.write(RegistryEvent::FactWithdrawn(withdrawn), self)
-                        .await;
-                }
+                self.withdraw(in_force, &format!("revoked: {reason}"), sink)
+                    .await;
                 Ok(())
             }
             NoticeCommand::ConfirmProbation {

@@ -536,15 +536,13 @@ async fn link_person(
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default()
     });
-    sqlx::query(
-        "INSERT INTO rm_persons (person_id, name, gender, jurisdiction, first_position) \
-         VALUES ($1, $2, $3, $4, $1)",
+    insert_person(
+        tx,
+        event.position,
+        &f.person,
+        gender.as_deref(),
+        jurisdiction,
     )
-    .bind(event.position)
-    .bind(&f.person)
-    .bind(&gender)
-    .bind(jurisdiction)
-    .execute(&mut **tx)
     .await?;
     if !candidates.is_empty() {
         let others: Vec<String> = candidates
@@ -565,6 +563,27 @@ async fn link_person(
         .await?;
     }
     Ok(event.position)
+}
+
+/// A new person record; its id is the position of the event that introduced it.
+async fn insert_person(
+    tx: &mut Transaction<'_, Any>,
+    person_id: i64,
+    name: &str,
+    gender: Option<&str>,
+    jurisdiction: Option<&str>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO rm_persons (person_id, name, gender, jurisdiction, first_position) \
+         VALUES ($1, $2, $3, $4, $1)",
+    )
+    .bind(person_id)
+    .bind(name)
+    .bind(gender)
+    .bind(jurisdiction)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// A name already known as another organization's alias resolves to that organization, so
@@ -931,15 +950,13 @@ async fn split_person(
         row.try_get("gender")?,
         row.try_get("jurisdiction")?,
     );
-    sqlx::query(
-        "INSERT INTO rm_persons (person_id, name, gender, jurisdiction, first_position) \
-         VALUES ($1, $2, $3, $4, $1)",
+    insert_person(
+        tx,
+        event.position,
+        &name,
+        gender.as_deref(),
+        jurisdiction.as_deref(),
     )
-    .bind(event.position)
-    .bind(&name)
-    .bind(&gender)
-    .bind(&jurisdiction)
-    .execute(&mut **tx)
     .await?;
     let moved = current_tenures(tx, &format!("person_id = {}", split.person_id), &[]).await?;
     for mut tenure in moved

@@ -5,6 +5,8 @@
 
 use std::path::PathBuf;
 
+use renmian::domain::NoticeKey;
+
 /// A database of one test's own. PostgreSQL databases are dropped when the value is dropped.
 pub struct TestDb {
     pub url: String,
@@ -82,6 +84,34 @@ impl Drop for TestDb {
     }
 }
 
+pub fn date(s: &str) -> chrono::NaiveDate {
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("a YYYY-MM-DD test date")
+}
+
+pub fn actor() -> renmian::registry::Actor {
+    renmian::registry::Actor::named("test")
+}
+
+/// A registry on `db` with the seed gazette ingested.
+pub async fn seeded(db: &TestDb) -> renmian::registry::Registry {
+    let registry = renmian::registry::Registry::open(&db.url)
+        .await
+        .expect("open registry");
+    registry
+        .ingest(&seed_text(), &actor())
+        .await
+        .expect("ingest seed");
+    registry
+}
+
+/// Every read model as one JSON string, to compare incremental and rebuilt projections.
+pub async fn export_json(registry: &renmian::registry::Registry) -> String {
+    let tables = renmian::projections::export::export(registry.database())
+        .await
+        .expect("export");
+    serde_json::to_string(&renmian::projections::export::to_json(&tables)).expect("json")
+}
+
 pub fn seed_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("seeds/linxiang-gazette-2023-no2.md")
 }
@@ -125,4 +155,54 @@ macro_rules! backend_suite {
             )*
         }
     };
+}
+
+/// Generated notice number `n` (临政人〔2024〕`n`号): 1 to 4 clauses with names and posts
+/// derived from `n`, so every number gives a distinct notice and a rerun the same texts
+/// (crash and load tests).
+pub fn generated_notice(n: u32) -> String {
+    const SURNAMES: &[char] = &['王', '李', '张', '刘', '陈', '杨', '黄', '赵', '吴', '周'];
+    const GIVEN: &[char] = &[
+        '伟', '芳', '娜', '敏', '静', '丽', '强', '磊', '军', '洋', '勇', '艳', '杰', '涛', '明',
+        '超', '秀', '霞', '平', '刚',
+    ];
+    const POSTS: &[&str] = &[
+        "市财政局副局长",
+        "市交通运输局局长",
+        "市教育体育局副局长",
+        "市统计局副局长",
+        "市商务局局长",
+    ];
+    let clauses: Vec<String> = (0..1 + n % 4)
+        .map(|i| {
+            let k = (n as usize) * 7 + i as usize;
+            let name: String = [
+                SURNAMES[k % SURNAMES.len()],
+                GIVEN[(k / 10) % GIVEN.len()],
+                GIVEN[(k / 200) % GIVEN.len()],
+            ]
+            .iter()
+            .collect();
+            let post = POSTS[(k / 3) % POSTS.len()];
+            if i % 3 == 2 {
+                let (org, title) = post.split_at(post.rfind('局').unwrap() + '局'.len_utf8());
+                format!("免去{name}同志{org}{title}职务")
+            } else {
+                format!("{name}同志任{post}")
+            }
+        })
+        .collect();
+    let clauses: Vec<&str> = clauses.iter().map(String::as_str).collect();
+    notice_text(n, "2024年3月1日", &clauses)
+}
+
+/// The aggregate id and the number of events a fully recorded notice has.
+pub fn expectation(text: &str) -> (String, i64) {
+    let parsed = renmian::notice::parse(text);
+    assert_eq!(parsed.notices.len(), 1, "{:?}", parsed.diagnostics);
+    let notice = &parsed.notices[0];
+    (
+        NoticeKey::for_notice(notice).aggregate_id().to_string(),
+        1 + notice.events.len() as i64,
+    )
 }
