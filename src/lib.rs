@@ -17,3 +17,4 @@ pub mod notice;
 pub mod projections;
 pub mod registry;
 pub mod store;
+pub mod workload;

@@ -313,7 +313,9 @@ async fn succession_chain_across_three_notices(db: TestDb) {
         .post_history("市审计局", Some("局长"))
         .await
         .unwrap();
-    let chain: Vec<(&str, Option<i64>, Option<i64>, Option<&str>)> = history
+    /// (person, replaced, replaced by, end cause)
+    type Link<'a> = (&'a str, Option<i64>, Option<i64>, Option<&'a str>);
+    let chain: Vec<Link> = history
         .iter()
         .map(|t| {
             (

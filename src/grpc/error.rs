@@ -9,6 +9,7 @@
 //! | `Conflict`                     | FAILED_PRECONDITION | content differs from the record  |
 //! | `Contention`                   | ABORTED             | retry                            |
 //! | `Unavailable`                  | UNAVAILABLE         | generic message; detail logged   |
+//! | `IntegrityBroken`              | FAILED_PRECONDITION | writes refused until acknowledged|
 //! | `Internal`                     | INTERNAL            | generic message; detail logged   |
 //!
 //! Database and internal details go to the server log only: their text can contain SQL,
@@ -43,6 +44,7 @@ pub fn status(err: RegistryError, subject: &'static str) -> Status {
             tracing::warn!(error = %detail, "database unavailable");
             Status::unavailable("the database is unavailable; retry later")
         }
+        RegistryError::IntegrityBroken(message) => Status::failed_precondition(message),
         RegistryError::Internal(detail) => {
             tracing::error!(error = %detail, "internal error");
             Status::internal("internal error; the server log has the details")
@@ -109,6 +111,10 @@ mod tests {
                 Code::FailedPrecondition,
             ),
             (RegistryError::Contention, Code::Aborted),
+            (
+                RegistryError::IntegrityBroken("t".into()),
+                Code::FailedPrecondition,
+            ),
         ];
         for (err, code) in cases {
             assert_eq!(status(err, "").code(), code);

@@ -83,6 +83,7 @@ where
         Box::pin(async move {
             let mut response = inner.call(request).await?;
             report_oversized_as_resource_exhausted(&mut response, limit);
+            report_undecodable_as_invalid_argument(&mut response);
             let code = response
                 .headers()
                 .get("grpc-status")
@@ -98,6 +99,74 @@ where
             Ok(response)
         })
     }
+}
+
+/// Prefix of the message tonic-prost gives a request it cannot decode (invalid UTF-8 in a
+/// string field, a truncated or garbled message).
+const DECODE_FAILURE: &str = "failed to decode Protobuf message";
+
+/// tonic-prost answers a request it cannot decode with INTERNAL before the handler runs. The
+/// fault is the client's, and INTERNAL would send operators looking for a bug, so it becomes
+/// INVALID_ARGUMENT. Our own INTERNAL statuses never carry that message (see
+/// [`super::error`]), so nothing else is rewritten.
+fn report_undecodable_as_invalid_argument(response: &mut http::Response<tonic::body::Body>) {
+    let internal = (tonic::Code::Internal as i32).to_string();
+    let headers = response.headers_mut();
+    if headers.get("grpc-status").and_then(|v| v.to_str().ok()) != Some(internal.as_str()) {
+        return;
+    }
+    let message = headers
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .map(percent_decode)
+        .unwrap_or_default();
+    if !message.starts_with(DECODE_FAILURE) {
+        return;
+    }
+    let code = (tonic::Code::InvalidArgument as i32).to_string();
+    let detail = message.trim_start_matches(DECODE_FAILURE);
+    let detail = detail.trim_start_matches(':').trim();
+    // grpc-message is percent-encoded on the wire; keeping it printable ASCII without `%`
+    // needs no encoding.
+    let message: String = format!("the request is not a valid message of this method: {detail}")
+        .chars()
+        .map(|c| match c {
+            '%' => '?',
+            c if c == ' ' || c.is_ascii_graphic() => c,
+            _ => '?',
+        })
+        .collect();
+    if let (Ok(code), Ok(message)) = (
+        http::HeaderValue::from_str(&code),
+        http::HeaderValue::from_str(&message),
+    ) {
+        headers.insert("grpc-status", code);
+        headers.insert("grpc-message", message);
+    }
+}
+
+/// Decodes gRPC's percent-encoding of `grpc-message` (only `%XX` escapes).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| text.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// tonic answers a request over `max_decoding_message_size` with OUT_OF_RANGE before the

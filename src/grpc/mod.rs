@@ -6,6 +6,7 @@
 //! - [`error`]: the one table from registry errors to gRPC statuses.
 //! - [`paging`]: opaque, request-bound page tokens.
 //! - [`auth`] and [`guard`]: bearer tokens, the actor recorded for a caller, the request log.
+//! - [`integrity`]: the write gate, closed while the log holds unacknowledged tampering.
 //!
 //! [`run_server`] takes a bound listener and a shutdown future (as mini-redis does), so tests
 //! run the real server on port 0; [`serve`] adds the command-line concerns: opening the
@@ -18,6 +19,7 @@ pub mod auth;
 mod convert;
 pub mod error;
 mod guard;
+pub mod integrity;
 mod paging;
 mod service;
 
@@ -30,12 +32,13 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::Server;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::notice;
 use crate::registry::{Actor, Registry, RegistryError};
 use auth::{AccessPolicy, Token};
 use guard::Guarded;
+use integrity::{WriteGate, WRITES_SERVICE_NAME};
 use service::RegistryService;
 
 /// Code generated from the protobuf definitions.
@@ -81,6 +84,32 @@ pub struct ServeArgs {
     /// notice yet.
     #[arg(long, default_value = "seeds")]
     pub seeds: PathBuf,
+    /// Serve TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// How often the server re-verifies the hash chain, in seconds. Writes are refused while
+    /// it finds tampering no operator has acknowledged (`renmian verify --acknowledge`).
+    #[arg(long, default_value_t = 300)]
+    pub verify_interval_secs: u64,
+}
+
+/// A TLS certificate chain and its private key, PEM-encoded.
+#[derive(Clone)]
+pub struct TlsPem {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsPem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsPem")
+            .field("cert_bytes", &self.cert.len())
+            .field("key", &"<redacted>")
+            .finish()
+    }
 }
 
 /// What [`run_server`] needs besides the registry and the listener.
@@ -93,6 +122,10 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// How often WatchEvents streams look for events written by other processes.
     pub watch_poll_interval: Duration,
+    /// How often the hash chain is re-verified for the write gate.
+    pub verify_interval: Duration,
+    /// Serve TLS with this identity; plaintext when `None`.
+    pub tls: Option<TlsPem>,
 }
 
 impl Default for ServerConfig {
@@ -103,6 +136,8 @@ impl Default for ServerConfig {
             max_request_bytes: 4 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             watch_poll_interval: Duration::from_millis(250),
+            verify_interval: Duration::from_secs(300),
+            tls: None,
         }
     }
 }
@@ -117,6 +152,7 @@ impl From<&ServeArgs> for ServerConfig {
             insecure_open: args.insecure_open,
             max_request_bytes: args.max_request_bytes,
             request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
+            verify_interval: Duration::from_secs(args.verify_interval_secs.max(1)),
             ..Self::default()
         }
     }
@@ -140,8 +176,17 @@ impl ServerConfig {
 /// `renmian serve`: opens the database, seeds it when empty, and serves until SIGINT or
 /// SIGTERM.
 pub async fn serve(database: &str, args: ServeArgs) -> anyhow::Result<()> {
-    let config = ServerConfig::from(&args);
+    let mut config = ServerConfig::from(&args);
     config.check_exposure(args.listen)?;
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let read = |path: &PathBuf| {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+        };
+        config.tls = Some(TlsPem {
+            cert: read(cert)?,
+            key: read(key)?,
+        });
+    }
     let registry = Arc::new(Registry::open(database).await?);
     seed_if_empty(&registry, &args.seeds).await?;
     let listener = TcpListener::bind(args.listen)
@@ -167,6 +212,9 @@ pub async fn run_server(
     health
         .set_service_status(SERVICE_NAME, tonic_health::ServingStatus::Serving)
         .await;
+    // Audit before accepting the first write; then the monitor keeps the verdict fresh.
+    let gate = WriteGate::default();
+    gate.refresh(registry.database(), &health).await?;
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -177,10 +225,18 @@ pub async fn run_server(
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let (stop, stopping) = tokio::sync::watch::channel(false);
+    tokio::spawn(integrity::monitor(
+        gate.clone(),
+        registry.database().clone(),
+        health.clone(),
+        config.verify_interval,
+        stopping.clone(),
+    ));
     let registry_service = pb::registry_server::RegistryServer::new(RegistryService::new(
         registry.clone(),
         config.watch_poll_interval,
         stopping,
+        gate,
     ))
     .max_decoding_message_size(limit);
 
@@ -190,11 +246,19 @@ pub async fn run_server(
         database = registry.database().display_url(),
         events,
         auth = if config.access.is_open() { "off" } else { "on" },
+        tls = config.tls.is_some(),
+        writes = WRITES_SERVICE_NAME,
         "renmian gRPC server listening"
     );
 
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = &config.tls {
+        builder = builder
+            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert, &tls.key)))
+            .context("invalid TLS certificate or key")?;
+    }
+    builder
         // HTTP/1.1 and the grpc-web layer let a browser call the API without a proxy.
         .accept_http1(true)
         .timeout(config.request_timeout)

@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 use super::auth::{Caller, ANONYMOUS_ACTOR};
 use super::convert::{date_or_today, RequestId};
 use super::error::{invalid_argument, query_status, status};
+use super::integrity::WriteGate;
 use super::paging::Page;
 use super::pb;
 use super::pb::registry_server::Registry as RegistryApi;
@@ -37,6 +38,8 @@ pub struct RegistryService {
     /// Turns `true` when the server shuts down; open watch streams then end, so graceful
     /// shutdown does not wait for clients that would follow the log forever.
     stopping: watch::Receiver<bool>,
+    /// Closed while the log holds tampering nobody acknowledged; consulted by every write.
+    writes: WriteGate,
 }
 
 impl RegistryService {
@@ -44,12 +47,14 @@ impl RegistryService {
         registry: Arc<Registry>,
         poll_interval: Duration,
         stopping: watch::Receiver<bool>,
+        writes: WriteGate,
     ) -> Self {
         Self {
             registry,
             head_advanced: watch::channel(0).0,
             poll_interval,
             stopping,
+            writes,
         }
     }
 
@@ -130,6 +135,7 @@ impl RegistryApi for RegistryService {
         &self,
         request: Request<pb::IngestNoticeRequest>,
     ) -> Result<Response<pb::IngestNoticeResponse>, Status> {
+        self.writes.check().map_err(|e| status(e, "text"))?;
         let request_id = RequestId::try_from(request.get_ref().request_id.as_str())?.0;
         let actor = Self::actor(&request, request_id.clone());
         let text = request.into_inner().text;

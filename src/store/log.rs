@@ -296,70 +296,24 @@ impl Database {
         Ok(row.try_get("position")?)
     }
 
-    /// Recomputes the hash chain from the first event and checks the head.
+    /// Recomputes the hash chain from the first event and checks the head; reports the first
+    /// anomaly whether or not an operator acknowledged it (see [`Database::audit`] for all of
+    /// them and their acknowledgements).
     pub async fn verify(&self) -> Result<VerifyReport, StoreError> {
-        const PAGE: i64 = 5000;
-        let mut prev_hash = GENESIS_HASH.to_string();
-        let mut expected = 1i64;
-        let mut checked = 0i64;
-        let fail = |position: i64, problem: String, checked: i64| VerifyReport {
-            events: checked,
-            head_position: position,
-            first_bad_position: Some(position),
-            problem: Some(problem),
-        };
-        loop {
-            let page = self.events_after(expected - 1, PAGE).await?;
-            if page.is_empty() {
-                break;
-            }
-            for e in &page {
-                if e.position != expected {
-                    return Ok(fail(
-                        expected,
-                        format!("event at position {expected} is missing"),
-                        checked,
-                    ));
-                }
-                if e.prev_hash != prev_hash {
-                    return Ok(fail(
-                        e.position,
-                        "prev_hash does not match the previous event's hash".into(),
-                        checked,
-                    ));
-                }
-                if e.compute_hash() != e.hash {
-                    return Ok(fail(
-                        e.position,
-                        "content does not match its hash (edited)".into(),
-                        checked,
-                    ));
-                }
-                prev_hash = e.hash.clone();
-                expected += 1;
-                checked += 1;
-            }
-        }
-        let head = sqlx::query("SELECT position, hash FROM event_log_head WHERE id = 1")
-            .fetch_one(self.pool())
-            .await?;
-        let head_position: i64 = head.try_get("position")?;
-        let head_hash: String = head.try_get("hash")?;
-        if head_position != checked || head_hash != prev_hash {
-            let bad = checked + 1;
-            return Ok(fail(
-                bad.min(head_position.max(1)),
-                format!(
-                    "log head says position {head_position} but the chain ends at {checked} (events deleted?)"
-                ),
-                checked,
-            ));
-        }
-        Ok(VerifyReport {
-            events: checked,
-            head_position,
-            first_bad_position: None,
-            problem: None,
+        let audit = self.audit().await?;
+        Ok(match audit.anomalies.first() {
+            None => VerifyReport {
+                events: audit.events,
+                head_position: audit.head_position,
+                first_bad_position: None,
+                problem: None,
+            },
+            Some(first) => VerifyReport {
+                events: audit.verified_before_first_anomaly,
+                head_position: audit.head_position,
+                first_bad_position: Some(first.position),
+                problem: Some(first.problem.clone()),
+            },
         })
     }
 }

@@ -5,10 +5,21 @@
 //! - [`log`] appends events with a global, gap-free, commit-ordered position and a SHA-256
 //!   hash chain, reads them back in order and verifies the chain.
 //! - [`repository`] adapts the log to cqrs-es's `PersistedEventRepository`.
+//! - [`integrity`] lists every anomaly of the chain and records operators' acknowledgements.
+//! - [`dump`] writes the log as JSON Lines and loads such a dump into an empty database.
+//!
+//! Every database call is bounded in time: acquiring a connection by
+//! [`DatabaseOptions::acquire_timeout`], each statement by
+//! [`DatabaseOptions::statement_timeout`] (PostgreSQL `statement_timeout`, SQLite
+//! `busy_timeout`). A lost connection surfaces as [`StoreError::Unavailable`]; the pool drops
+//! the broken connection and opens a new one for the next call, so the process recovers by
+//! itself when the database returns.
 //!
 //! Architecture invariant: nothing in renmian issues UPDATE or DELETE on `events`; the
 //! database refuses both (triggers in `migrations/*/0001_event_log.sql`).
 
+pub mod dump;
+pub mod integrity;
 pub mod log;
 pub mod repository;
 pub mod upcasters;
@@ -19,6 +30,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
+pub use integrity::{Acknowledgement, Anomaly, IntegrityReport};
 pub use log::{NewEvent, StoredEvent, VerifyReport, GENESIS_HASH};
 pub use repository::SqlEventRepository;
 pub use upcasters::upcasters;
@@ -72,10 +84,36 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// PostgreSQL SQLSTATEs that mean "the server went away or is shutting down"
-/// (class 08 connection exceptions, 57P01-57P03 admin shutdown / cannot connect now).
+/// PostgreSQL SQLSTATEs that mean "the server went away, is shutting down, is overloaded or
+/// the call ran out of time" — conditions a retry later may not meet (class 08 connection
+/// exceptions, 57P01-57P05 admin shutdown / cannot connect now / idle timeouts, 57014 query
+/// cancelled by `statement_timeout`, class 53 insufficient resources such as too many
+/// connections, 55P03 lock not available).
 fn is_connection_loss(code: Option<&str>) -> bool {
-    matches!(code, Some(c) if c.starts_with("08") || c.starts_with("57P"))
+    matches!(code, Some(c) if c.starts_with("08")
+        || c.starts_with("57P")
+        || c == "57014"
+        || c.starts_with("53")
+        || c == "55P03")
+}
+
+/// Time bounds of a [`Database`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DatabaseOptions {
+    /// Longest wait for a pooled connection, including (re)connecting to the server.
+    pub acquire_timeout: Duration,
+    /// Longest run of one statement (PostgreSQL `statement_timeout`) or wait for SQLite's
+    /// write lock (`busy_timeout`).
+    pub statement_timeout: Duration,
+}
+
+impl Default for DatabaseOptions {
+    fn default() -> Self {
+        Self {
+            acquire_timeout: Duration::from_secs(10),
+            statement_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// A connection pool plus the backend it speaks to.
@@ -94,6 +132,11 @@ impl Database {
     /// connection would get its own database, `postgres://…`), creating a SQLite file if
     /// missing, and applies pending migrations.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, DatabaseOptions::default()).await
+    }
+
+    /// [`connect`](Self::connect) with explicit time bounds.
+    pub async fn connect_with(url: &str, bounds: DatabaseOptions) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -122,18 +165,34 @@ impl Database {
         };
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(bounds.acquire_timeout)
             .after_connect(move |conn, _meta| {
+                let statement_ms = bounds.statement_timeout.as_millis().max(1);
                 Box::pin(async move {
-                    if backend == Backend::Sqlite {
+                    match backend {
                         // WAL: readers never block the writer; FULL: an acknowledged ingest
                         // survives power loss, not only a process crash; busy_timeout:
-                        // concurrent writers wait for the write lock instead of failing.
-                        conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                             PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON;",
-                        )
-                        .await?;
+                        // concurrent writers wait for the write lock instead of failing, but
+                        // not forever.
+                        Backend::Sqlite => {
+                            conn.execute(&*format!(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                                 PRAGMA busy_timeout = {statement_ms}; PRAGMA foreign_keys = ON;"
+                            ))
+                            .await?;
+                        }
+                        // A statement stuck on a lock or a runaway plan is cancelled (57014,
+                        // reported as unavailable) instead of holding a connection forever;
+                        // a client that died mid-transaction releases its locks after a
+                        // while, too.
+                        Backend::Postgres => {
+                            conn.execute(&*format!(
+                                "SET statement_timeout = {statement_ms}; \
+                                 SET idle_in_transaction_session_timeout = {};",
+                                statement_ms.saturating_mul(2)
+                            ))
+                            .await?;
+                        }
                     }
                     Ok(())
                 })
@@ -205,6 +264,8 @@ mod tests {
     fn connection_loss_codes_are_recognised() {
         assert!(is_connection_loss(Some("08006")));
         assert!(is_connection_loss(Some("57P01")));
+        assert!(is_connection_loss(Some("57014")), "statement_timeout");
+        assert!(is_connection_loss(Some("53300")), "too many connections");
         assert!(!is_connection_loss(Some("23505")));
         assert!(!is_connection_loss(None));
     }

@@ -23,7 +23,7 @@ pub struct TestServer {
     pub registry: Arc<Registry>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl TestServer {
@@ -35,7 +35,15 @@ impl TestServer {
     pub async fn start(config: ServerConfig, seed: bool) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}", dir.path().join("renmian.db").display());
-        let registry = Arc::new(Registry::open(&url).await.expect("open registry"));
+        let mut server = Self::on_database(&url, config, seed).await;
+        server._dir = Some(dir);
+        server
+    }
+
+    /// A server over the database at `url` (which the caller keeps alive), e.g. a
+    /// PostgreSQL database from `common::TestDb`.
+    pub async fn on_database(url: &str, config: ServerConfig, seed: bool) -> Self {
+        let registry = Arc::new(Registry::open(url).await.expect("open registry"));
         if seed {
             seed_if_empty(&registry, Path::new(SEEDS))
                 .await
@@ -52,7 +60,7 @@ impl TestServer {
             registry,
             stop: Some(stop),
             task: Some(task),
-            _dir: dir,
+            _dir: None,
         }
     }
 

@@ -1,0 +1,626 @@
+//! The registry benchmark (issue 7): each measurement next to the machine's own ceiling, on
+//! the same generated workload, in the same run.
+//!
+//! ```text
+//! cargo bench --bench registry -- [--notices K] [--seed N] [--lookups N]
+//!                                 [--postgres URL] [--only sqlite|postgres]
+//! ```
+//!
+//! Per backend (SQLite in a temp file; PostgreSQL when `--postgres` or
+//! `RENMIAN_BENCH_DATABASE_URL` names a server where a fresh database can be created):
+//! 1. ingest: events/s through `Registry::ingest` (parse + append + projections), notice by
+//!    notice, vs the ceiling: a raw sqlx INSERT of the very same rows (all 15 columns of
+//!    `events`, read back afterwards) into a bare table of a fresh database, one transaction
+//!    per notice, multi-row statements;
+//! 2. rebuild: events/s of `Projector::rebuild` vs the ceiling: one ordered scan of the
+//!    events table decoding every payload with serde_json into `RegistryEvent`;
+//! 3. in-process query latency, p50/p99 of `holders` and `holdings` over random lookups;
+//! 4. peak RSS (VmHWM, reset between phases through /proc/self/clear_refs).
+//!
+//! Also a coarse breakdown of ingest: the pure parse time of the same texts, and the
+//! projection time (≈ rebuild, which runs the same per-event code).
+//!
+//! Everything is bounded by counts, never by time, and nothing asserts on a duration.
+//! The ceilings use sqlx's native drivers with the same durability settings as renmian
+//! (SQLite WAL + synchronous=FULL; PostgreSQL defaults), so the ratio is what renmian's
+//! design costs over "just write the rows".
+
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDate;
+use futures::TryStreamExt;
+use renmian::domain::RegistryEvent;
+use renmian::registry::{Actor, Registry};
+use renmian::store::StoredEvent;
+use renmian::workload::{generate, WorkloadConfig};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection, Row};
+
+/// Rows per multi-row INSERT of the ceiling (renmian's own append uses 500 too).
+const CHUNK: usize = 500;
+
+struct Options {
+    notices: usize,
+    seed: u64,
+    lookups: usize,
+    postgres: Option<String>,
+    only: Option<String>,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        notices: 2000,
+        seed: 7,
+        lookups: 3000,
+        postgres: std::env::var("RENMIAN_BENCH_DATABASE_URL").ok(),
+        only: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));
+        match a.as_str() {
+            "--notices" => o.notices = value().parse().expect("--notices K"),
+            "--seed" => o.seed = value().parse().expect("--seed N"),
+            "--lookups" => o.lookups = value().parse().expect("--lookups N"),
+            "--postgres" => o.postgres = Some(value()),
+            "--only" => o.only = Some(value()),
+            // `cargo bench` passes `--bench` to every bench binary.
+            "--bench" => {}
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    o
+}
+
+/// Results of one backend.
+#[derive(Default)]
+struct Report {
+    backend: &'static str,
+    notices: usize,
+    events: usize,
+    parse: Duration,
+    ingest: Duration,
+    raw_insert: Duration,
+    rebuild: Duration,
+    raw_scan: Duration,
+    holders: Vec<Duration>,
+    holdings: Vec<Duration>,
+    rss_base_kib: u64,
+    rss_ingest_kib: u64,
+    rss_rebuild_kib: u64,
+}
+
+fn main() {
+    let o = options();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let mut reports = Vec::new();
+    runtime.block_on(async {
+        if o.only.as_deref() != Some("postgres") {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+            let raw = dir.path().join("ceiling.db");
+            reports.push(run("SQLite", &url, Ceiling::Sqlite(raw), &o).await);
+        }
+        if o.only.as_deref() != Some("sqlite") {
+            match &o.postgres {
+                Some(admin) => {
+                    let db = fresh_pg(admin, "run").await;
+                    let raw = fresh_pg(admin, "ceiling").await;
+                    let report = run("PostgreSQL", &db, Ceiling::Postgres(raw.clone()), &o).await;
+                    reports.push(report);
+                    drop_pg(admin, &db).await;
+                    drop_pg(admin, &raw).await;
+                }
+                None => eprintln!(
+                    "PostgreSQL skipped: pass --postgres URL or set RENMIAN_BENCH_DATABASE_URL"
+                ),
+            }
+        }
+    });
+    print_report(&o, &reports);
+}
+
+enum Ceiling {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
+}
+
+async fn run(backend: &'static str, url: &str, ceiling: Ceiling, o: &Options) -> Report {
+    let config = WorkloadConfig::new(o.seed, o.notices);
+    let mut r = Report {
+        backend,
+        notices: o.notices,
+        ..Report::default()
+    };
+    eprintln!("[{backend}] parse-only pass over {} notices", o.notices);
+    let started = Instant::now();
+    for n in generate(&config) {
+        let out = renmian::notice::parse(&n.text);
+        assert_eq!(out.notices.len(), 1, "{}", n.file_name);
+    }
+    // Generation time is in here too; it is measured below and subtracted.
+    let parse_and_generate = started.elapsed();
+    let started = Instant::now();
+    let generated: usize = generate(&config).map(|n| n.text.len()).sum();
+    let generate_only = started.elapsed();
+    r.parse = parse_and_generate.saturating_sub(generate_only);
+    eprintln!("[{backend}] generated {generated} bytes of notices");
+
+    let registry = Registry::open(url).await.expect("open registry");
+    let actor = Actor::named("bench");
+    r.rss_base_kib = rss_kib("VmRSS");
+    reset_peak_rss();
+    eprintln!("[{backend}] ingest");
+    let started = Instant::now();
+    let mut last_date = NaiveDate::MIN;
+    let mut first_date = None;
+    for (i, n) in generate(&config).enumerate() {
+        let out = registry.ingest(&n.text, &actor).await.expect("ingest");
+        let appended: usize = out.iter().map(|x| x.events_appended).sum();
+        assert_eq!(appended, n.expected_events, "{}", n.file_name);
+        r.events += appended;
+        first_date.get_or_insert(n.issued_on);
+        last_date = n.issued_on;
+        if (i + 1) % 5000 == 0 {
+            eprintln!(
+                "[{backend}]   {} notices, {} events, {:.0} events/s",
+                i + 1,
+                r.events,
+                r.events as f64 / started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    // Generation is inside this loop too; it is a few percent of parse time, see above.
+    r.ingest = started.elapsed().saturating_sub(generate_only);
+    r.rss_ingest_kib = rss_kib("VmHWM");
+
+    eprintln!("[{backend}] rebuild");
+    reset_peak_rss();
+    let started = Instant::now();
+    registry.projector().rebuild().await.expect("rebuild");
+    r.rebuild = started.elapsed();
+    r.rss_rebuild_kib = rss_kib("VmHWM");
+
+    eprintln!("[{backend}] ceiling: raw INSERT of the same rows");
+    r.raw_insert = raw_insert(&registry, ceiling).await;
+    eprintln!("[{backend}] ceiling: raw ordered scan + decode");
+    r.raw_scan = raw_scan(url).await;
+    assert!(r.raw_scan > Duration::ZERO);
+
+    eprintln!("[{backend}] lookups");
+    let first_date = first_date.unwrap_or(last_date);
+    lookups(&registry, o, first_date, last_date, &mut r).await;
+    registry.database().close().await;
+    r
+}
+
+/// Binds the 15 columns of each event, in `events` column order.
+macro_rules! bind_all {
+    ($query:expr, $rows:expr) => {{
+        let mut q = $query;
+        for e in $rows {
+            q = q
+                .bind(e.position)
+                .bind(&e.aggregate_type)
+                .bind(&e.aggregate_id)
+                .bind(e.sequence)
+                .bind(&e.event_type)
+                .bind(&e.event_version)
+                .bind(&e.payload)
+                .bind(&e.metadata)
+                .bind(&e.recorded_at)
+                .bind(&e.actor)
+                .bind(&e.document_number)
+                .bind(e.source_line)
+                .bind(&e.clause)
+                .bind(&e.prev_hash)
+                .bind(&e.hash);
+        }
+        q
+    }};
+}
+
+/// Inserts every stored event again, notice by notice (one transaction each), into a bare
+/// table of a fresh database. Only the INSERTs are timed; reading the rows back is not.
+async fn raw_insert(registry: &Registry, ceiling: Ceiling) -> Duration {
+    enum Pool {
+        Sqlite(sqlx::SqlitePool),
+        Postgres(sqlx::PgPool),
+    }
+    let ddl =
+        "CREATE TABLE events_raw (position BIGINT PRIMARY KEY, aggregate_type TEXT NOT NULL, \
+               aggregate_id TEXT NOT NULL, sequence BIGINT NOT NULL, event_type TEXT NOT NULL, \
+               event_version TEXT NOT NULL, payload TEXT NOT NULL, metadata TEXT NOT NULL, \
+               recorded_at TEXT NOT NULL, actor TEXT NOT NULL, document_number TEXT, \
+               source_line BIGINT, clause TEXT, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)";
+    let pool = match ceiling {
+        Ceiling::Sqlite(path) => {
+            let options = SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options)
+                .await
+                .expect("ceiling sqlite");
+            sqlx::query(ddl).execute(&pool).await.expect("ddl");
+            Pool::Sqlite(pool)
+        }
+        Ceiling::Postgres(url) => {
+            let pool = sqlx::PgPool::connect(&url).await.expect("ceiling postgres");
+            sqlx::query(ddl).execute(&pool).await.expect("ddl");
+            Pool::Postgres(pool)
+        }
+    };
+    let mut timed = Duration::ZERO;
+    let mut group: Vec<StoredEvent> = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = registry
+            .database()
+            .events_after(after, 5000)
+            .await
+            .expect("read events");
+        let done = page.is_empty();
+        for e in page {
+            after = e.position;
+            if group
+                .last()
+                .is_some_and(|g| g.aggregate_id != e.aggregate_id)
+            {
+                timed += flush(&pool, &mut group).await;
+            }
+            group.push(e);
+        }
+        if done {
+            break;
+        }
+    }
+    timed += flush(&pool, &mut group).await;
+    return timed;
+
+    async fn flush(pool: &Pool, group: &mut Vec<StoredEvent>) -> Duration {
+        if group.is_empty() {
+            return Duration::ZERO;
+        }
+        let started = Instant::now();
+        match pool {
+            Pool::Sqlite(p) => {
+                let mut tx = p.begin().await.expect("begin");
+                for chunk in group.chunks(CHUNK) {
+                    let sql = insert_sql(chunk.len());
+                    bind_all!(sqlx::query(&sql), chunk)
+                        .execute(&mut *tx)
+                        .await
+                        .expect("insert");
+                }
+                tx.commit().await.expect("commit");
+            }
+            Pool::Postgres(p) => {
+                let mut tx = p.begin().await.expect("begin");
+                for chunk in group.chunks(CHUNK) {
+                    let sql = insert_sql(chunk.len());
+                    bind_all!(sqlx::query(&sql), chunk)
+                        .execute(&mut *tx)
+                        .await
+                        .expect("insert");
+                }
+                tx.commit().await.expect("commit");
+            }
+        }
+        let elapsed = started.elapsed();
+        group.clear();
+        elapsed
+    }
+}
+
+fn insert_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO events_raw (position, aggregate_type, aggregate_id, sequence, event_type, \
+         event_version, payload, metadata, recorded_at, actor, document_number, source_line, \
+         clause, prev_hash, hash) VALUES ",
+    );
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..15 {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&(r * 15 + c + 1).to_string());
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// Reads a row as the projector does (every column) and decodes its payload into the
+/// domain event; a macro because SQLite and PostgreSQL rows are different types.
+macro_rules! decode_row {
+    ($row:expr) => {{
+        let row = $row;
+        let position: i64 = row.get(0);
+        let mut bytes = 0;
+        for i in [1, 2, 4, 5, 8, 9, 13, 14] {
+            bytes += row.get::<&str, _>(i).len();
+        }
+        let sequence: i64 = row.get(3);
+        let extra: (Option<&str>, Option<i64>, Option<&str>) =
+            (row.get(10), row.get(11), row.get(12));
+        let payload: &str = row.get(6);
+        let metadata: &str = row.get(7);
+        let event: RegistryEvent =
+            serde_json::from_str(payload).unwrap_or_else(|e| panic!("position {position}: {e}"));
+        let meta: serde_json::Value = serde_json::from_str(metadata).expect("metadata");
+        std::hint::black_box((&event, &meta, bytes, sequence, extra));
+        1
+    }};
+}
+
+/// One ordered scan of the whole events table with every column, decoding each payload
+/// into the domain event: the least any replay has to do.
+async fn raw_scan(url: &str) -> Duration {
+    const SQL: &str = "SELECT position, aggregate_type, aggregate_id, sequence, event_type, \
+        event_version, payload, metadata, recorded_at, actor, document_number, source_line, \
+        clause, prev_hash, hash FROM events ORDER BY position";
+    let mut decoded = 0usize;
+    let started;
+    if url.starts_with("sqlite:") {
+        let options = SqliteConnectOptions::from_str(url).expect("sqlite url");
+        let mut conn = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .expect("connect");
+        started = Instant::now();
+        let mut rows = sqlx::query(SQL).fetch(&mut conn);
+        while let Some(row) = rows.try_next().await.expect("scan") {
+            decoded += decode_row!(&row);
+        }
+    } else {
+        let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+        started = Instant::now();
+        let mut rows = sqlx::query(SQL).fetch(&mut conn);
+        while let Some(row) = rows.try_next().await.expect("scan") {
+            decoded += decode_row!(&row);
+        }
+    }
+    let elapsed = started.elapsed();
+    assert!(decoded > 0);
+    elapsed
+}
+
+async fn lookups(
+    registry: &Registry,
+    o: &Options,
+    first: NaiveDate,
+    last: NaiveDate,
+    r: &mut Report,
+) {
+    let pool = registry.database().pool();
+    let posts: Vec<(String, String)> = sqlx::query("SELECT organization, post FROM rm_posts")
+        .fetch_all(pool)
+        .await
+        .expect("posts")
+        .iter()
+        .map(|row| (row.get("organization"), row.get("post")))
+        .collect();
+    let persons: Vec<String> = sqlx::query("SELECT name FROM rm_persons")
+        .fetch_all(pool)
+        .await
+        .expect("persons")
+        .iter()
+        .map(|row| row.get("name"))
+        .collect();
+    let mut rng = renmian::workload::SplitMix64::new(o.seed ^ 0x5eed);
+    let days = (last - first).num_days().max(1) as usize;
+    let mut date = |rng: &mut renmian::workload::SplitMix64| {
+        first + chrono::Days::new(rng.below(days + 1) as u64)
+    };
+    for _ in 0..o.lookups {
+        let (org, post) = rng.pick(&posts).clone();
+        let on = date(&mut rng);
+        let started = Instant::now();
+        let found = registry.queries().holders(&org, &post, on).await;
+        r.holders.push(started.elapsed());
+        std::hint::black_box(found.expect("holders"));
+    }
+    for _ in 0..o.lookups {
+        let person = rng.pick(&persons).clone();
+        let on = date(&mut rng);
+        let started = Instant::now();
+        let found = registry.queries().holdings(&person, on).await;
+        r.holdings.push(started.elapsed());
+        std::hint::black_box(found.expect("holdings"));
+    }
+}
+
+/// A new database on the server of `admin`, like the tests' `TestDb::postgres`.
+async fn fresh_pg(admin: &str, what: &str) -> String {
+    let name = format!("renmian_bench_{what}_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(admin)
+        .await
+        .expect("connect to the PostgreSQL admin URL");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create bench database");
+    conn.close().await.ok();
+    let (base, query) = match admin.find('?') {
+        Some(q) => (&admin[..q], &admin[q..]),
+        None => (admin, ""),
+    };
+    let base = match base.rfind('/') {
+        Some(i) if i > base.find("://").map_or(0, |s| s + 2) => &base[..i],
+        _ => base,
+    };
+    format!("{base}/{name}{query}")
+}
+
+async fn drop_pg(admin: &str, url: &str) {
+    let name = url
+        .rsplit('/')
+        .next()
+        .and_then(|s| s.split('?').next())
+        .unwrap_or_default();
+    if let Ok(mut conn) = sqlx::PgConnection::connect(admin).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await;
+    }
+}
+
+/// A field of /proc/self/status in KiB (0 where there is no /proc).
+fn rss_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Resets VmHWM to the current RSS (Linux ≥ 4.0), so each phase's peak is its own.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn percentile(samples: &[Duration], p: f64) -> Duration {
+    if samples.is_empty() {
+        return Duration::ZERO;
+    }
+    let mut v = samples.to_vec();
+    v.sort();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i]
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_gib = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map_or("unknown CPU", str::trim)
+        .to_string();
+    format!("{cpus} CPUs ({model}), {mem_gib:.1} GiB RAM")
+}
+
+fn print_report(o: &Options, reports: &[Report]) {
+    let rate = |events: usize, d: Duration| events as f64 / d.as_secs_f64().max(1e-9);
+    let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1000.0);
+    let mib = |kib: u64| format!("{:.0} MiB", kib as f64 / 1024.0);
+    let mut command = String::from("cargo bench --bench registry --");
+    for a in std::env::args().skip(1).filter(|a| a != "--bench") {
+        command.push(' ');
+        command.push_str(&a);
+    }
+    println!();
+    println!("### renmian registry benchmark");
+    println!();
+    println!("- command: `{command}`");
+    println!(
+        "- date: {}",
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
+    );
+    println!("- machine: {}", machine());
+    println!(
+        "- workload: seed {}, {} notices, {} lookups per query",
+        o.seed, o.notices, o.lookups
+    );
+    println!();
+    let mut header = String::from("| metric |");
+    let mut rule = String::from("|---|");
+    for r in reports {
+        header.push_str(&format!(" {} |", r.backend));
+        rule.push_str("---:|");
+    }
+    println!("{header}");
+    println!("{rule}");
+    let row = |name: &str, f: &dyn Fn(&Report) -> String| {
+        let mut line = format!("| {name} |");
+        for r in reports {
+            line.push_str(&format!(" {} |", f(r)));
+        }
+        println!("{line}");
+    };
+    row("events (notices)", &|r| {
+        format!("{} ({})", r.events, r.notices)
+    });
+    row("ingest, events/s", &|r| {
+        format!("{:.0}", rate(r.events, r.ingest))
+    });
+    row("ceiling: raw INSERT, events/s", &|r| {
+        format!("{:.0}", rate(r.events, r.raw_insert))
+    });
+    row("**ingest / ceiling**", &|r| {
+        format!(
+            "**{:.1}%**",
+            100.0 * r.raw_insert.as_secs_f64() / r.ingest.as_secs_f64()
+        )
+    });
+    row("rebuild, events/s", &|r| {
+        format!("{:.0}", rate(r.events, r.rebuild))
+    });
+    row("ceiling: ordered scan + decode, events/s", &|r| {
+        format!("{:.0}", rate(r.events, r.raw_scan))
+    });
+    row("**rebuild / ceiling**", &|r| {
+        format!(
+            "**{:.1}%**",
+            100.0 * r.raw_scan.as_secs_f64() / r.rebuild.as_secs_f64()
+        )
+    });
+    row("ingest wall time, s", &|r| {
+        format!("{:.1}", r.ingest.as_secs_f64())
+    });
+    row("  of which parse (pure), s", &|r| {
+        format!("{:.1}", r.parse.as_secs_f64())
+    });
+    row("  of which projection (≈ rebuild), s", &|r| {
+        format!("{:.1}", r.rebuild.as_secs_f64())
+    });
+    row("  rest: aggregate load/commit, append, report, s", &|r| {
+        format!(
+            "{:.1}",
+            (r.ingest.as_secs_f64() - r.parse.as_secs_f64() - r.rebuild.as_secs_f64()).max(0.0)
+        )
+    });
+    row("holders p50 / p99, ms", &|r| {
+        format!(
+            "{} / {}",
+            ms(percentile(&r.holders, 0.5)),
+            ms(percentile(&r.holders, 0.99))
+        )
+    });
+    row("holdings p50 / p99, ms", &|r| {
+        format!(
+            "{} / {}",
+            ms(percentile(&r.holdings, 0.5)),
+            ms(percentile(&r.holdings, 0.99))
+        )
+    });
+    row("RSS before ingest", &|r| mib(r.rss_base_kib));
+    row("peak RSS during ingest", &|r| mib(r.rss_ingest_kib));
+    row("peak RSS during rebuild", &|r| mib(r.rss_rebuild_kib));
+    println!();
+}

@@ -1,0 +1,193 @@
+//! The workload generator against the real parser and registry: every generated notice
+//! parses cleanly into exactly the events the generator meant, and the registry's view of
+//! the generated history is consistent (no warnings, one holder per one-seat post, the
+//! generator's final staffing equals the registry's answers, rebuild reproduces the export).
+//! Runs on SQLite, and on PostgreSQL when `RENMIAN_TEST_DATABASE_URL` is set.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::TestDb;
+use renmian::projections::export::{export, to_json};
+use renmian::registry::{Actor, Registry};
+use renmian::workload::{generate, is_single_seat, WorkloadConfig};
+use sqlx::Row;
+
+/// Four jurisdictions over two years: ~50 notices each, enough history for probations to be
+/// confirmed and posts to change hands several times.
+fn config(notices: usize) -> WorkloadConfig {
+    WorkloadConfig {
+        jurisdictions: 4,
+        years: 2,
+        ..WorkloadConfig::new(20240424, notices)
+    }
+}
+
+#[test]
+fn every_generated_notice_parses_into_the_expected_events() {
+    for seed in [1, 2, 3] {
+        let config = WorkloadConfig::new(seed, 1500);
+        for n in generate(&config) {
+            let out = renmian::notice::parse(&n.text);
+            assert!(
+                out.diagnostics.is_empty(),
+                "{}: {:?}\n{}",
+                n.file_name,
+                out.diagnostics,
+                n.text
+            );
+            assert_eq!(out.notices.len(), 1, "{}\n{}", n.file_name, n.text);
+            let parsed = &out.notices[0];
+            assert_eq!(
+                parsed.events.len() + 1,
+                n.expected_events,
+                "{}\n{}",
+                n.file_name,
+                n.text
+            );
+            assert_eq!(
+                parsed.document_number.as_deref(),
+                Some(n.document_number.as_str())
+            );
+            assert_eq!(parsed.issued_on, Some(n.issued_on));
+            let jurisdiction = parsed
+                .issuer
+                .as_deref()
+                .and_then(renmian::notice::jurisdiction_of);
+            assert_eq!(jurisdiction.as_deref(), Some(n.jurisdiction));
+        }
+    }
+}
+
+async fn registry_agrees_with_the_generator(db: TestDb) {
+    let registry = Registry::open(&db.url).await.expect("open registry");
+    let actor = Actor::named("workload-test");
+    let mut generator = generate(&config(200));
+    let mut expected = 0;
+    let mut last_date = None;
+    for n in generator.by_ref() {
+        let outcomes = registry.ingest(&n.text, &actor).await.expect("ingest");
+        assert_eq!(outcomes.len(), 1);
+        assert_eq!(
+            outcomes[0].events_appended, n.expected_events,
+            "{}",
+            n.file_name
+        );
+        assert!(
+            outcomes[0].warnings.is_empty(),
+            "{}: {:?}\n{}",
+            n.file_name,
+            outcomes[0].warnings,
+            n.text
+        );
+        expected += n.expected_events;
+        last_date = Some(n.issued_on);
+    }
+    let last_date = last_date.expect("some notices");
+    let pool = registry.database().pool();
+    let head = registry.database().head_position().await.unwrap();
+    assert_eq!(head, expected as i64);
+    let warnings: i64 = sqlx::query("SELECT COUNT(*) AS n FROM rm_notice_warnings")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+        .get("n");
+    assert_eq!(warnings, 0);
+
+    // No two tenures of a one-seat post overlap (holds on D: start <= D < end), over the
+    // whole history of every one-seat post held at the end.
+    let snapshot = generator.snapshot();
+    assert!(snapshot.len() > 50);
+    let mut checked = 0;
+    for post in snapshot.iter().filter(|p| is_single_seat(p.post)) {
+        let history = registry
+            .queries()
+            .post_history(&post.organization, Some(post.post))
+            .await
+            .expect("post history");
+        let mut spans: Vec<(String, String)> = history
+            .iter()
+            .map(|t| {
+                let start = t
+                    .start_date
+                    .clone()
+                    .expect("every tenure has a known start");
+                (
+                    start,
+                    t.end_date.clone().unwrap_or_else(|| "9999-12-31".into()),
+                )
+            })
+            .collect();
+        spans.sort();
+        for w in spans.windows(2) {
+            assert!(
+                w[0].1 <= w[1].0,
+                "{} {}: {:?} overlaps {:?}",
+                post.organization,
+                post.post,
+                w[0],
+                w[1]
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 20, "too few successions to check ({checked})");
+
+    // The generator's final staffing is what the registry answers.
+    for post in &snapshot {
+        let holders = registry
+            .queries()
+            .holders(&post.organization, post.post, last_date)
+            .await
+            .unwrap_or_else(|e| panic!("{} {}: {e}", post.organization, post.post));
+        let mut names: Vec<String> = holders.into_iter().map(|t| t.person).collect();
+        names.sort();
+        assert_eq!(names, post.holders, "{} {}", post.organization, post.post);
+        if is_single_seat(post.post) {
+            assert_eq!(names.len(), 1);
+        }
+    }
+    // Same-name holders in different jurisdictions are one name with holdings in both.
+    let people: BTreeSet<&String> = snapshot.iter().flat_map(|p| &p.holders).collect();
+    for person in people.iter().take(30) {
+        let holdings = registry
+            .queries()
+            .holdings(person, last_date)
+            .await
+            .expect("holdings");
+        let expected = snapshot
+            .iter()
+            .filter(|p| p.holders.contains(person))
+            .count();
+        assert_eq!(holdings.len(), expected, "{person}");
+    }
+
+    // Probations were confirmed, some terminated by a removal.
+    let confirmed: i64 = sqlx::query(
+        "SELECT COUNT(DISTINCT tenure_id) AS n FROM rm_tenures WHERE probation_outcome = 'confirmed'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+    .get("n");
+    assert!(confirmed > 5, "only {confirmed} confirmations");
+
+    let before = to_json(&export(registry.database()).await.unwrap());
+    registry.projector().rebuild().await.expect("rebuild");
+    let after = to_json(&export(registry.database()).await.unwrap());
+    assert!(before == after, "rebuild changed the read models");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_agrees_with_the_generator_sqlite() {
+    registry_agrees_with_the_generator(TestDb::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_agrees_with_the_generator_postgres() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    registry_agrees_with_the_generator(db).await;
+}
