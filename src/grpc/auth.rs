@@ -21,7 +21,13 @@ use tonic::Status;
 pub const ANONYMOUS_ACTOR: &str = "grpc:anonymous";
 
 /// The one write method; everything else in the service reads.
-const WRITE_METHODS: &[&str] = &["/renmian.v1.Registry/IngestNotice"];
+const WRITE_METHODS: &[&str] = &[
+    "/renmian.v1.Registry/IngestNotice",
+    "/renmian.v1.Registry/RevokeNotice",
+    "/renmian.v1.Registry/ConfirmProbation",
+    "/renmian.v1.Registry/MergePersons",
+    "/renmian.v1.Registry/SplitPerson",
+];
 const REGISTRY_PREFIX: &str = "/renmian.v1.Registry/";
 
 /// A named bearer token. The secret itself is not kept, only its digest.

@@ -11,7 +11,9 @@ use super::pb;
 use crate::domain::content_hash;
 use crate::notice::{Diagnostic, EventKind, Gender, Notice, ParsedEvent, Severity};
 use crate::projections::queries::parse_date;
-use crate::projections::{NoticeView, NoticeWarning, Probation, ProbationStatus, Tenure};
+use crate::projections::{
+    NoticeView, NoticeWarning, PersonRecord, Probation, ProbationStatus, Tenure,
+};
 use crate::registry::IngestOutcome;
 use crate::store::StoredEvent;
 
@@ -139,6 +141,20 @@ impl From<IngestOutcome> for pb::IngestResult {
             first_position: o.first_position,
             last_position: o.last_position,
             warnings: o.warnings.into_iter().map(Into::into).collect(),
+            corrected: o.corrected,
+            revoked_notices: o.revoked_notices,
+            notes: o.notes,
+        }
+    }
+}
+
+impl From<PersonRecord> for pb::Person {
+    fn from(p: PersonRecord) -> Self {
+        Self {
+            person_id: p.person_id,
+            name: p.name,
+            gender: p.gender.unwrap_or_default(),
+            jurisdiction: p.jurisdiction.unwrap_or_default(),
         }
     }
 }
@@ -173,7 +189,14 @@ impl From<NoticeView> for pb::Notice {
             reason: v.revoked_reason.clone().unwrap_or_default(),
             by_notice: v.revoked_by.clone().unwrap_or_default(),
         });
+        let correction = v.corrected_position.map(|position| pb::Correction {
+            position,
+            corrected_at: v.corrected_at.clone().unwrap_or_default(),
+            reason: v.corrected_reason.clone().unwrap_or_default(),
+            count: v.correction_count,
+        });
         Self {
+            correction,
             notice_id: v.notice_id,
             notice_key: v.notice_key,
             document_number: v.document_number.unwrap_or_default(),
@@ -237,7 +260,14 @@ impl From<Tenure> for pb::Tenure {
             recorded_at: t.recorded_at.unwrap_or_default(),
             ended_position: t.ended_position,
             ended_recorded_at: t.ended_recorded_at.unwrap_or_default(),
-            revoked_position: t.withdrawn_position,
+            withdrawn_position: t.withdrawn_position,
+            withdrawn_reason: t.withdrawn_reason.unwrap_or_default(),
+            withdrawn_at: t.withdrawn_at.unwrap_or_default(),
+            withdrawn_by: t.withdrawn_by.unwrap_or_default(),
+            end_cause: t.end_cause.unwrap_or_default(),
+            replaced_tenure_id: t.replaced_tenure_id,
+            replaced_by_tenure_id: t.replaced_by_tenure_id,
+            person_id: t.person_id,
         }
     }
 }

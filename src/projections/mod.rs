@@ -17,5 +17,6 @@ pub mod queries;
 
 pub use projector::{Projector, CHECKPOINT};
 pub use queries::{
-    NoticeView, NoticeWarning, Probation, ProbationStatus, Queries, QueryError, Tenure,
+    NoticeView, NoticeWarning, PersonRecord, Probation, ProbationStatus, Queries, QueryError,
+    Tenure,
 };
