@@ -133,6 +133,7 @@ async fn crash_repeatedly(db: TestDb) -> Totals {
                         let request = pb::IngestNoticeRequest {
                             text: generated_notice(n),
                             request_id: String::new(),
+                            ..Default::default()
                         };
                         let call = client.ingest_notice(request);
                         match tokio::time::timeout(Duration::from_secs(10), call).await {

@@ -58,6 +58,7 @@ fn ingest(text: &str, request_id: &str) -> pb::IngestNoticeRequest {
     pb::IngestNoticeRequest {
         text: text.into(),
         request_id: request_id.into(),
+        ..Default::default()
     }
 }
 
@@ -214,6 +215,7 @@ async fn small_pages_walk_every_list_exactly_once() {
             .list_notices(pb::ListNoticesRequest {
                 page_size: 1,
                 page_token: token.clone(),
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -240,6 +242,7 @@ async fn small_pages_walk_every_list_exactly_once() {
         post: String::new(),
         page_size: 1,
         page_token,
+        ..Default::default()
     };
     let all = client
         .get_post_history(pb::GetPostHistoryRequest {
@@ -310,6 +313,7 @@ async fn get_notice_returns_events_warnings_and_source_text() {
     let notice = client
         .get_notice(pb::GetNoticeRequest {
             document_number: SEED_NUMBER.into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -495,6 +499,7 @@ async fn bad_requests_name_the_field_and_unknowns_are_not_found() {
         .list_notices(pb::ListNoticesRequest {
             page_size: 1,
             page_token: "not-a-token".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -522,6 +527,7 @@ async fn bad_requests_name_the_field_and_unknowns_are_not_found() {
         .list_notices(pb::ListNoticesRequest {
             page_size: 1,
             page_token: events_token,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -538,6 +544,7 @@ async fn bad_requests_name_the_field_and_unknowns_are_not_found() {
     let err = client
         .get_notice(pb::GetNoticeRequest {
             document_number: "临政人〔1999〕1号".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

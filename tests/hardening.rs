@@ -62,6 +62,7 @@ fn ingest_request(text: &str) -> pb::IngestNoticeRequest {
     pb::IngestNoticeRequest {
         text: text.into(),
         request_id: String::new(),
+        ..Default::default()
     }
 }
 

@@ -244,12 +244,14 @@ async fn sql_looking_names_are_stored_and_returned_verbatim() {
         .ingest_notice(pb::IngestNoticeRequest {
             text: text.clone(),
             request_id: "sql'; DROP TABLE events; --".into(),
+            ..Default::default()
         })
         .await
         .unwrap();
     let notice = client
         .get_notice(pb::GetNoticeRequest {
             document_number: "临政人〔2024〕960号".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -409,6 +411,7 @@ async fn malformed_grpc_requests_get_clean_errors_and_store_nothing() {
         .ingest_notice(pb::IngestNoticeRequest {
             text: huge,
             request_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -419,6 +422,7 @@ async fn malformed_grpc_requests_get_clean_errors_and_store_nothing() {
             .ingest_notice(pb::IngestNoticeRequest {
                 text: text.into(),
                 request_id: String::new(),
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -429,6 +433,7 @@ async fn malformed_grpc_requests_get_clean_errors_and_store_nothing() {
         .ingest_notice(pb::IngestNoticeRequest {
             text: notice_text(981, "2024年3月1日", &["张三同志任市财政局副局长"]),
             request_id: "x".repeat(10_000),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -441,6 +446,7 @@ async fn malformed_grpc_requests_get_clean_errors_and_store_nothing() {
         .ingest_notice(pb::IngestNoticeRequest {
             text: notice_text(982, "2024年3月1日", &["李四同志任市财政局局长"]),
             request_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap();

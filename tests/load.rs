@@ -50,6 +50,7 @@ async fn ingest(
         let request = pb::IngestNoticeRequest {
             text: text.clone(),
             request_id: String::new(),
+            ..Default::default()
         };
         match client.ingest_notice(request).await {
             Ok(response) => {

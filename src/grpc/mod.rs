@@ -7,17 +7,22 @@
 //! - [`paging`]: opaque, request-bound page tokens.
 //! - [`auth`] and [`guard`]: bearer tokens, the actor recorded for a caller, the request log.
 //! - [`integrity`]: the write gate, closed while the log holds unacknowledged tampering.
+//! - [`feed`]: the change feed — wakes WatchEvents followers and catches the read models
+//!   up when any process (PostgreSQL NOTIFY) or the poll shows that the log advanced.
 //!
 //! [`run_server`] takes a bound listener and a shutdown future (as mini-redis does), so tests
 //! run the real server on port 0; [`serve`] adds the command-line concerns: opening the
 //! database, seeding an empty one, binding, and SIGINT/SIGTERM.
 //!
 //! Architecture invariant: handlers hold no state of their own beyond the watch
-//! notification; every answer comes from the registry, so the CLI and the API agree.
+//! notification; every answer comes from the registry, so the CLI and the API agree, and
+//! several servers on one PostgreSQL database are interchangeable (see ARCHITECTURE.md,
+//! "Scale-out and the road to national scale").
 
 pub mod auth;
 mod convert;
 pub mod error;
+mod feed;
 mod guard;
 pub mod integrity;
 mod paging;
@@ -120,7 +125,10 @@ pub struct ServerConfig {
     pub insecure_open: bool,
     pub max_request_bytes: usize,
     pub request_timeout: Duration,
-    /// How often WatchEvents streams look for events written by other processes.
+    /// How often the change feed looks at the log head for events written by other
+    /// processes: the only source on SQLite, the fallback for a lost notification on
+    /// PostgreSQL (where `LISTEN renmian_events` announces them at once). It also retries
+    /// a failed projection catch-up.
     pub watch_poll_interval: Duration,
     /// How often the hash chain is re-verified for the write gate.
     pub verify_interval: Duration,
@@ -225,6 +233,14 @@ pub async fn run_server(
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let (stop, stopping) = tokio::sync::watch::channel(false);
+    // Listening (PostgreSQL) before the first call is accepted: an event committed by any
+    // process after this point wakes the followers without waiting for a poll.
+    let head_advanced = feed::start(
+        registry.clone(),
+        config.watch_poll_interval,
+        stopping.clone(),
+    )
+    .await?;
     tokio::spawn(integrity::monitor(
         gate.clone(),
         registry.database().clone(),
@@ -234,7 +250,7 @@ pub async fn run_server(
     ));
     let registry_service = pb::registry_server::RegistryServer::new(RegistryService::new(
         registry.clone(),
-        config.watch_poll_interval,
+        head_advanced,
         stopping,
         gate,
     ))

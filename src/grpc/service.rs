@@ -5,7 +5,6 @@
 use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::Stream;
 use tokio::sync::{mpsc, watch};
@@ -19,6 +18,7 @@ use super::paging::Page;
 use super::pb;
 use super::pb::registry_server::Registry as RegistryApi;
 use crate::domain::{content_hash, NoticeKey};
+use crate::projections::Queries;
 use crate::registry::{Actor, Registry, RegistryError};
 use crate::store::StoredEvent;
 
@@ -30,11 +30,10 @@ const WATCH_BUFFER: usize = 256;
 /// The service state shared by all calls.
 pub struct RegistryService {
     registry: Arc<Registry>,
-    /// Bumped after every ingest that appended events in this process, so watchers wake
-    /// at once instead of at their next poll.
+    /// Bumped whenever the log advanced: after every ingest that appended events in this
+    /// process, and by the change feed ([`super::feed`]) on a PostgreSQL notification from
+    /// any process or when its poll finds a new head. Followers wait on it alone.
     head_advanced: watch::Sender<u64>,
-    /// How often watchers look for events written by other processes.
-    poll_interval: Duration,
     /// Turns `true` when the server shuts down; open watch streams then end, so graceful
     /// shutdown does not wait for clients that would follow the log forever.
     stopping: watch::Receiver<bool>,
@@ -45,14 +44,13 @@ pub struct RegistryService {
 impl RegistryService {
     pub fn new(
         registry: Arc<Registry>,
-        poll_interval: Duration,
+        head_advanced: watch::Sender<u64>,
         stopping: watch::Receiver<bool>,
         writes: WriteGate,
     ) -> Self {
         Self {
             registry,
-            head_advanced: watch::channel(0).0,
-            poll_interval,
+            head_advanced,
             stopping,
             writes,
         }
@@ -112,6 +110,42 @@ impl RegistryService {
     }
 }
 
+impl RegistryService {
+    /// The queries for a request's recorded-time axis: now, or as of a position or instant.
+    async fn queries_at(&self, as_of: Option<&pb::AsOf>) -> Result<Queries, Status> {
+        let now = self.registry.queries();
+        let position = match as_of {
+            None => return Ok(now.clone()),
+            Some(a) if a.position != 0 && !a.recorded_at.is_empty() => {
+                return Err(invalid_argument(
+                    "as_of",
+                    "set either position or recorded_at, not both",
+                ))
+            }
+            Some(a) if !a.recorded_at.is_empty() => now
+                .position_recorded_at(&a.recorded_at)
+                .await
+                .map_err(|e| query_status(e, "as_of.recorded_at"))?,
+            Some(a) if a.position != 0 => a.position,
+            Some(_) => return Ok(now.clone()),
+        };
+        now.as_of_position(position)
+            .map_err(|e| query_status(e, "as_of.position"))
+    }
+
+    /// Runs after a write: wakes watchers when events were appended.
+    fn appended(&self, events: usize) {
+        if events > 0 {
+            self.head_advanced.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+}
+
+/// The as-of part of a page token's scope, so a token is only valid for the same view.
+fn as_of_scope(as_of: Option<&pb::AsOf>) -> String {
+    as_of.map_or_else(String::new, |a| format!("{}@{}", a.position, a.recorded_at))
+}
+
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -138,20 +172,22 @@ impl RegistryApi for RegistryService {
         self.writes.check().map_err(|e| status(e, "text"))?;
         let request_id = RequestId::try_from(request.get_ref().request_id.as_str())?.0;
         let actor = Self::actor(&request, request_id.clone());
-        let text = request.into_inner().text;
+        let r = request.into_inner();
+        let text = r.text;
         if let Some(id) = &request_id {
             self.check_retry(id, &text).await?;
         }
         // A retry goes through ingest too: every notice is then already recorded, which is
         // exactly the answer a retry should get, and nothing is appended.
-        let outcomes = self
-            .registry
-            .ingest(&text, &actor)
-            .await
-            .map_err(|e| status(e, "text"))?;
-        if outcomes.iter().any(|o| o.events_appended > 0) {
-            self.head_advanced.send_modify(|n| *n = n.wrapping_add(1));
+        let outcomes = if r.correction_reason.trim().is_empty() {
+            self.registry.ingest(&text, &actor).await
+        } else {
+            self.registry
+                .ingest_correction(&text, &r.correction_reason, &actor)
+                .await
         }
+        .map_err(|e| status(e, "text"))?;
+        self.appended(outcomes.iter().map(|o| o.events_appended).sum());
         tracing::info!(
             actor = %actor.name,
             notices = outcomes.len(),
@@ -167,11 +203,11 @@ impl RegistryApi for RegistryService {
         &self,
         request: Request<pb::GetNoticeRequest>,
     ) -> Result<Response<pb::Notice>, Status> {
-        let reference = request.into_inner().document_number;
+        let r = request.into_inner();
         let view = self
-            .registry
-            .queries()
-            .notice(&reference)
+            .queries_at(r.as_of.as_ref())
+            .await?
+            .notice(&r.document_number)
             .await
             .map_err(|e| query_status(e, "document_number"))?;
         Ok(Response::new(view.into()))
@@ -182,11 +218,12 @@ impl RegistryApi for RegistryService {
         request: Request<pb::ListNoticesRequest>,
     ) -> Result<Response<pb::ListNoticesResponse>, Status> {
         let r = request.into_inner();
-        let page = Page::parse(r.page_size, &r.page_token, &["notices"], 0)?;
+        let as_of = as_of_scope(r.as_of.as_ref());
+        let page = Page::parse(r.page_size, &r.page_token, &["notices", &as_of], 0)?;
         // One extra row says whether another page follows.
         let mut views = self
-            .registry
-            .queries()
+            .queries_at(r.as_of.as_ref())
+            .await?
             .notices(page.cursor, page.limit() + 1, true)
             .await
             .map_err(|e| query_status(e, "page_token"))?;
@@ -207,17 +244,19 @@ impl RegistryApi for RegistryService {
         request: Request<pb::ListHoldersRequest>,
     ) -> Result<Response<pb::ListHoldersResponse>, Status> {
         let r = request.into_inner();
+        let as_of = as_of_scope(r.as_of.as_ref());
         let scope = [
             "holders",
             r.organization.as_str(),
             r.post.as_str(),
             r.on_date.as_str(),
+            &as_of,
         ];
         let page = Page::parse(r.page_size, &r.page_token, &scope, 0)?;
         let on = date_or_today("on_date", &r.on_date)?;
         let tenures = self
-            .registry
-            .queries()
+            .queries_at(r.as_of.as_ref())
+            .await?
             .holders(&r.organization, &r.post, on)
             .await
             .map_err(|e| query_status(e, "organization"))?;
@@ -233,12 +272,13 @@ impl RegistryApi for RegistryService {
         request: Request<pb::ListHoldingsRequest>,
     ) -> Result<Response<pb::ListHoldingsResponse>, Status> {
         let r = request.into_inner();
-        let scope = ["holdings", r.person.as_str(), r.on_date.as_str()];
+        let as_of = as_of_scope(r.as_of.as_ref());
+        let scope = ["holdings", r.person.as_str(), r.on_date.as_str(), &as_of];
         let page = Page::parse(r.page_size, &r.page_token, &scope, 0)?;
         let on = date_or_today("on_date", &r.on_date)?;
         let tenures = self
-            .registry
-            .queries()
+            .queries_at(r.as_of.as_ref())
+            .await?
             .holdings(&r.person, on)
             .await
             .map_err(|e| query_status(e, "person"))?;
@@ -254,12 +294,18 @@ impl RegistryApi for RegistryService {
         request: Request<pb::GetPostHistoryRequest>,
     ) -> Result<Response<pb::GetPostHistoryResponse>, Status> {
         let r = request.into_inner();
-        let scope = ["post_history", r.organization.as_str(), r.post.as_str()];
+        let as_of = as_of_scope(r.as_of.as_ref());
+        let scope = [
+            "post_history",
+            r.organization.as_str(),
+            r.post.as_str(),
+            &as_of,
+        ];
         let page = Page::parse(r.page_size, &r.page_token, &scope, 0)?;
         let post = Some(r.post.as_str()).filter(|p| !p.trim().is_empty());
         let tenures = self
-            .registry
-            .queries()
+            .queries_at(r.as_of.as_ref())
+            .await?
             .post_history(&r.organization, post)
             .await
             .map_err(|e| query_status(e, "organization"))?;
@@ -275,15 +321,16 @@ impl RegistryApi for RegistryService {
         request: Request<pb::GetPersonHistoryRequest>,
     ) -> Result<Response<pb::GetPersonHistoryResponse>, Status> {
         let r = request.into_inner();
+        let as_of = as_of_scope(r.as_of.as_ref());
         let page = Page::parse(
             r.page_size,
             &r.page_token,
-            &["person_history", &r.person],
+            &["person_history", &r.person, &as_of],
             0,
         )?;
         let tenures = self
-            .registry
-            .queries()
+            .queries_at(r.as_of.as_ref())
+            .await?
             .person_history(&r.person)
             .await
             .map_err(|e| query_status(e, "person"))?;
@@ -300,20 +347,119 @@ impl RegistryApi for RegistryService {
     ) -> Result<Response<pb::ListProbationsResponse>, Status> {
         let r = request.into_inner();
         let due_within = r.due_within_days.map(|d| d.to_string()).unwrap_or_default();
-        let scope = ["probations", r.on_date.as_str(), due_within.as_str()];
+        let as_of = as_of_scope(r.as_of.as_ref());
+        let decided = if r.include_decided { "all" } else { "" };
+        let scope = [
+            "probations",
+            r.on_date.as_str(),
+            due_within.as_str(),
+            &as_of,
+            decided,
+        ];
         let page = Page::parse(r.page_size, &r.page_token, &scope, 0)?;
         let on = date_or_today("on_date", &r.on_date)?;
-        let probations = self
-            .registry
-            .queries()
-            .probations(on, r.due_within_days)
-            .await
-            .map_err(|e| query_status(e, "on_date"))?;
+        if r.include_decided && r.due_within_days.is_some() {
+            return Err(invalid_argument(
+                "due_within_days",
+                "cannot be combined with include_decided",
+            ));
+        }
+        let queries = self.queries_at(r.as_of.as_ref()).await?;
+        let probations = if r.include_decided {
+            queries.all_probations(on).await
+        } else {
+            queries.probations(on, r.due_within_days).await
+        }
+        .map_err(|e| query_status(e, "on_date"))?;
         let (probations, next_page_token) = page.slice(probations);
         Ok(Response::new(pb::ListProbationsResponse {
             probations,
             next_page_token,
         }))
+    }
+
+    async fn revoke_notice(
+        &self,
+        request: Request<pb::RevokeNoticeRequest>,
+    ) -> Result<Response<pb::IngestResult>, Status> {
+        self.writes
+            .check()
+            .map_err(|e| status(e, "document_number"))?;
+        let actor = Self::actor(&request, None);
+        let r = request.into_inner();
+        let by_notice = Some(r.by_notice.trim().to_string()).filter(|b| !b.is_empty());
+        let outcome = self
+            .registry
+            .revoke(&r.document_number, &r.reason, by_notice, &actor)
+            .await
+            .map_err(|e| status(e, "document_number"))?;
+        self.appended(outcome.events_appended);
+        Ok(Response::new(outcome.into()))
+    }
+
+    async fn confirm_probation(
+        &self,
+        request: Request<pb::ConfirmProbationRequest>,
+    ) -> Result<Response<pb::IngestResult>, Status> {
+        self.writes.check().map_err(|e| status(e, "person"))?;
+        let actor = Self::actor(&request, None);
+        let r = request.into_inner();
+        let on = date_or_today("on_date", &r.on_date)?;
+        let outcome = self
+            .registry
+            .confirm_probation(&r.person, &r.organization, &r.post, on, &actor)
+            .await
+            .map_err(|e| status(e, "person"))?;
+        self.appended(outcome.events_appended);
+        Ok(Response::new(outcome.into()))
+    }
+
+    async fn list_persons(
+        &self,
+        request: Request<pb::ListPersonsRequest>,
+    ) -> Result<Response<pb::ListPersonsResponse>, Status> {
+        let r = request.into_inner();
+        let persons = self
+            .queries_at(r.as_of.as_ref())
+            .await?
+            .persons(&r.name)
+            .await
+            .map_err(|e| query_status(e, "name"))?;
+        Ok(Response::new(pb::ListPersonsResponse {
+            persons: persons.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn merge_persons(
+        &self,
+        request: Request<pb::MergePersonsRequest>,
+    ) -> Result<Response<pb::PersonDecision>, Status> {
+        self.writes.check().map_err(|e| status(e, "person_id"))?;
+        let actor = Self::actor(&request, None);
+        let r = request.into_inner();
+        let position = self
+            .registry
+            .merge_persons(r.person_id, r.into, &r.reason, &actor)
+            .await
+            .map_err(|e| status(e, "person_id"))?;
+        self.appended(1);
+        Ok(Response::new(pb::PersonDecision { position }))
+    }
+
+    async fn split_person(
+        &self,
+        request: Request<pb::SplitPersonRequest>,
+    ) -> Result<Response<pb::PersonDecision>, Status> {
+        self.writes.check().map_err(|e| status(e, "person_id"))?;
+        let actor = Self::actor(&request, None);
+        let r = request.into_inner();
+        let position = self
+            .registry
+            .split_person(r.person_id, r.tenure_ids, &r.reason, &actor)
+            .await
+            .map_err(|e| status(e, "tenure_ids"))?;
+        self.appended(1);
+        Ok(Response::new(pb::PersonDecision { position }))
     }
 
     async fn list_events(
@@ -362,7 +508,6 @@ impl RegistryApi for RegistryService {
             registry: self.registry.clone(),
             head_advanced: self.head_advanced.subscribe(),
             stopping: self.stopping.clone(),
-            poll_interval: self.poll_interval,
             last_sent: after,
         };
         tokio::spawn(follower.run(tx));
@@ -373,21 +518,22 @@ impl RegistryApi for RegistryService {
 }
 
 /// One WatchEvents stream: sends every event after `last_sent`, in order, then waits for
-/// the head to advance (in-process notification or poll) and repeats. It always reads
-/// `events_after(last_sent)`, and positions are gap-free and commit-ordered, so the stream
-/// neither skips nor repeats an event, whichever wake-up comes first.
+/// the head to advance and repeats. The wake-up comes from `head_advanced`, which an
+/// ingest in this process bumps, and the server's change feed bumps on a PostgreSQL
+/// notification of an append by any process or when its poll finds a new head (the
+/// fallback for SQLite and lost notifications; one poll per server, not per stream). It
+/// always reads `events_after(last_sent)`, and positions are gap-free and commit-ordered,
+/// so the stream neither skips nor repeats an event, whichever wake-up comes first, and a
+/// bump that arrives while it is reading wakes it once more.
 struct Follower {
     registry: Arc<Registry>,
     head_advanced: watch::Receiver<u64>,
     stopping: watch::Receiver<bool>,
-    poll_interval: Duration,
     last_sent: i64,
 }
 
 impl Follower {
     async fn run(mut self, tx: mpsc::Sender<Result<pb::Event, Status>>) {
-        let mut poll = tokio::time::interval(self.poll_interval);
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             match self.send_backlog(&tx).await {
                 Ok(true) => {}
@@ -410,7 +556,6 @@ impl Follower {
                         break;
                     }
                 }
-                _ = poll.tick() => {}
             }
         }
         let _ = tx

@@ -4,6 +4,10 @@
 //! write lock until commit on both backends. Positions are therefore handed out in commit
 //! order and without gaps (a rolled-back append also rolls back the head), so a reader that
 //! has seen position N never later finds a new event below N.
+//!
+//! On PostgreSQL both append paths also `NOTIFY renmian_events, '<new head>'` inside the
+//! transaction (see [`super::notify`]): the notification goes out on commit and only then,
+//! and since appends are serialised by the head row, notifications arrive in head order.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -200,6 +204,7 @@ impl Database {
             .bind(&prev_hash)
             .execute(&mut *tx)
             .await?;
+        self.notify_append(&mut tx, new_head).await?;
         tx.commit().await?;
         Ok(stored)
     }
@@ -243,6 +248,7 @@ impl Database {
             .bind(&last.hash)
             .execute(&mut *tx)
             .await?;
+        self.notify_append(&mut tx, new_head).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -7,6 +7,8 @@
 //! - [`repository`] adapts the log to cqrs-es's `PersistedEventRepository`.
 //! - [`integrity`] lists every anomaly of the chain and records operators' acknowledgements.
 //! - [`dump`] writes the log as JSON Lines and loads such a dump into an empty database.
+//! - [`notify`] is the cross-process change feed: every append on PostgreSQL notifies
+//!   `renmian_events` on commit, and [`AppendListener`] receives those notifications.
 //!
 //! Every database call is bounded in time: acquiring a connection by
 //! [`DatabaseOptions::acquire_timeout`], each statement by
@@ -21,6 +23,7 @@
 pub mod dump;
 pub mod integrity;
 pub mod log;
+pub mod notify;
 pub mod repository;
 pub mod upcasters;
 
@@ -32,6 +35,7 @@ use sqlx::{AnyPool, ConnectOptions, Executor};
 
 pub use integrity::{Acknowledgement, Anomaly, IntegrityReport};
 pub use log::{NewEvent, StoredEvent, VerifyReport, GENESIS_HASH};
+pub use notify::{AppendListener, AppendSignal, APPEND_CHANNEL};
 pub use repository::SqlEventRepository;
 pub use upcasters::upcasters;
 
@@ -122,6 +126,8 @@ pub struct Database {
     pool: AnyPool,
     backend: Backend,
     display_url: String,
+    /// PostgreSQL only: where [`Database::listen_for_appends`] connects.
+    listen_target: Option<notify::ListenTarget>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -204,10 +210,15 @@ impl Database {
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
         migrator.run(&pool).await?;
+        let listen_target = match backend {
+            Backend::Postgres => Some(notify::ListenTarget::parse(url, bounds.acquire_timeout)?),
+            Backend::Sqlite => None,
+        };
         Ok(Self {
             pool,
             backend,
             display_url: redact(url),
+            listen_target,
         })
     }
 

@@ -87,6 +87,10 @@ pub struct GeneratedNotice {
     pub text: String,
     /// Events ingesting it must append: one `NoticeRecorded` plus one per (person, post).
     pub expected_events: usize,
+    /// People this notice names for the first time in its jurisdiction whose name another
+    /// jurisdiction already uses for someone else: a registry that tells people apart by
+    /// name and jurisdiction may flag each as a possible same person (同名).
+    pub shared_names: Vec<String>,
     /// The issuing jurisdiction (`临湘市`).
     pub jurisdiction: &'static str,
     /// `临政人〔2023〕7号`.
@@ -131,7 +135,7 @@ pub fn generate(config: &WorkloadConfig) -> Generator {
         rng,
         world,
         index: 0,
-        all_names: Vec::new(),
+        all_names: NamePool::default(),
         first_date,
         span_days,
     }
@@ -143,8 +147,8 @@ pub struct Generator {
     rng: SplitMix64,
     world: Vec<Jurisdiction>,
     index: usize,
-    /// Every name ever given, with its gender, for deliberate cross-jurisdiction collisions.
-    all_names: Vec<(String, bool)>,
+    /// Every name ever given, for deliberate cross-jurisdiction collisions.
+    all_names: NamePool,
     first_date: NaiveDate,
     span_days: u64,
 }
@@ -173,6 +177,7 @@ impl Iterator for Generator {
                 notice.number
             ),
             text: notice.text,
+            shared_names: notice.shared_names,
             expected_events: 1 + notice.facts,
             jurisdiction: self.world[j].def.name,
             document_number: notice.document_number,
@@ -189,6 +194,21 @@ impl Iterator for Generator {
 impl ExactSizeIterator for Generator {}
 
 impl Generator {
+    /// Names given to different people in different jurisdictions so far (same-name
+    /// collisions), sorted. A registry keyed by name alone cannot tell these apart.
+    pub fn shared_names(&self) -> Vec<String> {
+        let mut seen: std::collections::BTreeMap<&str, usize> = Default::default();
+        for j in &self.world {
+            for name in &j.names {
+                *seen.entry(name).or_default() += 1;
+            }
+        }
+        seen.into_iter()
+            .filter(|&(_, n)| n > 1)
+            .map(|(name, _)| name.to_string())
+            .collect()
+    }
+
     /// Every post held by someone now, with its holders: what the registry's `holders`
     /// query must answer on the last generated notice's date.
     pub fn snapshot(&self) -> Vec<PostSnapshot> {
@@ -214,6 +234,14 @@ impl Generator {
         out.sort();
         out
     }
+}
+
+/// Every name given in any jurisdiction.
+#[derive(Default)]
+struct NamePool {
+    /// With the gender, to pick from (a name given twice appears twice).
+    list: Vec<(String, bool)>,
+    used: BTreeSet<String>,
 }
 
 type PersonId = usize;
@@ -261,6 +289,9 @@ struct Jurisdiction {
     names: BTreeSet<String>,
     /// People without a post who may be appointed again (另有任用).
     idle: Vec<PersonId>,
+    /// Names of people introduced by the notice being written that other jurisdictions
+    /// already use.
+    shared: Vec<String>,
     year: i32,
     number: u32,
 }
@@ -293,6 +324,7 @@ impl Draft {
 
 struct Rendered {
     text: String,
+    shared_names: Vec<String>,
     facts: usize,
     number: u32,
     document_number: String,
@@ -373,6 +405,7 @@ impl Jurisdiction {
             persons: Vec::new(),
             names: BTreeSet::new(),
             idle: Vec::new(),
+            shared: Vec::new(),
             year: 0,
             number: 0,
         }
@@ -383,7 +416,7 @@ impl Jurisdiction {
         &mut self,
         date: NaiveDate,
         rng: &mut SplitMix64,
-        all_names: &mut Vec<(String, bool)>,
+        all_names: &mut NamePool,
     ) -> Rendered {
         if date.year() != self.year {
             self.year = date.year();
@@ -432,7 +465,7 @@ impl Jurisdiction {
         self.render(date, rng, d)
     }
 
-    fn render(&self, date: NaiveDate, rng: &mut SplitMix64, d: Draft) -> Rendered {
+    fn render(&mut self, date: NaiveDate, rng: &mut SplitMix64, d: Draft) -> Rendered {
         let def = self.def;
         let level = def.level;
         let document_number = format!("{}〔{}〕{}号", def.prefix, date.year(), self.number);
@@ -475,6 +508,7 @@ impl Jurisdiction {
         text.push_str(&format!("{}\n\n{date_line}\n", def.issuer));
         Rendered {
             text,
+            shared_names: std::mem::take(&mut self.shared),
             facts: d.facts,
             number: self.number,
             document_number,
@@ -485,14 +519,10 @@ impl Jurisdiction {
 
     /// A new person with a name unused in this jurisdiction; now and then one already used
     /// in another jurisdiction (a same-name collision).
-    fn new_person(
-        &mut self,
-        rng: &mut SplitMix64,
-        all_names: &mut Vec<(String, bool)>,
-    ) -> PersonId {
+    fn new_person(&mut self, rng: &mut SplitMix64, all_names: &mut NamePool) -> PersonId {
         let mut chosen = None;
-        if !all_names.is_empty() && rng.chance(0.05) {
-            let (name, female) = rng.pick(all_names).clone();
+        if !all_names.list.is_empty() && rng.chance(0.05) {
+            let (name, female) = rng.pick(&all_names.list).clone();
             if !self.names.contains(&name) {
                 chosen = Some((name, female));
             }
@@ -501,15 +531,19 @@ impl Jurisdiction {
             let female = rng.chance(0.3);
             let given = if female { FEMALE_GIVEN } else { MALE_GIVEN };
             let mut name = (*rng.pick(SURNAMES)).to_string();
-            name.push_str(*rng.pick(given));
+            name.push_str(rng.pick::<&str>(given));
             if rng.chance(0.65) {
-                name.push_str(*rng.pick(given));
+                name.push_str(rng.pick::<&str>(given));
             }
             if !self.names.contains(&name) {
-                all_names.push((name.clone(), female));
                 break (name, female);
             }
         });
+        // Not new to this jurisdiction's names, so if known at all, then from another one.
+        if !all_names.used.insert(name.clone()) {
+            self.shared.push(name.clone());
+        }
+        all_names.list.push((name.clone(), female));
         self.names.insert(name.clone());
         self.persons.push(Person {
             name,
@@ -524,7 +558,7 @@ impl Jurisdiction {
     fn candidate(
         &mut self,
         rng: &mut SplitMix64,
-        all_names: &mut Vec<(String, bool)>,
+        all_names: &mut NamePool,
         d: &Draft,
     ) -> (PersonId, bool) {
         if !self.idle.is_empty() && rng.chance(0.5) {
@@ -681,7 +715,7 @@ impl Jurisdiction {
         &mut self,
         date: NaiveDate,
         rng: &mut SplitMix64,
-        all_names: &mut Vec<(String, bool)>,
+        all_names: &mut NamePool,
         d: &mut Draft,
     ) -> bool {
         let Some(s) = self.find_slot(rng, d, |s| s.holders.len() < s.seats) else {
@@ -822,7 +856,7 @@ impl Jurisdiction {
         &mut self,
         date: NaiveDate,
         rng: &mut SplitMix64,
-        all_names: &mut Vec<(String, bool)>,
+        all_names: &mut NamePool,
         d: &mut Draft,
     ) -> bool {
         let Some(a) = self.find_slot(rng, d, |s| {
@@ -950,7 +984,7 @@ impl Jurisdiction {
         &mut self,
         date: NaiveDate,
         rng: &mut SplitMix64,
-        all_names: &mut Vec<(String, bool)>,
+        all_names: &mut NamePool,
         d: &mut Draft,
     ) -> bool {
         let Some(s) = self.find_slot(rng, d, |s| s.seats == 1 && s.holders.len() == 1) else {
