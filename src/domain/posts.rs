@@ -1,10 +1,10 @@
-//! Post rules: which posts have a single seat. The table is data (`seeds/head-posts.txt`),
+//! Post rules: which posts have a single seat. The table is data (`seeds/head-posts.list`),
 //! compiled in so that the projection stays a pure function of the event log.
 
 use std::collections::HashSet;
 use std::sync::OnceLock;
 
-const HEAD_POSTS: &str = include_str!("../../seeds/head-posts.txt");
+const HEAD_POSTS: &str = include_str!("../../seeds/head-posts.list");
 
 fn head_posts() -> &'static HashSet<&'static str> {
     static TABLE: OnceLock<HashSet<&'static str>> = OnceLock::new();
