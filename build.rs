@@ -10,5 +10,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(out_dir.join("renmian_descriptor.bin"))
         .compile_with_config(config, &["proto/renmian/v1/registry.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto");
+    // `sqlx::migrate!` embeds migrations/ at compile time; a new migration file must
+    // recompile the crate.
+    println!("cargo:rerun-if-changed=migrations");
     Ok(())
 }

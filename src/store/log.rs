@@ -5,9 +5,11 @@
 //! order and without gaps (a rolled-back append also rolls back the head), so a reader that
 //! has seen position N never later finds a new event below N.
 //!
-//! On PostgreSQL both append paths also `NOTIFY renmian_events, '<new head>'` inside the
-//! transaction (see [`super::notify`]): the notification goes out on commit and only then,
-//! and since appends are serialised by the head row, notifications arrive in head order.
+//! On PostgreSQL the final `UPDATE event_log_head SET hash = …` of both append paths fires a
+//! trigger (`migrations/postgres/0004_append_notify.sql`) that notifies `renmian_events`
+//! with the new head inside the transaction (see [`super::notify`]): the notification goes
+//! out on commit and only then, and since appends are serialised by the head row,
+//! notifications arrive in head order.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -204,7 +206,6 @@ impl Database {
             .bind(&prev_hash)
             .execute(&mut *tx)
             .await?;
-        self.notify_append(&mut tx, new_head).await?;
         tx.commit().await?;
         Ok(stored)
     }
@@ -248,7 +249,6 @@ impl Database {
             .bind(&last.hash)
             .execute(&mut *tx)
             .await?;
-        self.notify_append(&mut tx, new_head).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -1,7 +1,10 @@
 //! The cross-process change feed: on PostgreSQL every append notifies
 //! [`APPEND_CHANNEL`] with the new head position, inside the appending transaction, so the
-//! notification is delivered if and only if the append commits. [`AppendListener`] is the
-//! receiving end (`LISTEN renmian_events` on a dedicated connection).
+//! notification is delivered if and only if the append commits. The sending end is a
+//! trigger on the head row's hash update (`migrations/postgres/0004_append_notify.sql`),
+//! which both append paths of [`super::log`] end with — no extra round trip while the head
+//! row is locked. [`AppendListener`] is the receiving end (`LISTEN renmian_events` on a
+//! dedicated connection).
 //!
 //! Notifications are a wake-up hint, never the data: a receiver always reads the log from
 //! the last position it processed, so a lost or coalesced notification delays an event but
@@ -14,7 +17,7 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 
-use super::{Backend, Database, StoreError};
+use super::{Database, StoreError};
 
 /// The NOTIFY channel of appends; the payload is the new head position (decimal).
 pub const APPEND_CHANNEL: &str = "renmian_events";
@@ -166,23 +169,5 @@ impl Database {
             listener: Some(listener),
             backoff: MIN_BACKOFF,
         }))
-    }
-
-    /// Inside an appending transaction: notify listeners of the new head on commit
-    /// (PostgreSQL only; a rolled-back transaction notifies nobody).
-    pub(crate) async fn notify_append(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        new_head: i64,
-    ) -> Result<(), StoreError> {
-        if self.backend != Backend::Postgres {
-            return Ok(());
-        }
-        // NOTIFY takes no bind parameters; the payload is an integer we formatted.
-        use sqlx::Executor;
-        (&mut **tx)
-            .execute(&*format!("NOTIFY {APPEND_CHANNEL}, '{new_head}'"))
-            .await?;
-        Ok(())
     }
 }
