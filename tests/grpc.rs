@@ -970,3 +970,68 @@ async fn grpc_web_answers_over_http1() {
     // gRPC-Web puts the trailers in the body.
     assert!(text.contains("grpc-status:0"), "{text}");
 }
+
+/// A page from another origin: the browser's CORS preflight is answered, and the real call
+/// carries the headers that let the page read the gRPC status.
+#[tokio::test]
+async fn grpc_web_from_another_origin_passes_cors() {
+    let server = TestServer::seeded(config()).await;
+    let exchange = |request: String| async move {
+        let mut socket = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        socket.write_all(request.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut response))
+            .await
+            .expect("answer within 10 s")
+            .unwrap();
+        String::from_utf8_lossy(&response).to_ascii_lowercase()
+    };
+    let preflight = exchange(format!(
+        "OPTIONS /renmian.v1.Registry/ListHolders HTTP/1.1\r\nhost: {}\r\n\
+         origin: https://hr.example.gov.cn\r\naccess-control-request-method: POST\r\n\
+         access-control-request-headers: content-type,x-grpc-web,authorization\r\n\
+         connection: close\r\n\r\n",
+        server.addr
+    ))
+    .await;
+    assert!(preflight.starts_with("http/1.1 200"), "{preflight}");
+    assert!(
+        preflight.contains("access-control-allow-origin: *"),
+        "{preflight}"
+    );
+    assert!(
+        preflight.contains("access-control-allow-methods"),
+        "{preflight}"
+    );
+    assert!(
+        preflight.contains("authorization")
+            || preflight.contains("access-control-allow-headers: *"),
+        "{preflight}"
+    );
+    use prost::Message;
+    let message = holders("市教育体育局", "副局长", "2023-05-01").encode_to_vec();
+    let mut body = vec![0u8];
+    body.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    body.extend_from_slice(&message);
+    let head = format!(
+        "POST /renmian.v1.Registry/ListHolders HTTP/1.1\r\nhost: {}\r\norigin: https://hr.example.gov.cn\r\n\
+         content-type: application/grpc-web+proto\r\nx-grpc-web: 1\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n",
+        server.addr,
+        body.len()
+    );
+    let mut request = head.into_bytes();
+    request.extend_from_slice(&body);
+    let mut socket = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    socket.write_all(&request).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut response))
+        .await
+        .expect("answer within 10 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&response).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    assert!(text.contains("access-control-allow-origin: *"), "{text}");
+    assert!(text.contains("access-control-expose-headers"), "{text}");
+    assert!(text.contains("grpc-status:0"), "{text}");
+}

@@ -275,9 +275,12 @@ pub async fn run_server(
             .context("invalid TLS certificate or key")?;
     }
     builder
-        // HTTP/1.1 and the grpc-web layer let a browser call the API without a proxy.
+        // HTTP/1.1 and the grpc-web layer let a browser call the API without a proxy; CORS
+        // lets a page from another origin do so. Any origin may: access is governed by
+        // bearer tokens, which a browser never sends on its own (no cookies are used).
         .accept_http1(true)
         .timeout(config.request_timeout)
+        .layer(cors())
         .layer(tonic_web::GrpcWebLayer::new())
         .add_service(Guarded::new(registry_service, policy.clone(), limit))
         .add_service(Guarded::new(health_service, policy.clone(), limit))
@@ -290,6 +293,25 @@ pub async fn run_server(
         })
         .await?;
     Ok(())
+}
+
+/// CORS for gRPC-Web from browser pages: preflights are answered, the gRPC headers and
+/// trailers are exposed to the page.
+fn cors() -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer, ExposeHeaders};
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::any())
+        .allow_methods(AllowMethods::list([
+            tonic::codegen::http::Method::POST,
+            tonic::codegen::http::Method::OPTIONS,
+        ]))
+        .allow_headers(AllowHeaders::any())
+        .expose_headers(ExposeHeaders::list([
+            tonic::codegen::http::HeaderName::from_static("grpc-status"),
+            tonic::codegen::http::HeaderName::from_static("grpc-message"),
+            tonic::codegen::http::HeaderName::from_static("grpc-status-details-bin"),
+        ]))
+        .max_age(std::time::Duration::from_secs(24 * 60 * 60))
 }
 
 /// Ingests every `.md`/`.txt` file of `dir`, in name order, when no notice is recorded yet,
