@@ -4,6 +4,8 @@
 //! lock serialises projectors across processes, on SQLite the write lock does. The events
 //! read after it are therefore applied exactly once, in position order.
 
+use std::collections::{HashMap, HashSet};
+
 use chrono::{Months, NaiveDate};
 use cqrs_es::persist::EventUpcaster;
 use sqlx::any::AnyRow;
@@ -135,9 +137,10 @@ impl Projector {
         let Some(last) = events.last().map(|e| e.position) else {
             return Ok(None);
         };
+        let mut cache = Cache::default();
         for (i, event) in events.iter().enumerate() {
             let decoded = decode_event(event, &self.upcasters)?;
-            apply(tx, event, &decoded).await?;
+            apply(tx, &mut cache, event, &decoded).await?;
             // A notice's events are committed together, so the notice is complete when the
             // next event belongs to another aggregate or there is none yet.
             let next = match events.get(i + 1) {
@@ -148,6 +151,7 @@ impl Projector {
                 check_one_seat_posts(tx, event).await?;
             }
         }
+        cache.flush(tx).await?;
         sqlx::query("UPDATE projection_checkpoint SET position = $1 WHERE name = $2")
             .bind(last)
             .bind(CHECKPOINT)
@@ -165,6 +169,78 @@ async fn lock_checkpoint(tx: &mut Transaction<'_, Any>) -> Result<i64, StoreErro
     .fetch_one(&mut **tx)
     .await?;
     Ok(row.try_get("position")?)
+}
+
+/// What one batch has already read or written, so the hot path (one fact after another)
+/// does not ask the database again. Valid only inside the batch's transaction, where this
+/// projector is the only writer of the read models (the checkpoint row is locked).
+#[derive(Default)]
+struct Cache {
+    /// notice id → (reference, jurisdiction)
+    notices: HashMap<String, (String, Option<String>)>,
+    /// alias → canonical organization, or `None` when known to be absent.
+    aliases: HashMap<String, Option<String>>,
+    organizations: HashSet<String>,
+    posts: HashSet<(String, String)>,
+    /// Facts counted per notice, written once per batch.
+    fact_counts: HashMap<String, i64>,
+}
+
+impl Cache {
+    async fn notice(
+        &mut self,
+        tx: &mut Transaction<'_, Any>,
+        notice_id: &str,
+    ) -> Result<(String, Option<String>), StoreError> {
+        if let Some(known) = self.notices.get(notice_id) {
+            return Ok(known.clone());
+        }
+        let row = sqlx::query(
+            "SELECT document_number, notice_key, jurisdiction FROM rm_notices WHERE notice_id = $1",
+        )
+        .bind(notice_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("fact of unknown notice {notice_id}")))?;
+        let number: Option<String> = row.try_get("document_number")?;
+        let key: String = row.try_get("notice_key")?;
+        let known = (number.unwrap_or(key), row.try_get("jurisdiction")?);
+        self.notices.insert(notice_id.to_string(), known.clone());
+        Ok(known)
+    }
+
+    async fn alias(
+        &mut self,
+        tx: &mut Transaction<'_, Any>,
+        name: &str,
+    ) -> Result<Option<String>, StoreError> {
+        if let Some(known) = self.aliases.get(name) {
+            return Ok(known.clone());
+        }
+        let known: Option<String> =
+            sqlx::query("SELECT canonical_name FROM rm_organization_aliases WHERE alias = $1")
+                .bind(name)
+                .fetch_optional(&mut **tx)
+                .await?
+                .map(|r| r.try_get("canonical_name"))
+                .transpose()?;
+        self.aliases.insert(name.to_string(), known.clone());
+        Ok(known)
+    }
+
+    /// Writes what was only counted in memory.
+    async fn flush(&mut self, tx: &mut Transaction<'_, Any>) -> Result<(), StoreError> {
+        for (notice_id, n) in self.fact_counts.drain() {
+            sqlx::query(
+                "UPDATE rm_notices SET event_count = event_count + $1 WHERE notice_id = $2",
+            )
+            .bind(n)
+            .bind(&notice_id)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
+    }
 }
 
 /// Context of the notice an event belongs to, from `rm_notices`.
@@ -191,21 +267,22 @@ async fn notice_context(
 
 async fn apply(
     tx: &mut Transaction<'_, Any>,
+    cache: &mut Cache,
     event: &StoredEvent,
     decoded: &RegistryEvent,
 ) -> Result<(), StoreError> {
     match decoded {
         RegistryEvent::NoticeRecorded(n) => record_notice(tx, event, n).await,
         RegistryEvent::AppointmentRecorded(f) => {
-            let ctx = fact_prelude(tx, event, f).await?;
+            let ctx = fact_prelude(tx, cache, event, f).await?;
             appoint(tx, event, f, &ctx).await
         }
         RegistryEvent::RemovalRecorded(f) => {
-            let ctx = fact_prelude(tx, event, f).await?;
+            let ctx = fact_prelude(tx, cache, event, f).await?;
             remove(tx, event, f, &ctx).await
         }
         RegistryEvent::ConfirmationRecorded(f) => {
-            let ctx = fact_prelude(tx, event, f).await?;
+            let ctx = fact_prelude(tx, cache, event, f).await?;
             confirm(tx, event, f, &ctx).await
         }
         RegistryEvent::NoticeRevoked(r) => revoke(tx, event, r).await,
@@ -271,30 +348,32 @@ struct FactContext {
 
 async fn fact_prelude(
     tx: &mut Transaction<'_, Any>,
+    cache: &mut Cache,
     event: &StoredEvent,
     f: &PostFact,
 ) -> Result<FactContext, StoreError> {
-    let notice = notice_context(tx, &event.aggregate_id).await?;
-    sqlx::query("UPDATE rm_notices SET event_count = event_count + 1 WHERE notice_id = $1")
-        .bind(&event.aggregate_id)
+    let (reference, jurisdiction) = cache.notice(tx, &event.aggregate_id).await?;
+    *cache
+        .fact_counts
+        .entry(event.aggregate_id.clone())
+        .or_insert(0) += 1;
+    // A name already known as another organization's alias resolves to that organization,
+    // so 市人民防空办公室 lands on 临湘市国防动员办公室 once a notice has said they are one.
+    let organization = cache
+        .alias(tx, &f.organization_canonical)
+        .await?
+        .unwrap_or_else(|| f.organization_canonical.clone());
+    if cache.organizations.insert(organization.clone()) {
+        sqlx::query(
+            "INSERT INTO rm_organizations (canonical_name, jurisdiction, first_position) \
+             VALUES ($1, $2, $3) ON CONFLICT (canonical_name) DO NOTHING",
+        )
+        .bind(&organization)
+        .bind(&jurisdiction)
+        .bind(event.position)
         .execute(&mut **tx)
         .await?;
-    let organization = resolve_alias(tx, &f.organization_canonical).await?;
-    let jurisdiction: Option<String> =
-        sqlx::query("SELECT jurisdiction FROM rm_notices WHERE notice_id = $1")
-            .bind(&event.aggregate_id)
-            .fetch_one(&mut **tx)
-            .await?
-            .try_get("jurisdiction")?;
-    sqlx::query(
-        "INSERT INTO rm_organizations (canonical_name, jurisdiction, first_position) \
-         VALUES ($1, $2, $3) ON CONFLICT (canonical_name) DO NOTHING",
-    )
-    .bind(&organization)
-    .bind(&jurisdiction)
-    .bind(event.position)
-    .execute(&mut **tx)
-    .await?;
+    }
     let mut names = vec![
         organization.clone(),
         f.organization_canonical.clone(),
@@ -306,28 +385,34 @@ async fn fact_prelude(
     names.retain(|n| !n.starts_with(['市', '县', '区']));
     names.dedup();
     for name in names {
+        if cache.alias(tx, &name).await?.is_some() {
+            continue; // the first mapping of a name wins
+        }
         sqlx::query(
             "INSERT INTO rm_organization_aliases (alias, canonical_name, first_position) \
-             VALUES ($1, $2, $3) ON CONFLICT (alias) DO NOTHING",
+             VALUES ($1, $2, $3)",
         )
         .bind(&name)
         .bind(&organization)
         .bind(event.position)
         .execute(&mut **tx)
         .await?;
+        cache.aliases.insert(name, Some(organization.clone()));
     }
     let person_id = link_person(tx, event, f, &organization, jurisdiction.as_deref()).await?;
-    sqlx::query(
-        "INSERT INTO rm_posts (organization, post, first_position) VALUES ($1, $2, $3) \
-         ON CONFLICT (organization, post) DO NOTHING",
-    )
-    .bind(&organization)
-    .bind(&f.post)
-    .bind(event.position)
-    .execute(&mut **tx)
-    .await?;
+    if cache.posts.insert((organization.clone(), f.post.clone())) {
+        sqlx::query(
+            "INSERT INTO rm_posts (organization, post, first_position) VALUES ($1, $2, $3) \
+             ON CONFLICT (organization, post) DO NOTHING",
+        )
+        .bind(&organization)
+        .bind(&f.post)
+        .bind(event.position)
+        .execute(&mut **tx)
+        .await?;
+    }
     Ok(FactContext {
-        notice,
+        notice: NoticeContext { reference },
         organization,
         person_id,
     })
@@ -990,10 +1075,13 @@ async fn check_one_seat_posts(
     let Ok(ctx) = notice_context(tx, &last.aggregate_id).await else {
         return Ok(());
     };
+    // The first event of this commit (the events of one commit share `recorded_at`); the
+    // aggregate type lets the (type, id, sequence) index find the notice's few events.
     let first_position = sqlx::query(
-        "SELECT MIN(position) AS p FROM events WHERE aggregate_id = $1 AND position <= $2 \
-         AND recorded_at = $3",
+        "SELECT MIN(position) AS p FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 \
+         AND position <= $3 AND recorded_at = $4",
     )
+    .bind(&last.aggregate_type)
     .bind(&last.aggregate_id)
     .bind(last.position)
     .bind(&last.recorded_at)
@@ -1001,7 +1089,16 @@ async fn check_one_seat_posts(
     .await?
     .try_get::<Option<i64>, _>("p")?
     .unwrap_or(last.position);
-    let appointed = current_tenures(tx, "appointing_notice = $1", &[&ctx.reference]).await?;
+    // Tenure ids are the positions of the events that opened them: a primary-key range.
+    let appointed = current_tenures(
+        tx,
+        &format!(
+            "tenure_id BETWEEN {first_position} AND {} AND appointing_notice = $1",
+            last.position
+        ),
+        &[&ctx.reference],
+    )
+    .await?;
     for t in appointed {
         if t.tenure_id < first_position || !is_head_post(&t.post) {
             continue;
