@@ -28,6 +28,7 @@ pub const READ_MODEL_TABLES: &[&str] = &[
     "rm_notices",
     "rm_notice_warnings",
     "rm_organizations",
+    "rm_jurisdictions",
     "rm_organization_aliases",
     "rm_persons",
     "rm_posts",
@@ -373,6 +374,15 @@ async fn fact_prelude(
         .bind(event.position)
         .execute(&mut **tx)
         .await?;
+        if let Some(j) = &jurisdiction {
+            sqlx::query(
+                "INSERT INTO rm_jurisdictions (jurisdiction) VALUES ($1) \
+                 ON CONFLICT (jurisdiction) DO NOTHING",
+            )
+            .bind(j)
+            .execute(&mut **tx)
+            .await?;
+        }
     }
     let mut names = vec![
         organization.clone(),

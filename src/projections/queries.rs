@@ -362,42 +362,36 @@ impl Queries {
                 candidates.push(expanded);
             }
         }
-        // 市X / 县X / 区X as written in some jurisdiction's notices: qualify by every known
-        // jurisdiction, as the parser does for the notice's issuer.
-        let jurisdictions = sqlx::query(
-            "SELECT DISTINCT jurisdiction FROM rm_organizations WHERE jurisdiction IS NOT NULL \
-             ORDER BY jurisdiction",
-        )
-        .fetch_all(self.db.pool())
-        .await?;
-        let mut qualified = Vec::new();
-        for row in &jurisdictions {
-            let jurisdiction: String = row.try_get("jurisdiction")?;
-            for name in &candidates {
-                let q = notice::canonical_organization(name, Some(&jurisdiction), &self.aliases);
-                if !candidates.contains(&q) && !qualified.contains(&q) {
-                    qualified.push(q);
-                }
-            }
-        }
         // The name as given (or its first expansion that is known) wins; only when none is
         // known do the jurisdiction-qualified forms count, all of them, so that 市教育体育局
         // in two jurisdictions is reported as ambiguous.
         let mut found = Vec::new();
         for candidate in &candidates {
-            found = self.canonical_names_for(candidate).await?;
+            found = self
+                .canonical_names_for(std::slice::from_ref(candidate))
+                .await?;
             if !found.is_empty() {
                 break;
             }
         }
         if found.is_empty() {
-            for candidate in &qualified {
-                for canonical in self.canonical_names_for(candidate).await? {
-                    if !found.contains(&canonical) {
-                        found.push(canonical);
+            // 市X / 县X / 区X as written in some jurisdiction's notices: qualify by every
+            // known jurisdiction, as the parser does for the notice's issuer.
+            let jurisdictions = sqlx::query("SELECT jurisdiction FROM rm_jurisdictions ORDER BY 1")
+                .fetch_all(self.db.pool())
+                .await?;
+            let mut qualified = Vec::new();
+            for row in &jurisdictions {
+                let jurisdiction: String = row.try_get("jurisdiction")?;
+                for name in &candidates {
+                    let q =
+                        notice::canonical_organization(name, Some(&jurisdiction), &self.aliases);
+                    if !candidates.contains(&q) && !qualified.contains(&q) {
+                        qualified.push(q);
                     }
                 }
             }
+            found = self.canonical_names_for(&qualified).await?;
         }
         match found.len() {
             0 => Err(QueryError::NotFound(format!(
@@ -414,17 +408,28 @@ impl Queries {
         }
     }
 
-    /// Canonical names of the organizations known by `name` (alias or canonical).
-    async fn canonical_names_for(&self, name: &str) -> Result<Vec<String>, QueryError> {
-        let rows = sqlx::query(&format!(
-            "SELECT canonical_name FROM rm_organization_aliases WHERE alias = $1 AND {} \
-             UNION SELECT canonical_name FROM rm_organizations WHERE canonical_name = $1 AND {}",
+    /// Canonical names of the organizations known by any of `names` (alias or canonical),
+    /// in one round trip.
+    async fn canonical_names_for(&self, names: &[String]) -> Result<Vec<String>, QueryError> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = (1..=names.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT canonical_name FROM rm_organization_aliases WHERE alias IN ({list}) AND {} \
+             UNION SELECT canonical_name FROM rm_organizations WHERE canonical_name IN ({list}) \
+             AND {} ORDER BY 1",
             self.recorded_filter("first_position"),
             self.recorded_filter("first_position")
-        ))
-        .bind(name)
-        .fetch_all(self.db.pool())
-        .await?;
+        );
+        let mut query = sqlx::query(&sql);
+        for name in names {
+            query = query.bind(name);
+        }
+        let rows = query.fetch_all(self.db.pool()).await?;
         rows.iter()
             .map(|r| r.try_get::<String, _>("canonical_name"))
             .collect::<Result<_, _>>()
