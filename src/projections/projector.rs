@@ -704,13 +704,13 @@ async fn open_tenure(
     organization: &str,
     post: &str,
 ) -> Result<Option<TenureRow>, StoreError> {
+    // The id is bound, not formatted into the SQL, so the statement text stays the same and
+    // its prepared plan is reused (a new text per person cost a parse and plan per fact).
     Ok(current_tenures(
         tx,
-        &format!(
-            "person_id = {person_id} AND organization = $1 AND post = $2 AND end_date IS NULL \
-             AND ended_position IS NULL"
-        ),
-        &[organization, post],
+        "person_id = CAST($1 AS BIGINT) AND organization = $2 AND post = $3 \
+         AND end_date IS NULL AND ended_position IS NULL",
+        &[&person_id.to_string(), organization, post],
     )
     .await?
     .into_iter()
@@ -1011,7 +1011,12 @@ async fn merge_persons(
     event: &StoredEvent,
     m: &PersonsMerged,
 ) -> Result<(), StoreError> {
-    let moved = current_tenures(tx, &format!("person_id = {}", m.person_id), &[]).await?;
+    let moved = current_tenures(
+        tx,
+        "person_id = CAST($1 AS BIGINT)",
+        &[&m.person_id.to_string()],
+    )
+    .await?;
     for mut tenure in moved {
         tenure.person_id = m.into;
         tenure.supersede(tx, event.position).await?;
@@ -1053,7 +1058,12 @@ async fn split_person(
         jurisdiction.as_deref(),
     )
     .await?;
-    let moved = current_tenures(tx, &format!("person_id = {}", split.person_id), &[]).await?;
+    let moved = current_tenures(
+        tx,
+        "person_id = CAST($1 AS BIGINT)",
+        &[&split.person_id.to_string()],
+    )
+    .await?;
     for mut tenure in moved
         .into_iter()
         .filter(|t| split.tenure_ids.contains(&t.tenure_id))
@@ -1102,11 +1112,12 @@ async fn check_one_seat_posts(
     // Tenure ids are the positions of the events that opened them: a primary-key range.
     let appointed = current_tenures(
         tx,
-        &format!(
-            "tenure_id BETWEEN {first_position} AND {} AND appointing_notice = $1",
-            last.position
-        ),
-        &[&ctx.reference],
+        "tenure_id BETWEEN CAST($1 AS BIGINT) AND CAST($2 AS BIGINT) AND appointing_notice = $3",
+        &[
+            &first_position.to_string(),
+            &last.position.to_string(),
+            &ctx.reference,
+        ],
     )
     .await?;
     for t in appointed {

@@ -569,10 +569,10 @@ impl Queries {
         let person_id = self.resolve_person(person).await?;
         self.tenures(
             &format!(
-                "{HOLDS_ON} AND t.person_id = {person_id} \
+                "{HOLDS_ON} AND t.person_id = CAST($2 AS BIGINT) \
                  ORDER BY t.concurrent, t.organization, t.post, t.tenure_id"
             ),
-            &[&iso(on)],
+            &[&iso(on), &person_id.to_string()],
         )
         .await
     }
@@ -607,8 +607,11 @@ impl Queries {
     /// Every tenure of a person, oldest first.
     pub async fn person_history(&self, person: &str) -> Result<Vec<Tenure>, QueryError> {
         let person_id = self.resolve_person(person).await?;
-        self.tenures(&format!("t.person_id = {person_id} {HISTORY_ORDER}"), &[])
-            .await
+        self.tenures(
+            &format!("t.person_id = CAST($1 AS BIGINT) {HISTORY_ORDER}"),
+            &[&person_id.to_string()],
+        )
+        .await
     }
 
     /// Probations in force on `on`: `running`, or `due` (past their end with no outcome).
