@@ -366,6 +366,21 @@ async fn one_seat_posts_flag_a_second_holder(db: TestDb) {
         holder_names(registry.queries(), "市审计局", "局长", "2024-03-01").await,
         ["张一", "李四"]
     );
+    let flagged = registry
+        .queries()
+        .holders("市审计局", "局长", date("2024-03-01"))
+        .await
+        .unwrap();
+    assert!(
+        flagged.iter().all(|t| t.seat_conflict),
+        "flagged in the answer"
+    );
+    let alone = registry
+        .queries()
+        .holders("市审计局", "局长", date("2024-01-20"))
+        .await
+        .unwrap();
+    assert!(alone.len() == 1 && !alone[0].seat_conflict);
     // Deputies have many seats; a successor named before the removal in one notice is fine.
     let outcome = registry
         .ingest(

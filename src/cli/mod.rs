@@ -719,6 +719,9 @@ fn tenure_row(t: &Tenure) -> Vec<String> {
     if t.concurrent {
         flags.push("兼".to_string());
     }
+    if t.seat_conflict {
+        flags.push("⚠ one-seat post, several holders".to_string());
+    }
     if let Some(end) = &t.probation_end {
         flags.push(format!(
             "试用期至{end}{}",

@@ -268,6 +268,7 @@ impl From<Tenure> for pb::Tenure {
             replaced_tenure_id: t.replaced_tenure_id,
             replaced_by_tenure_id: t.replaced_by_tenure_id,
             person_id: t.person_id,
+            seat_conflict: t.seat_conflict,
         }
     }
 }

@@ -333,7 +333,13 @@ pub fn jurisdiction_of(issuer: &str) -> Option<String> {
     let mut seg_start = 0;
     let mut seg_chars = 0;
     for (i, c) in place.char_indices() {
-        if levels.contains(&c) && seg_chars >= 1 {
+        // 乡/镇 inside a name (宁乡市, 湘乡市) is not a level: a level char follows it.
+        let inside_name = matches!(c, '乡' | '镇')
+            && place[i + c.len_utf8()..]
+                .chars()
+                .next()
+                .is_some_and(|next| matches!(next, '市' | '县' | '区' | '州' | '旗'));
+        if levels.contains(&c) && seg_chars >= 1 && !inside_name {
             segments.push(&place[seg_start..i + c.len_utf8()]);
             seg_start = i + c.len_utf8();
             seg_chars = 0;
@@ -461,6 +467,12 @@ mod tests {
             Some("临湘市")
         );
         assert_eq!(jurisdiction_of("长安镇人民政府").as_deref(), Some("长安镇"));
+        assert_eq!(jurisdiction_of("宁乡市人民政府").as_deref(), Some("宁乡市"));
+        assert_eq!(jurisdiction_of("湘乡市人民政府").as_deref(), Some("湘乡市"));
+        assert_eq!(
+            jurisdiction_of("长沙市宁乡市人民政府").as_deref(),
+            Some("宁乡市")
+        );
         assert_eq!(jurisdiction_of("人民政府"), None);
         assert_eq!(jurisdiction_of(""), None);
     }

@@ -87,6 +87,9 @@ pub struct Tenure {
     /// replaced it, when the registry can tell.
     pub replaced_tenure_id: Option<i64>,
     pub replaced_by_tenure_id: Option<i64>,
+    /// Holders only: set when this is a one-seat post (局长, 主任 …) and more than one person
+    /// holds it on the asked date. The notices are recorded as they are; this flags it.
+    pub seat_conflict: bool,
 }
 
 impl Tenure {
@@ -125,6 +128,7 @@ impl Tenure {
             version_from: r.try_get("version_from")?,
             replaced_tenure_id: None,
             replaced_by_tenure_id: None,
+            seat_conflict: false,
         }
         .with_end_cause())
     }
@@ -472,14 +476,22 @@ impl Queries {
                 "no post {post:?} is recorded at {org}"
             )));
         }
-        self.tenures(
-            &format!(
-                "{HOLDS_ON} AND t.organization = $2 AND t.post = $3 \
+        let mut tenures = self
+            .tenures(
+                &format!(
+                    "{HOLDS_ON} AND t.organization = $2 AND t.post = $3 \
                  ORDER BY COALESCE(t.start_date, ''), t.tenure_id"
-            ),
-            &[&iso(on), &org, &post],
-        )
-        .await
+                ),
+                &[&iso(on), &org, &post],
+            )
+            .await?;
+        // A one-seat post with several holders: accepted, recorded, and flagged here.
+        if tenures.len() > 1 && crate::domain::posts::is_head_post(&post) {
+            for t in &mut tenures {
+                t.seat_conflict = true;
+            }
+        }
+        Ok(tenures)
     }
 
     /// Person records as the registry knew them (merged ones excluded), by name.
