@@ -1005,18 +1005,26 @@ async fn correct(
     Ok(())
 }
 
+/// The current tenures of one person record.
+async fn tenures_of_person(
+    tx: &mut Transaction<'_, Any>,
+    person_id: i64,
+) -> Result<Vec<TenureRow>, StoreError> {
+    current_tenures(
+        tx,
+        "person_id = CAST($1 AS BIGINT)",
+        &[&person_id.to_string()],
+    )
+    .await
+}
+
 /// Every current tenure of the retired record moves to the remaining one (as new versions).
 async fn merge_persons(
     tx: &mut Transaction<'_, Any>,
     event: &StoredEvent,
     m: &PersonsMerged,
 ) -> Result<(), StoreError> {
-    let moved = current_tenures(
-        tx,
-        "person_id = CAST($1 AS BIGINT)",
-        &[&m.person_id.to_string()],
-    )
-    .await?;
+    let moved = tenures_of_person(tx, m.person_id).await?;
     for mut tenure in moved {
         tenure.person_id = m.into;
         tenure.supersede(tx, event.position).await?;
@@ -1058,12 +1066,7 @@ async fn split_person(
         jurisdiction.as_deref(),
     )
     .await?;
-    let moved = current_tenures(
-        tx,
-        "person_id = CAST($1 AS BIGINT)",
-        &[&split.person_id.to_string()],
-    )
-    .await?;
+    let moved = tenures_of_person(tx, split.person_id).await?;
     for mut tenure in moved
         .into_iter()
         .filter(|t| split.tenure_ids.contains(&t.tenure_id))
