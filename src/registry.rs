@@ -275,6 +275,8 @@ impl Registry {
             let mut outcome = self.record(n.clone(), diagnostics, reason, actor).await?;
             if !outcome.already_recorded {
                 self.revoke_listed(n, &mut outcome, actor).await?;
+                self.apply_earlier_revocation(n, &mut outcome, actor)
+                    .await?;
             }
             outcomes.push(outcome);
         }
@@ -305,6 +307,32 @@ impl Registry {
                 Err(RegistryError::Conflict(m)) if m.contains("already revoked") => {
                     outcome.notes.push(format!("{number} was already revoked"))
                 }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// A revoking notice may arrive before the notice it revokes: when that notice is
+    /// recorded, the revocation stated earlier is recorded for it too.
+    async fn apply_earlier_revocation(
+        &self,
+        notice: &Notice,
+        outcome: &mut IngestOutcome,
+        actor: &Actor,
+    ) -> Result<(), RegistryError> {
+        let Some(number) = &notice.document_number else {
+            return Ok(());
+        };
+        for by in self.queries.notices_revoking(number).await? {
+            match self
+                .revoke(number, &format!("由{by}撤销"), Some(by.clone()), actor)
+                .await
+            {
+                Ok(_) => outcome
+                    .notes
+                    .push(format!("revoked by {by}, recorded earlier")),
+                Err(RegistryError::Conflict(m)) if m.contains("already revoked") => {}
                 Err(e) => return Err(e),
             }
         }

@@ -40,6 +40,7 @@ backend_suite!(
     one_seat_posts_flag_a_second_holder,
     corrections_need_the_explicit_flag_and_a_reason,
     same_name_persons_are_flagged_merged_and_split,
+    a_revocation_recorded_first_applies_when_the_notice_arrives,
 );
 
 async fn bitemporal_grid_over_a_correction_and_a_revocation(db: TestDb) {
@@ -516,4 +517,43 @@ async fn same_name_persons_are_flagged_merged_and_split(db: TestDb) {
     let before = export_json(&registry).await;
     registry.projector().rebuild().await.unwrap();
     assert_eq!(export_json(&registry).await, before);
+}
+
+async fn a_revocation_recorded_first_applies_when_the_notice_arrives(db: TestDb) {
+    let registry = seeded(&db).await;
+    let out = registry
+        .ingest(&revocation_text(9, 1, "2024年4月1日"), &actor())
+        .await
+        .unwrap();
+    assert!(out[0].revoked_notices.is_empty());
+    assert!(
+        out[0].notes[0].contains("not recorded"),
+        "{:?}",
+        out[0].notes
+    );
+    let late = notice_text(1, "2024年3月1日", &["王五同志任市教育体育局副局长"]);
+    let out = registry.ingest(&late, &actor()).await.unwrap();
+    assert_eq!(
+        out[0].notes,
+        ["revoked by 临政人〔2024〕9号, recorded earlier"]
+    );
+    let notice = registry
+        .queries()
+        .notice("临政人〔2024〕1号")
+        .await
+        .unwrap();
+    assert_eq!(notice.revoked_by.as_deref(), Some("临政人〔2024〕9号"));
+    let holders = registry
+        .queries()
+        .holders("市教育体育局", "副局长", date("2024-03-02"))
+        .await
+        .unwrap();
+    assert_eq!(
+        holders
+            .iter()
+            .map(|t| t.person.as_str())
+            .collect::<Vec<_>>(),
+        ["钟炎夫"],
+        "the revoked appointment does not hold"
+    );
 }

@@ -821,6 +821,29 @@ impl Queries {
         }
     }
 
+    /// Document numbers of recorded notices that state they revoke `document_number`.
+    pub async fn notices_revoking(&self, document_number: &str) -> Result<Vec<String>, QueryError> {
+        // `revokes` is a JSON array of document numbers; the quoted number is matched whole.
+        let pattern = format!("%{}%", serde_json::Value::from(document_number));
+        let rows = sqlx::query(
+            "SELECT document_number, notice_key, revokes FROM rm_notices WHERE revokes LIKE $1 \
+             ORDER BY recorded_position",
+        )
+        .bind(&pattern)
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut found = Vec::new();
+        for row in &rows {
+            let revokes: String = row.try_get("revokes")?;
+            let list: Vec<String> = serde_json::from_str(&revokes).unwrap_or_default();
+            if list.iter().any(|r| r == document_number) {
+                let number: Option<String> = row.try_get("document_number")?;
+                found.push(number.unwrap_or(row.try_get("notice_key")?));
+            }
+        }
+        Ok(found)
+    }
+
     /// Notices recorded by a gRPC request id.
     pub async fn notices_for_request(
         &self,
