@@ -772,6 +772,38 @@ impl Jurisdiction {
         true
     }
 
+    /// Moves `p` from seat `from` to seat `to` and returns the clause that says so:
+    /// `X同志任<to>[（试用期一年）]，免去其<from>职务`. The caller marks `to` when needed.
+    #[allow(clippy::too_many_arguments)]
+    fn move_person(
+        &mut self,
+        p: PersonId,
+        from: SlotId,
+        to: SlotId,
+        probation: bool,
+        date: NaiveDate,
+        rng: &mut SplitMix64,
+        d: &mut Draft,
+    ) -> String {
+        let clause = format!(
+            "{}同志任{}{}，免去其{}职务",
+            self.who(p),
+            self.slot_text(to, rng),
+            if probation {
+                "（试用期一年）"
+            } else {
+                ""
+            },
+            self.slot_text(from, rng)
+        );
+        self.leave_seat(p, from);
+        self.take_seat(p, to, false, probation.then_some(date));
+        self.mark(d, from);
+        d.persons.insert(p);
+        d.name(&self.persons[p].name);
+        clause
+    }
+
     /// `X同志任市B局副局长，免去其市A局副局长职务`: a move into a free seat.
     fn transfer(&mut self, date: NaiveDate, rng: &mut SplitMix64, d: &mut Draft) -> bool {
         let Some(from) = self.find_slot(rng, d, |s| !s.holders.is_empty()) else {
@@ -791,23 +823,8 @@ impl Jurisdiction {
             return false;
         }
         let probation = self.slots[to].head && rng.chance(0.3);
-        let clause = format!(
-            "{}同志任{}{}，免去其{}职务",
-            self.who(p),
-            self.slot_text(to, rng),
-            if probation {
-                "（试用期一年）"
-            } else {
-                ""
-            },
-            self.slot_text(from, rng)
-        );
-        self.leave_seat(p, from);
-        self.take_seat(p, to, false, probation.then_some(date));
-        self.mark(d, from);
+        let clause = self.move_person(p, from, to, probation, date, rng, d);
         self.mark(d, to);
-        d.persons.insert(p);
-        d.name(&self.persons[p].name);
         d.facts += 2;
         d.appoints = true;
         d.removes = true;
@@ -1028,22 +1045,7 @@ impl Jurisdiction {
         self.leave_seat(q, s);
         let appointment = if let Some((p, from)) = deputy {
             let probation = rng.chance(0.3);
-            let text = format!(
-                "{}同志任{}{}，免去其{}职务",
-                self.who(p),
-                self.slot_text(s, rng),
-                if probation {
-                    "（试用期一年）"
-                } else {
-                    ""
-                },
-                self.slot_text(from, rng)
-            );
-            self.leave_seat(p, from);
-            self.take_seat(p, s, false, probation.then_some(date));
-            self.mark(d, from);
-            d.persons.insert(p);
-            d.name(&self.persons[p].name);
+            let text = self.move_person(p, from, s, probation, date, rng, d);
             d.facts += 2;
             text
         } else {
