@@ -155,7 +155,9 @@ pub struct Registry {
     db: Database,
     store: PersistedEventStore<SqlEventRepository, NoticeAggregate>,
     persons: PersistedEventStore<SqlEventRepository, PersonAggregate>,
-    projector: Projector,
+    /// Shared with the database's append observer, which holds it weakly (the projector
+    /// holds the database).
+    projector: Arc<Projector>,
     queries: Queries,
     aliases: Arc<AliasTable>,
 }
@@ -176,9 +178,14 @@ impl Registry {
             .with_upcasters(crate::store::upcasters());
         let persons = PersistedEventStore::new_event_store(SqlEventRepository::new(db.clone()))
             .with_upcasters(crate::store::upcasters());
+        let projector = Arc::new(Projector::new(db.clone()));
+        // Each append projects its own events before it commits (when the read models are
+        // caught up), so a notice and its read models land in one transaction.
+        let observer: Arc<dyn crate::store::AppendObserver> = projector.clone();
+        db.observe_appends(Arc::downgrade(&observer));
         Self {
             persons,
-            projector: Projector::new(db.clone()),
+            projector,
             queries: Queries::new(db.clone(), aliases.clone()),
             store,
             db,
@@ -251,8 +258,13 @@ impl Registry {
             });
         }
         // Refuse up front when any notice conflicts, so a multi-notice text stores nothing.
+        // One notice recorded without a correction needs no pre-check: its command refuses
+        // a conflict itself, before anything is stored.
         let mut corrects = Vec::with_capacity(parsed.notices.len());
-        for n in &parsed.notices {
+        if parsed.notices.len() == 1 && correction.is_none() {
+            corrects.push(false);
+        }
+        for n in parsed.notices.iter().skip(corrects.len()) {
             let key = NoticeKey::for_notice(n);
             let mut context = self
                 .store
@@ -260,11 +272,7 @@ impl Registry {
                 .await?;
             let conflict = context.aggregate().conflict_with(n);
             match (conflict, correction) {
-                (Some(conflict), None) => {
-                    return Err(RegistryError::Conflict(format!(
-                        "{conflict}; to record a corrected re-issue use `ingest --correct REASON`"
-                    )))
-                }
+                (Some(conflict), None) => return Err(conflict_with_hint(&conflict)),
                 (conflict, _) => corrects.push(conflict.is_some()),
             }
         }
@@ -359,7 +367,12 @@ impl Registry {
                 diagnostics: diagnostics.clone(),
             },
         };
-        let appended = self.execute(&aggregate_id, command, &metadata).await?;
+        let appended = match self.execute(&aggregate_id, command, &metadata).await {
+            Err(RegistryError::Conflict(conflict)) if correction.is_none() => {
+                return Err(conflict_with_hint(&conflict))
+            }
+            other => other?,
+        };
         let mut outcome = self.outcome(&aggregate_id, &appended).await?;
         outcome.corrected = correction.is_some() && !appended.is_empty();
         Ok(outcome)
@@ -589,6 +602,13 @@ where
         }
     }
     Err(RegistryError::Contention)
+}
+
+/// A notice that differs from the recorded one under its key, with the way to record it.
+fn conflict_with_hint(conflict: &impl std::fmt::Display) -> RegistryError {
+    RegistryError::Conflict(format!(
+        "{conflict}; to record a corrected re-issue use `ingest --correct REASON`"
+    ))
 }
 
 fn required_reason(reason: &str) -> Result<String, RegistryError> {

@@ -11,7 +11,7 @@ use common::{actor, date, export_json, notice_text, seed_text, seeded, TestDb};
 use renmian::domain::aggregate::events_for;
 use renmian::domain::NoticeKey;
 use renmian::registry::{Actor, Registry, RegistryError};
-use renmian::store::NewEvent;
+use renmian::store::{AppendObserver, Database, NewEvent, StoreError};
 use sqlx::Row;
 
 backend_suite!(
@@ -30,6 +30,7 @@ backend_suite!(
     rebuild_reproduces_the_incremental_read_models,
     verify_detects_tampering_with_the_exact_position,
     projections_catch_up_after_a_crash_between_append_and_projection,
+    an_append_projects_itself_in_its_transaction,
     concurrent_overlapping_ingests_lose_and_duplicate_nothing,
     queries_refuse_bad_arguments,
 );
@@ -400,13 +401,12 @@ async fn verify_detects_tampering_with_the_exact_position(db: TestDb) {
     assert_eq!(report.first_bad_position, Some(6), "{report:?}");
 }
 
-async fn projections_catch_up_after_a_crash_between_append_and_projection(db: TestDb) {
-    let registry = seeded(&db).await;
-    let text = notice_text(3, "2024年3月1日", &["王五同志任市财政局副局长"]);
+/// The events of a one-clause notice as the store would append them, bypassing the registry.
+fn raw_events(registry: &Registry, n: u32, clause: &str) -> Vec<NewEvent> {
+    let text = notice_text(n, "2024年3月1日", &[clause]);
     let notice = registry.parse(&text).notices.remove(0);
     let aggregate_id = NoticeKey::for_notice(&notice).aggregate_id().to_string();
-    // Append as the store would, then "crash" before the projection runs.
-    let rows: Vec<NewEvent> = events_for(&notice, &[])
+    events_for(&notice, &[])
         .into_iter()
         .enumerate()
         .map(|(i, e)| {
@@ -427,8 +427,79 @@ async fn projections_catch_up_after_a_crash_between_append_and_projection(db: Te
                 clause: clause.map(str::to_string),
             }
         })
-        .collect();
+        .collect()
+}
+
+/// An observer that always fails, standing for a projector bug.
+struct FailingObserver;
+
+impl AppendObserver for FailingObserver {
+    fn appended<'a, 'c>(
+        &'a self,
+        tx: &'a mut sqlx::Transaction<'c, sqlx::Any>,
+        _events: &'a [renmian::store::StoredEvent],
+    ) -> futures::future::BoxFuture<'a, Result<(), StoreError>>
+    where
+        'c: 'a,
+    {
+        Box::pin(async move {
+            // Its writes must be rolled back with its savepoint.
+            sqlx::query("UPDATE projection_checkpoint SET position = 999")
+                .execute(&mut **tx)
+                .await?;
+            Err(StoreError::Corrupt("observer failed".into()))
+        })
+    }
+}
+
+async fn an_append_projects_itself_in_its_transaction(db: TestDb) {
+    let registry = seeded(&db).await;
+    // Through the registry's database: the events and their projection commit together.
+    let rows = raw_events(&registry, 3, "王五同志任市财政局副局长");
     registry.database().append(&rows).await.unwrap();
+    assert_eq!(registry.projector().checkpoint().await.unwrap(), 33);
+    let holders = registry
+        .queries()
+        .holders("市财政局", "副局长", date("2024-03-02"))
+        .await
+        .unwrap();
+    assert_eq!(holders.len(), 1);
+    // A failing observer does not fail the append, and nothing it wrote stays.
+    let bare = Database::connect(&db.url).await.unwrap();
+    let failing: Arc<dyn AppendObserver> = Arc::new(FailingObserver);
+    bare.observe_appends(Arc::downgrade(&failing));
+    bare.append(&raw_events(&registry, 4, "赵六同志任市财政局副局长"))
+        .await
+        .unwrap();
+    bare.close().await;
+    assert_eq!(registry.projector().checkpoint().await.unwrap(), 33);
+    // While the read models lag, an append leaves its events to catch-up, in order.
+    registry
+        .database()
+        .append(&raw_events(&registry, 5, "钱七同志任市财政局副局长"))
+        .await
+        .unwrap();
+    assert_eq!(registry.projector().checkpoint().await.unwrap(), 33);
+    assert_eq!(registry.projector().catch_up().await.unwrap(), 37);
+    let holders = registry
+        .queries()
+        .holders("市财政局", "副局长", date("2024-03-02"))
+        .await
+        .unwrap();
+    assert_eq!(holders.len(), 3, "{holders:?}");
+    let incremental = export_json(&registry).await;
+    registry.projector().rebuild().await.unwrap();
+    assert_eq!(export_json(&registry).await, incremental);
+}
+
+async fn projections_catch_up_after_a_crash_between_append_and_projection(db: TestDb) {
+    let registry = seeded(&db).await;
+    let rows = raw_events(&registry, 3, "王五同志任市财政局副局长");
+    // A bare connection has no append observer: the append commits without its projection,
+    // as when a process dies after the append (or its in-transaction projection failed).
+    let bare = Database::connect(&db.url).await.unwrap();
+    bare.append(&rows).await.unwrap();
+    bare.close().await;
     assert_eq!(registry.projector().checkpoint().await.unwrap(), 31);
     drop(registry);
     let reopened = Registry::open(&db.url).await.unwrap();

@@ -12,6 +12,7 @@
 //! log produces a byte-identical export.
 
 pub mod export;
+mod model;
 pub mod projector;
 pub mod queries;
 

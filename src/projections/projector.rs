@@ -3,25 +3,35 @@
 //! Each catch-up transaction starts by updating the checkpoint row: on PostgreSQL that row
 //! lock serialises projectors across processes, on SQLite the write lock does. The events
 //! read after it are therefore applied exactly once, in position order.
+//!
+//! Decisions are taken on a [`Model`] (keyed lookups in memory, writes buffered and written
+//! in bulk; see `model.rs`). A model is kept between catch-ups while the checkpoint is where
+//! it left it, so a busy server's ingest reads the read models only for keys it has not
+//! seen; a rebuild starts from empty tables and never reads them.
 
-use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use chrono::{Months, NaiveDate};
 use cqrs_es::persist::EventUpcaster;
-use sqlx::any::AnyRow;
+use futures::future::BoxFuture;
 use sqlx::{Any, Row, Transaction};
 
+use super::model::{Cell, Model, NoticeContext, NoticeRun, TenureRow, TENURE_COLUMNS};
 use crate::domain::events::{FactWithdrawn, NoticeCorrected, PersonSplit, PersonsMerged};
 use crate::domain::posts::is_head_post;
 use crate::domain::{NoticeRecorded, NoticeRevoked, PostFact, RegistryEvent};
 use crate::notice::EventKind;
-use crate::store::{repository::to_serialized, Database, StoreError, StoredEvent};
+use crate::store::{repository::to_serialized, AppendObserver, Database, StoreError, StoredEvent};
 
 /// Name of the registry projection's row in `projection_checkpoint`.
 pub const CHECKPOINT: &str = "registry";
 
-/// Events applied per transaction during catch-up and rebuild.
+/// Events read per query during catch-up and rebuild (and applied per transaction during
+/// catch-up).
 const BATCH: i64 = 2000;
+
+/// Rows a rebuild buffers before writing them.
+const REBUILD_FLUSH_ROWS: usize = 20_000;
 
 /// Read-model tables, in dependency order (also the export order).
 pub const READ_MODEL_TABLES: &[&str] = &[
@@ -39,7 +49,9 @@ pub const READ_MODEL_TABLES: &[&str] = &[
 #[derive(Clone)]
 pub struct Projector {
     db: Database,
-    upcasters: std::sync::Arc<Vec<Box<dyn EventUpcaster>>>,
+    upcasters: Arc<Vec<Box<dyn EventUpcaster>>>,
+    /// The model of the last committed batch, reused while the checkpoint has not moved.
+    kept: Arc<Mutex<Option<Model>>>,
 }
 
 impl std::fmt::Debug for Projector {
@@ -71,7 +83,8 @@ impl Projector {
     pub fn new(db: Database) -> Self {
         Self {
             db,
-            upcasters: std::sync::Arc::new(crate::store::upcasters()),
+            upcasters: Arc::new(crate::store::upcasters()),
+            kept: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -86,16 +99,65 @@ impl Projector {
 
     /// Applies every event after the checkpoint. Returns the new checkpoint.
     pub async fn catch_up(&self) -> Result<i64, StoreError> {
+        // Reading first keeps the common case (appends project themselves, see
+        // [`AppendObserver`]) free of a write transaction.
+        let row = sqlx::query(
+            "SELECT c.position AS checkpoint, h.position AS head FROM projection_checkpoint c, \
+             event_log_head h WHERE c.name = $1 AND h.id = 1",
+        )
+        .bind(CHECKPOINT)
+        .fetch_one(self.db.pool())
+        .await?;
+        let (checkpoint, head): (i64, i64) = (row.try_get("checkpoint")?, row.try_get("head")?);
+        if checkpoint >= head {
+            return Ok(checkpoint);
+        }
         loop {
             let mut tx = self.db.pool().begin().await?;
             let checkpoint = lock_checkpoint(&mut tx).await?;
-            let applied = self.apply_batch(&mut tx, checkpoint).await?;
+            // A model that fails half-way is dropped with this future: it may believe
+            // writes the rollback undid.
+            let mut model = self.take_model(&mut tx, checkpoint).await?;
+            let events = events_after(&mut tx, checkpoint).await?;
+            let Some(last) = events.last().map(|e| e.position) else {
+                tx.commit().await?;
+                self.keep_model(model);
+                return Ok(checkpoint);
+            };
+            self.apply_events(&mut tx, &mut model, &events, false)
+                .await?;
+            model.flush(&mut tx).await?;
+            move_checkpoint(&mut tx, last).await?;
             tx.commit().await?;
-            match applied {
-                Some(last) => tracing::debug!(checkpoint = last, "projection caught up a batch"),
-                None => return Ok(checkpoint),
-            }
+            self.keep_model(model);
+            tracing::debug!(checkpoint = last, "projection caught up a batch");
         }
+    }
+
+    /// Projects an append's events inside its transaction when the read models are
+    /// caught up to just before them; otherwise leaves them to [`Projector::catch_up`],
+    /// which applies events in order.
+    async fn project_appended(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        events: &[StoredEvent],
+    ) -> Result<(), StoreError> {
+        let (Some(first), Some(last)) = (events.first(), events.last()) else {
+            return Ok(());
+        };
+        let checkpoint = lock_checkpoint(tx).await?;
+        if checkpoint != first.position - 1 {
+            return Ok(());
+        }
+        let mut model = self.take_model(tx, checkpoint).await?;
+        // The append holds the log head: nothing follows its last event yet.
+        self.apply_events(tx, &mut model, events, true).await?;
+        model.flush(tx).await?;
+        move_checkpoint(tx, last.position).await?;
+        // Kept before the commit: if the commit fails, these events never exist, and the
+        // model's last hash matches nothing (see `take_model`).
+        self.keep_model(model);
+        Ok(())
     }
 
     /// Drops every read model and replays the whole log in one transaction: readers see the
@@ -108,58 +170,126 @@ impl Projector {
                 .execute(&mut *tx)
                 .await?;
         }
+        let mut model = Model::complete();
         let mut checkpoint = 0;
-        while let Some(last) = self.apply_batch(&mut tx, checkpoint).await? {
+        loop {
+            let events = events_after(&mut tx, checkpoint).await?;
+            let Some(last) = events.last().map(|e| e.position) else {
+                break;
+            };
+            self.apply_events(&mut tx, &mut model, &events, false)
+                .await?;
             checkpoint = last;
+            if model.buffered_rows() >= REBUILD_FLUSH_ROWS {
+                model.flush(&mut tx).await?;
+            }
         }
+        model.flush(&mut tx).await?;
+        move_checkpoint(&mut tx, checkpoint).await?;
         tx.commit().await?;
+        *self.kept.lock().unwrap_or_else(|e| e.into_inner()) =
+            model.worth_keeping().then_some(model);
         Ok(checkpoint)
     }
 
-    /// Applies up to [`BATCH`] events after `after` and moves the checkpoint; `None` when
-    /// there was nothing to apply.
-    async fn apply_batch(
+    /// The kept model if it stands at `checkpoint` (the same position and the same event
+    /// there, by hash), else a fresh one that reads what it needs.
+    async fn take_model(
         &self,
         tx: &mut Transaction<'_, Any>,
-        after: i64,
-    ) -> Result<Option<i64>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {} FROM events WHERE position > $1 ORDER BY position LIMIT $2",
-            crate::store::log::EVENT_COLUMNS
-        ))
-        .bind(after)
-        .bind(BATCH)
-        .fetch_all(&mut **tx)
-        .await?;
-        let events = rows
-            .iter()
-            .map(StoredEvent::from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        let Some(last) = events.last().map(|e| e.position) else {
-            return Ok(None);
+        checkpoint: i64,
+    ) -> Result<Model, StoreError> {
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(model) = kept.filter(|m| m.last_position() == Some(checkpoint)) else {
+            return Ok(Model::partial());
         };
-        let mut cache = Cache::default();
+        let hash: Option<String> = sqlx::query("SELECT hash FROM events WHERE position = $1")
+            .bind(checkpoint)
+            .fetch_optional(&mut **tx)
+            .await?
+            .map(|r| r.try_get("hash"))
+            .transpose()?;
+        Ok(match hash {
+            Some(hash) if model.last_hash() == Some(hash.as_str()) => model,
+            _ => Model::partial(),
+        })
+    }
+
+    /// Keeps a committed model for the next catch-up, unless a later one is kept already.
+    fn keep_model(&self, model: Model) {
+        if !model.worth_keeping() || model.last_position().is_none() {
+            return;
+        }
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let newer = kept
+            .as_ref()
+            .is_some_and(|k| k.last_position() > model.last_position());
+        if !newer {
+            *kept = Some(model);
+        }
+    }
+
+    /// Applies `events` (consecutive positions) to `model`. `ends_log`: nothing follows the
+    /// last one (an append in progress holds the log head).
+    async fn apply_events(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        model: &mut Model,
+        events: &[StoredEvent],
+        ends_log: bool,
+    ) -> Result<(), StoreError> {
         for (i, event) in events.iter().enumerate() {
             let decoded = decode_event(event, &self.upcasters)?;
-            apply(tx, &mut cache, event, &decoded).await?;
+            begin_run(model, event);
+            apply(tx, model, event, &decoded).await?;
             // A notice's events are committed together, so the notice is complete when the
             // next event belongs to another aggregate or there is none yet.
             let next = match events.get(i + 1) {
                 Some(next) => Some(next.aggregate_id.clone()),
+                None if ends_log => None,
                 None => next_aggregate(tx, event.position).await?,
             };
             if next.as_deref() != Some(event.aggregate_id.as_str()) {
-                check_one_seat_posts(tx, event).await?;
+                if let Some(run) = model.run.take() {
+                    check_one_seat_posts(tx, model, run, event).await?;
+                }
             }
+            model.applied(event);
         }
-        cache.flush(tx).await?;
-        sqlx::query("UPDATE projection_checkpoint SET position = $1 WHERE name = $2")
-            .bind(last)
-            .bind(CHECKPOINT)
-            .execute(&mut **tx)
-            .await?;
-        Ok(Some(last))
+        Ok(())
     }
+}
+
+impl AppendObserver for Projector {
+    fn appended<'a, 'c>(
+        &'a self,
+        tx: &'a mut Transaction<'c, Any>,
+        events: &'a [StoredEvent],
+    ) -> BoxFuture<'a, Result<(), StoreError>>
+    where
+        'c: 'a,
+    {
+        Box::pin(self.project_appended(tx, events))
+    }
+}
+
+/// Up to [`BATCH`] events after `after`, in order.
+async fn events_after(
+    tx: &mut Transaction<'_, Any>,
+    after: i64,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {} FROM events WHERE position > $1 ORDER BY position LIMIT $2",
+        crate::store::log::EVENT_COLUMNS
+    ))
+    .bind(after)
+    .bind(BATCH)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(StoredEvent::from_row)
+        .collect::<Result<Vec<_>, _>>()?)
 }
 
 async fn lock_checkpoint(tx: &mut Transaction<'_, Any>) -> Result<i64, StoreError> {
@@ -172,218 +302,137 @@ async fn lock_checkpoint(tx: &mut Transaction<'_, Any>) -> Result<i64, StoreErro
     Ok(row.try_get("position")?)
 }
 
-/// What one batch has already read or written, so the hot path (one fact after another)
-/// does not ask the database again. Valid only inside the batch's transaction, where this
-/// projector is the only writer of the read models (the checkpoint row is locked).
-#[derive(Default)]
-struct Cache {
-    /// notice id → (reference, jurisdiction)
-    notices: HashMap<String, (String, Option<String>)>,
-    /// alias → canonical organization, or `None` when known to be absent.
-    aliases: HashMap<String, Option<String>>,
-    organizations: HashSet<String>,
-    posts: HashSet<(String, String)>,
-    /// Facts counted per notice, written once per batch.
-    fact_counts: HashMap<String, i64>,
+async fn move_checkpoint(tx: &mut Transaction<'_, Any>, position: i64) -> Result<(), StoreError> {
+    sqlx::query("UPDATE projection_checkpoint SET position = $1 WHERE name = $2")
+        .bind(position)
+        .bind(CHECKPOINT)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
-impl Cache {
-    async fn notice(
-        &mut self,
-        tx: &mut Transaction<'_, Any>,
-        notice_id: &str,
-    ) -> Result<(String, Option<String>), StoreError> {
-        if let Some(known) = self.notices.get(notice_id) {
-            return Ok(known.clone());
-        }
-        let row = sqlx::query(
-            "SELECT document_number, notice_key, jurisdiction FROM rm_notices WHERE notice_id = $1",
-        )
-        .bind(notice_id)
-        .fetch_optional(&mut **tx)
-        .await?
-        .ok_or_else(|| StoreError::Corrupt(format!("fact of unknown notice {notice_id}")))?;
-        let number: Option<String> = row.try_get("document_number")?;
-        let key: String = row.try_get("notice_key")?;
-        let known = (number.unwrap_or(key), row.try_get("jurisdiction")?);
-        self.notices.insert(notice_id.to_string(), known.clone());
-        Ok(known)
+/// Starts a new notice run unless `event` continues the current one (same aggregate, same
+/// commit time).
+fn begin_run(model: &mut Model, event: &StoredEvent) {
+    let continues = model.run.as_ref().is_some_and(|run| {
+        run.aggregate_id == event.aggregate_id && run.recorded_at == event.recorded_at
+    });
+    if continues {
+        return;
     }
-
-    async fn alias(
-        &mut self,
-        tx: &mut Transaction<'_, Any>,
-        name: &str,
-    ) -> Result<Option<String>, StoreError> {
-        if let Some(known) = self.aliases.get(name) {
-            return Ok(known.clone());
-        }
-        let known: Option<String> =
-            sqlx::query("SELECT canonical_name FROM rm_organization_aliases WHERE alias = $1")
-                .bind(name)
-                .fetch_optional(&mut **tx)
-                .await?
-                .map(|r| r.try_get("canonical_name"))
-                .transpose()?;
-        self.aliases.insert(name.to_string(), known.clone());
-        Ok(known)
-    }
-
-    /// Writes what was only counted in memory.
-    async fn flush(&mut self, tx: &mut Transaction<'_, Any>) -> Result<(), StoreError> {
-        for (notice_id, n) in self.fact_counts.drain() {
-            sqlx::query(
-                "UPDATE rm_notices SET event_count = event_count + $1 WHERE notice_id = $2",
-            )
-            .bind(n)
-            .bind(&notice_id)
-            .execute(&mut **tx)
-            .await?;
-        }
-        Ok(())
-    }
-}
-
-/// Context of the notice an event belongs to, from `rm_notices`.
-struct NoticeContext {
-    reference: String,
-}
-
-async fn notice_context(
-    tx: &mut Transaction<'_, Any>,
-    notice_id: &str,
-) -> Result<NoticeContext, StoreError> {
-    let row =
-        sqlx::query("SELECT document_number, notice_key FROM rm_notices WHERE notice_id = $1")
-            .bind(notice_id)
-            .fetch_optional(&mut **tx)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("fact of unknown notice {notice_id}")))?;
-    let number: Option<String> = row.try_get("document_number")?;
-    let key: String = row.try_get("notice_key")?;
-    Ok(NoticeContext {
-        reference: number.unwrap_or(key),
-    })
+    // The model saw the previous event, so this one starts its commit; otherwise the commit
+    // may have begun before this model existed.
+    let first_position =
+        (model.last_position() == Some(event.position - 1)).then_some(event.position);
+    model.run = Some(NoticeRun {
+        aggregate_id: event.aggregate_id.clone(),
+        recorded_at: event.recorded_at.clone(),
+        first_position,
+        appointed: Vec::new(),
+    });
 }
 
 async fn apply(
     tx: &mut Transaction<'_, Any>,
-    cache: &mut Cache,
+    model: &mut Model,
     event: &StoredEvent,
     decoded: &RegistryEvent,
 ) -> Result<(), StoreError> {
     match decoded {
-        RegistryEvent::NoticeRecorded(n) => record_notice(tx, event, n).await,
+        RegistryEvent::NoticeRecorded(n) => record_notice(tx, model, event, n).await,
         RegistryEvent::AppointmentRecorded(f) => {
-            let ctx = fact_prelude(tx, cache, event, f).await?;
-            appoint(tx, event, f, &ctx).await
+            let ctx = fact_prelude(tx, model, event, f).await?;
+            appoint(tx, model, event, f, &ctx).await
         }
         RegistryEvent::RemovalRecorded(f) => {
-            let ctx = fact_prelude(tx, cache, event, f).await?;
-            remove(tx, event, f, &ctx).await
+            let ctx = fact_prelude(tx, model, event, f).await?;
+            remove(tx, model, event, f, &ctx).await
         }
         RegistryEvent::ConfirmationRecorded(f) => {
-            let ctx = fact_prelude(tx, cache, event, f).await?;
-            confirm(tx, event, f, &ctx).await
+            let ctx = fact_prelude(tx, model, event, f).await?;
+            confirm(tx, model, event, f, &ctx).await
         }
-        RegistryEvent::NoticeRevoked(r) => revoke(tx, event, r).await,
-        RegistryEvent::NoticeCorrected(c) => correct(tx, event, c).await,
-        RegistryEvent::FactWithdrawn(w) => withdraw(tx, event, w).await,
-        RegistryEvent::PersonsMerged(m) => merge_persons(tx, event, m).await,
-        RegistryEvent::PersonSplit(split) => split_person(tx, event, split).await,
+        RegistryEvent::NoticeRevoked(r) => revoke(tx, model, event, r).await,
+        RegistryEvent::NoticeCorrected(c) => correct(tx, model, event, c).await,
+        RegistryEvent::FactWithdrawn(w) => withdraw(tx, model, event, w).await,
+        RegistryEvent::PersonsMerged(m) => merge_persons(tx, model, event, m).await,
+        RegistryEvent::PersonSplit(split) => split_person(tx, model, event, split).await,
     }
 }
 
 async fn record_notice(
     tx: &mut Transaction<'_, Any>,
+    model: &mut Model,
     event: &StoredEvent,
     n: &NoticeRecorded,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO rm_notices (notice_id, notice_key, document_number, issuer, title, issued_on, \
-         jurisdiction, content_hash, source_text, remarks, revokes, event_count, recorded_position, \
-         recorded_at, actor) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0, $12, $13, $14)",
-    )
-    .bind(&event.aggregate_id)
-    .bind(&n.key)
-    .bind(&n.document_number)
-    .bind(&n.issuer)
-    .bind(&n.title)
-    .bind(&n.issued_on)
-    .bind(&n.jurisdiction)
-    .bind(&n.content_hash)
-    .bind(&n.source_text)
-    .bind(serde_json::to_string(&n.remarks).unwrap_or_default())
-    .bind(serde_json::to_string(&n.revokes).unwrap_or_default())
-    .bind(event.position)
-    .bind(&event.recorded_at)
-    .bind(&event.actor)
-    .execute(&mut **tx)
-    .await?;
+    let context = NoticeContext {
+        reference: n.document_number.clone().unwrap_or_else(|| n.key.clone()),
+        jurisdiction: n.jurisdiction.clone(),
+    };
+    let row: Vec<Cell> = vec![
+        event.aggregate_id.as_str().into(),
+        n.key.as_str().into(),
+        n.document_number.clone().into(),
+        n.issuer.clone().into(),
+        n.title.as_str().into(),
+        n.issued_on.clone().into(),
+        n.jurisdiction.clone().into(),
+        n.content_hash.as_str().into(),
+        n.source_text.as_str().into(),
+        serde_json::to_string(&n.remarks).unwrap_or_default().into(),
+        serde_json::to_string(&n.revokes).unwrap_or_default().into(),
+        0i64.into(),
+        event.position.into(),
+        event.recorded_at.as_str().into(),
+        event.actor.as_str().into(),
+    ];
+    model.add_notice(&event.aggregate_id, context, row);
     let metadata: serde_json::Value = serde_json::from_str(&event.metadata)
         .map_err(|e| StoreError::Corrupt(format!("position {}: {e}", event.position)))?;
     if let Some(request_id) = metadata.get("request_id").and_then(|v| v.as_str()) {
-        sqlx::query(
-            "INSERT INTO rm_ingest_requests (request_id, notice_id, position) VALUES ($1, $2, $3) \
-             ON CONFLICT (request_id, notice_id) DO NOTHING",
-        )
-        .bind(request_id)
-        .bind(&event.aggregate_id)
-        .bind(event.position)
-        .execute(&mut **tx)
-        .await?;
+        model.add_ingest_request(request_id, &event.aggregate_id, event.position);
     }
     for d in &n.diagnostics {
-        warn(tx, event, Some(d.line), &format!("parser: {}", d.message)).await?;
+        warn(
+            tx,
+            model,
+            event,
+            Some(d.line),
+            &format!("parser: {}", d.message),
+        )
+        .await?;
     }
     Ok(())
 }
 
-/// Registers the organization, its names, the person and the post of a fact; returns the
-/// notice context with the canonical organization the fact resolves to.
+/// The notice context and canonical organization a fact resolves to, and the person it names.
 struct FactContext {
     notice: NoticeContext,
     organization: String,
     person_id: i64,
 }
 
+/// Registers the organization, its names, the person and the post of a fact.
 async fn fact_prelude(
     tx: &mut Transaction<'_, Any>,
-    cache: &mut Cache,
+    model: &mut Model,
     event: &StoredEvent,
     f: &PostFact,
 ) -> Result<FactContext, StoreError> {
-    let (reference, jurisdiction) = cache.notice(tx, &event.aggregate_id).await?;
-    *cache
-        .fact_counts
-        .entry(event.aggregate_id.clone())
-        .or_insert(0) += 1;
-    // A name already known as another organization's alias resolves to that organization,
-    // so 市人民防空办公室 lands on 临湘市国防动员办公室 once a notice has said they are one.
-    let organization = cache
-        .alias(tx, &f.organization_canonical)
+    let notice = model
+        .notice(tx, &event.aggregate_id)
         .await?
-        .unwrap_or_else(|| f.organization_canonical.clone());
-    if cache.organizations.insert(organization.clone()) {
-        sqlx::query(
-            "INSERT INTO rm_organizations (canonical_name, jurisdiction, first_position) \
-             VALUES ($1, $2, $3) ON CONFLICT (canonical_name) DO NOTHING",
-        )
-        .bind(&organization)
-        .bind(&jurisdiction)
-        .bind(event.position)
-        .execute(&mut **tx)
-        .await?;
-        if let Some(j) = &jurisdiction {
-            sqlx::query(
-                "INSERT INTO rm_jurisdictions (jurisdiction) VALUES ($1) \
-                 ON CONFLICT (jurisdiction) DO NOTHING",
-            )
-            .bind(j)
-            .execute(&mut **tx)
-            .await?;
-        }
-    }
+        .ok_or_else(|| {
+            StoreError::Corrupt(format!("fact of unknown notice {}", event.aggregate_id))
+        })?;
+    model.count_fact(&event.aggregate_id);
+    let organization = resolve_alias(tx, model, &f.organization_canonical).await?;
+    model.add_organization(
+        &organization,
+        notice.jurisdiction.as_deref(),
+        event.position,
+    );
     let mut names = vec![
         organization.clone(),
         f.organization_canonical.clone(),
@@ -395,186 +444,39 @@ async fn fact_prelude(
     names.retain(|n| !n.starts_with(['市', '县', '区']));
     names.dedup();
     for name in names {
-        if cache.alias(tx, &name).await?.is_some() {
-            continue; // the first mapping of a name wins
+        if model.alias(tx, &name).await?.is_none() {
+            // the first mapping of a name wins
+            model.add_alias(name, &organization, event.position);
         }
-        sqlx::query(
-            "INSERT INTO rm_organization_aliases (alias, canonical_name, first_position) \
-             VALUES ($1, $2, $3)",
-        )
-        .bind(&name)
-        .bind(&organization)
-        .bind(event.position)
-        .execute(&mut **tx)
-        .await?;
-        cache.aliases.insert(name, Some(organization.clone()));
     }
-    let person_id = link_person(tx, event, f, &organization, jurisdiction.as_deref()).await?;
-    if cache.posts.insert((organization.clone(), f.post.clone())) {
-        sqlx::query(
-            "INSERT INTO rm_posts (organization, post, first_position) VALUES ($1, $2, $3) \
-             ON CONFLICT (organization, post) DO NOTHING",
-        )
-        .bind(&organization)
-        .bind(&f.post)
-        .bind(event.position)
-        .execute(&mut **tx)
-        .await?;
-    }
+    let person_id = link_person(
+        tx,
+        model,
+        event,
+        f,
+        &organization,
+        notice.jurisdiction.as_deref(),
+    )
+    .await?;
+    model.add_post(&organization, &f.post, event.position);
     Ok(FactContext {
-        notice: NoticeContext { reference },
+        notice,
         organization,
         person_id,
     })
 }
 
-/// A version of a tenure row (see `migrations/*/0002_read_models.sql`).
-#[derive(Debug, Clone, Default)]
-struct TenureRow {
-    tenure_id: i64,
-    person_id: i64,
-    person: String,
-    organization: String,
-    organization_as_written: String,
-    post: String,
-    concurrent: bool,
-    start_date: Option<String>,
-    end_date: Option<String>,
-    probation_months: Option<i64>,
-    probation_end: Option<String>,
-    probation_outcome: Option<String>,
-    probation_outcome_on: Option<String>,
-    note: Option<String>,
-    end_note: Option<String>,
-    appointing_notice: Option<String>,
-    appointing_line: Option<i64>,
-    appointing_clause: Option<String>,
-    ending_notice: Option<String>,
-    ending_line: Option<i64>,
-    ending_clause: Option<String>,
-    recorded_position: i64,
-    ended_position: Option<i64>,
-    withdrawn_position: Option<i64>,
-    withdrawn_reason: Option<String>,
-}
-
-const TENURE_COLUMNS: &str =
-    "tenure_id, person_id, person, organization, organization_as_written, post, \
-     concurrent, start_date, end_date, probation_months, probation_end, probation_outcome, \
-     probation_outcome_on, note, end_note, appointing_notice, appointing_line, appointing_clause, \
-     ending_notice, ending_line, ending_clause, recorded_position, ended_position, \
-     withdrawn_position, withdrawn_reason";
-
-impl TenureRow {
-    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
-        Ok(Self {
-            tenure_id: r.try_get("tenure_id")?,
-            person_id: r.try_get("person_id")?,
-            person: r.try_get("person")?,
-            organization: r.try_get("organization")?,
-            organization_as_written: r.try_get("organization_as_written")?,
-            post: r.try_get("post")?,
-            concurrent: r.try_get::<i64, _>("concurrent")? != 0,
-            start_date: r.try_get("start_date")?,
-            end_date: r.try_get("end_date")?,
-            probation_months: r.try_get("probation_months")?,
-            probation_end: r.try_get("probation_end")?,
-            probation_outcome: r.try_get("probation_outcome")?,
-            probation_outcome_on: r.try_get("probation_outcome_on")?,
-            note: r.try_get("note")?,
-            end_note: r.try_get("end_note")?,
-            appointing_notice: r.try_get("appointing_notice")?,
-            appointing_line: r.try_get("appointing_line")?,
-            appointing_clause: r.try_get("appointing_clause")?,
-            ending_notice: r.try_get("ending_notice")?,
-            ending_line: r.try_get("ending_line")?,
-            ending_clause: r.try_get("ending_clause")?,
-            recorded_position: r.try_get("recorded_position")?,
-            ended_position: r.try_get("ended_position")?,
-            withdrawn_position: r.try_get("withdrawn_position")?,
-            withdrawn_reason: r.try_get("withdrawn_reason")?,
-        })
-    }
-
-    /// Inserts this row as the version starting at `version_from`.
-    async fn insert(
-        &self,
-        tx: &mut Transaction<'_, Any>,
-        version_from: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(&format!(
-            "INSERT INTO rm_tenures (version_from, {TENURE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, \
-             $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, \
-             $24, $25, $26)"
-        ))
-        .bind(version_from)
-        .bind(self.tenure_id)
-        .bind(self.person_id)
-        .bind(&self.person)
-        .bind(&self.organization)
-        .bind(&self.organization_as_written)
-        .bind(&self.post)
-        .bind(i64::from(self.concurrent))
-        .bind(&self.start_date)
-        .bind(&self.end_date)
-        .bind(self.probation_months)
-        .bind(&self.probation_end)
-        .bind(&self.probation_outcome)
-        .bind(&self.probation_outcome_on)
-        .bind(&self.note)
-        .bind(&self.end_note)
-        .bind(&self.appointing_notice)
-        .bind(self.appointing_line)
-        .bind(&self.appointing_clause)
-        .bind(&self.ending_notice)
-        .bind(self.ending_line)
-        .bind(&self.ending_clause)
-        .bind(self.recorded_position)
-        .bind(self.ended_position)
-        .bind(self.withdrawn_position)
-        .bind(&self.withdrawn_reason)
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
-    }
-
-    /// Replaces the current version with `self` as of `position`: the old version is closed,
-    /// never changed otherwise, so earlier answers stay reproducible.
-    async fn supersede(
-        &self,
-        tx: &mut Transaction<'_, Any>,
-        position: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE rm_tenures SET version_to = $1 WHERE tenure_id = $2 AND version_to IS NULL",
-        )
-        .bind(position)
-        .bind(self.tenure_id)
-        .execute(&mut **tx)
-        .await?;
-        self.insert(tx, position).await
-    }
-}
-
-/// Current, not withdrawn versions matching `filter` (binds follow `$1…`), latest first.
-async fn current_tenures(
+/// A name already known as another organization's alias resolves to that organization, so
+/// 市人民防空办公室 lands on 临湘市国防动员办公室 once a notice has said they are one.
+async fn resolve_alias(
     tx: &mut Transaction<'_, Any>,
-    filter: &str,
-    binds: &[&str],
-) -> Result<Vec<TenureRow>, StoreError> {
-    let sql = format!(
-        "SELECT {TENURE_COLUMNS} FROM rm_tenures WHERE version_to IS NULL \
-         AND withdrawn_position IS NULL AND {filter} ORDER BY tenure_id DESC"
-    );
-    let mut query = sqlx::query(&sql);
-    for b in binds {
-        query = query.bind(*b);
-    }
-    let rows = query.fetch_all(&mut **tx).await?;
-    Ok(rows
-        .iter()
-        .map(TenureRow::from_row)
-        .collect::<Result<_, _>>()?)
+    model: &mut Model,
+    canonical: &str,
+) -> Result<String, StoreError> {
+    Ok(model
+        .alias(tx, canonical)
+        .await?
+        .unwrap_or_else(|| canonical.to_string()))
 }
 
 /// The person a fact's name means. A name links to an existing person record only when
@@ -584,33 +486,24 @@ async fn current_tenures(
 /// an operator can merge them (`renmian person merge`).
 async fn link_person(
     tx: &mut Transaction<'_, Any>,
+    model: &mut Model,
     event: &StoredEvent,
     f: &PostFact,
     organization: &str,
     jurisdiction: Option<&str>,
 ) -> Result<i64, StoreError> {
-    let rows = sqlx::query(
-        "SELECT person_id, jurisdiction FROM rm_persons WHERE name = $1 AND merged_into IS NULL \
-         ORDER BY person_id",
-    )
-    .bind(&f.person)
-    .fetch_all(&mut **tx)
-    .await?;
-    let candidates: Vec<(i64, Option<String>)> = rows
-        .iter()
-        .map(|r| Ok((r.try_get("person_id")?, r.try_get("jurisdiction")?)))
-        .collect::<Result<_, sqlx::Error>>()?;
-    if candidates.len() == 1 && candidates[0].1.as_deref() == jurisdiction {
-        return Ok(candidates[0].0);
+    let candidates = model.persons_named(tx, &f.person).await?;
+    if let [one] = candidates.as_slice() {
+        if one.jurisdiction.as_deref() == jurisdiction {
+            return Ok(one.person_id);
+        }
     }
     if !candidates.is_empty() {
-        let holding = current_tenures(
-            tx,
-            "person = $1 AND organization = $2 AND post = $3 AND end_date IS NULL \
-             AND ended_position IS NULL",
-            &[&f.person, organization, &f.post],
-        )
-        .await?;
+        let holding = model
+            .post_tenures(tx, organization, &f.post, |t| {
+                t.person == f.person && t.is_open()
+            })
+            .await?;
         let mut holders: Vec<i64> = holding.iter().map(|t| t.person_id).collect();
         holders.dedup();
         if let [one] = holders.as_slice() {
@@ -618,8 +511,8 @@ async fn link_person(
         }
         let local: Vec<i64> = candidates
             .iter()
-            .filter(|(_, j)| j.as_deref() == jurisdiction)
-            .map(|(id, _)| *id)
+            .filter(|p| p.jurisdiction.as_deref() == jurisdiction)
+            .map(|p| p.person_id)
             .collect();
         if let [one] = local.as_slice() {
             return Ok(*one);
@@ -631,21 +524,29 @@ async fn link_person(
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default()
     });
-    insert_person(
-        tx,
-        event.position,
-        &f.person,
-        gender.as_deref(),
-        jurisdiction,
-    )
-    .await?;
+    model
+        .add_person(
+            tx,
+            event.position,
+            &f.person,
+            gender,
+            jurisdiction.map(str::to_string),
+        )
+        .await?;
     if !candidates.is_empty() {
         let others: Vec<String> = candidates
             .iter()
-            .map(|(id, j)| format!("#{id} ({})", j.as_deref().unwrap_or("?")))
+            .map(|p| {
+                format!(
+                    "#{} ({})",
+                    p.person_id,
+                    p.jurisdiction.as_deref().unwrap_or("?")
+                )
+            })
             .collect();
         warn(
             tx,
+            model,
             event,
             Some(f.line),
             &format!(
@@ -660,61 +561,21 @@ async fn link_person(
     Ok(event.position)
 }
 
-/// A new person record; its id is the position of the event that introduced it.
-async fn insert_person(
-    tx: &mut Transaction<'_, Any>,
-    person_id: i64,
-    name: &str,
-    gender: Option<&str>,
-    jurisdiction: Option<&str>,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO rm_persons (person_id, name, gender, jurisdiction, first_position) \
-         VALUES ($1, $2, $3, $4, $1)",
-    )
-    .bind(person_id)
-    .bind(name)
-    .bind(gender)
-    .bind(jurisdiction)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// A name already known as another organization's alias resolves to that organization, so
-/// 市人民防空办公室 lands on 临湘市国防动员办公室 once a notice has said they are one.
-async fn resolve_alias(
-    tx: &mut Transaction<'_, Any>,
-    canonical: &str,
-) -> Result<String, StoreError> {
-    let known: Option<String> =
-        sqlx::query("SELECT canonical_name FROM rm_organization_aliases WHERE alias = $1")
-            .bind(canonical)
-            .fetch_optional(&mut **tx)
-            .await?
-            .map(|r| r.try_get("canonical_name"))
-            .transpose()?;
-    Ok(known.unwrap_or_else(|| canonical.to_string()))
-}
-
-/// The open tenure of `person` in `post` at `organization`, latest first.
+/// The open tenure of a person in a post, latest first.
 async fn open_tenure(
     tx: &mut Transaction<'_, Any>,
+    model: &mut Model,
     person_id: i64,
     organization: &str,
     post: &str,
 ) -> Result<Option<TenureRow>, StoreError> {
-    // The id is bound, not formatted into the SQL, so the statement text stays the same and
-    // its prepared plan is reused (a new text per person cost a parse and plan per fact).
-    Ok(current_tenures(
-        tx,
-        "person_id = CAST($1 AS BIGINT) AND organization = $2 AND post = $3 \
-         AND end_date IS NULL AND ended_position IS NULL",
-        &[&person_id.to_string(), organization, post],
-    )
-    .await?
-    .into_iter()
-    .next())
+    Ok(model
+        .post_tenures(tx, organization, post, |t| {
+            t.person_id == person_id && t.is_open()
+        })
+        .await?
+        .into_iter()
+        .next())
 }
 
 /// `start` plus `months`: for full dates exactly, for month precision to the month
@@ -740,16 +601,20 @@ fn line_of(f: &PostFact) -> i64 {
 
 async fn appoint(
     tx: &mut Transaction<'_, Any>,
+    model: &mut Model,
     event: &StoredEvent,
     f: &PostFact,
     ctx: &FactContext,
 ) -> Result<(), StoreError> {
-    if let Some(existing) = open_tenure(tx, ctx.person_id, &ctx.organization, &f.post).await? {
+    if let Some(existing) =
+        open_tenure(tx, model, ctx.person_id, &ctx.organization, &f.post).await?
+    {
         let since = existing
             .start_date
             .unwrap_or_else(|| "an unknown date".to_string());
         return warn(
             tx,
+            model,
             event,
             Some(f.line),
             &format!(
@@ -763,7 +628,7 @@ async fn appoint(
         (Some(m), Some(start)) => add_months(start, m),
         _ => None,
     };
-    TenureRow {
+    let row = TenureRow {
         tenure_id: event.position,
         person_id: ctx.person_id,
         person: f.person.clone(),
@@ -780,19 +645,23 @@ async fn appoint(
         appointing_clause: Some(f.clause.clone()),
         recorded_position: event.position,
         ..TenureRow::default()
+    };
+    if let Some(run) = model.run.as_mut() {
+        run.appointed
+            .push((event.position, ctx.organization.clone(), f.post.clone()));
     }
-    .insert(tx, event.position)
-    .await
+    model.open_tenure(tx, row, event.position).await
 }
 
 async fn remove(
     tx: &mut Transaction<'_, Any>,
+    model: &mut Model,
     event: &StoredEvent,
     f: &PostFact,
     ctx: &FactContext,
 ) -> Result<(), StoreError> {
     let terminated_by_note = f.note.as_deref() == Some("终止试用期");
-    match open_tenure(tx, ctx.person_id, &ctx.organization, &f.post).await? {
+    match open_tenure(tx, model, ctx.person_id, &ctx.organization, &f.post).await? {
         Some(mut tenure) => {
             // Removed while on probation: the probation ends as terminated.
             let on_probation = tenure.probation_end.is_some() && tenure.probation_outcome.is_none();
@@ -810,10 +679,10 @@ async fn remove(
             tenure.ending_line = Some(line_of(f));
             tenure.ending_clause = Some(f.clause.clone());
             tenure.ended_position = Some(event.position);
-            tenure.supersede(tx, event.position).await
+            model.supersede(tx, tenure, event.position).await
         }
         None => {
-            TenureRow {
+            let row = TenureRow {
                 tenure_id: event.position,
                 person_id: ctx.person_id,
                 person: f.person.clone(),
@@ -829,11 +698,11 @@ async fn remove(
                 recorded_position: event.position,
                 ended_position: Some(event.position),
                 ..TenureRow::default()
-            }
-            .insert(tx, event.position)
-            .await?;
+            };
+            model.open_tenure(tx, row, event.position).await?;
             warn(
                 tx,
+                model,
                 event,
                 Some(f.line),
                 &format!(
@@ -851,21 +720,23 @@ async fn remove(
 
 async fn confirm(
     tx: &mut Transaction<'_, Any>,
+    model: &mut Model,
     event: &StoredEvent,
     f: &PostFact,
     ctx: &FactContext,
 ) -> Result<(), StoreError> {
-    match open_tenure(tx, ctx.person_id, &ctx.organization, &f.post).await? {
+    match open_tenure(tx, model, ctx.person_id, &ctx.organization, &f.post).await? {
         Some(mut tenure)
             if tenure.probation_end.is_some() && tenure.probation_outcome.is_none() =>
         {
             tenure.probation_outcome = Some("confirmed".into());
             tenure.probation_outcome_on = f.effective_on.clone();
-            tenure.supersede(tx, event.position).await
+            model.supersede(tx, tenure, event.position).await
         }
         _ => {
             warn(
                 tx,
+                model,
                 event,
                 Some(f.line),
                 &format!(
@@ -883,45 +754,33 @@ async fn confirm(
 /// outcome is cleared. Earlier versions stay, so history shows what was believed before.
 async fn withdraw(
     tx: &mut Transaction<'_, Any>,
+    model: &mut Model,
     event: &StoredEvent,
     w: &FactWithdrawn,
 ) -> Result<(), StoreError> {
-    let ctx = notice_context(tx, &event.aggregate_id).await?;
-    let organization = resolve_alias(tx, &w.fact.organization_canonical).await?;
+    let ctx = model
+        .notice(tx, &event.aggregate_id)
+        .await?
+        .ok_or_else(|| {
+            StoreError::Corrupt(format!("fact of unknown notice {}", event.aggregate_id))
+        })?;
     let f = &w.fact;
-    let who = [
-        f.person.as_str(),
-        organization.as_str(),
-        f.post.as_str(),
-        ctx.reference.as_str(),
-    ];
-    let matching = match w.kind {
-        EventKind::Appointment => {
-            current_tenures(
-                tx,
-                "person = $1 AND organization = $2 AND post = $3 AND appointing_notice = $4",
-                &who,
-            )
-            .await?
-        }
-        EventKind::Removal => {
-            current_tenures(
-                tx,
-                "person = $1 AND organization = $2 AND post = $3 AND ending_notice = $4",
-                &who,
-            )
-            .await?
-        }
-        EventKind::Confirmation => current_tenures(
-            tx,
-            "person = $1 AND organization = $2 AND post = $3 AND probation_outcome = 'confirmed'",
-            &who[..3],
-        )
-        .await?,
-    };
+    let organization = resolve_alias(tx, model, &f.organization_canonical).await?;
+    let reference = Some(ctx.reference.as_str());
+    let matching = model
+        .post_tenures(tx, &organization, &f.post, |t| {
+            t.person == f.person
+                && match w.kind {
+                    EventKind::Appointment => t.appointing_notice.as_deref() == reference,
+                    EventKind::Removal => t.ending_notice.as_deref() == reference,
+                    EventKind::Confirmation => t.probation_outcome.as_deref() == Some("confirmed"),
+                }
+        })
+        .await?;
     let Some(mut tenure) = matching.into_iter().next() else {
         return warn(
             tx,
+            model,
             event,
             Some(f.line),
             &format!(
@@ -959,14 +818,17 @@ async fn withdraw(
             tenure.probation_outcome_on = None;
         }
     }
-    tenure.supersede(tx, event.position).await
+    model.supersede(tx, tenure, event.position).await
 }
 
 async fn revoke(
     tx: &mut Transaction<'_, Any>,
+    model: &mut Model,
     event: &StoredEvent,
     r: &NoticeRevoked,
 ) -> Result<(), StoreError> {
+    // Rare: the notice's row may still be buffered, so write everything first.
+    model.flush(tx).await?;
     sqlx::query(
         "UPDATE rm_notices SET revoked_position = $1, revoked_at = $2, revoked_reason = $3, \
          revoked_by = $4 WHERE notice_id = $5",
@@ -983,9 +845,11 @@ async fn revoke(
 
 async fn correct(
     tx: &mut Transaction<'_, Any>,
+    model: &mut Model,
     event: &StoredEvent,
     c: &NoticeCorrected,
 ) -> Result<(), StoreError> {
+    model.flush(tx).await?;
     sqlx::query(
         "UPDATE rm_notices SET title = $1, issued_on = $2, remarks = $3, content_hash = $4, \
          source_text = $5, corrected_position = $6, corrected_at = $7, corrected_reason = $8, \
@@ -1005,29 +869,36 @@ async fn correct(
     Ok(())
 }
 
-/// The current tenures of one person record.
+/// The current, not withdrawn tenures of one person record, latest first; call after a
+/// flush (the database then holds everything the model does).
 async fn tenures_of_person(
     tx: &mut Transaction<'_, Any>,
     person_id: i64,
 ) -> Result<Vec<TenureRow>, StoreError> {
-    current_tenures(
-        tx,
-        "person_id = CAST($1 AS BIGINT)",
-        &[&person_id.to_string()],
-    )
-    .await
+    let rows = sqlx::query(&format!(
+        "SELECT {TENURE_COLUMNS} FROM rm_tenures WHERE version_to IS NULL \
+         AND withdrawn_position IS NULL AND person_id = $1 ORDER BY tenure_id DESC"
+    ))
+    .bind(person_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(TenureRow::from_row)
+        .collect::<Result<_, _>>()?)
 }
 
 /// Every current tenure of the retired record moves to the remaining one (as new versions).
 async fn merge_persons(
     tx: &mut Transaction<'_, Any>,
+    model: &mut Model,
     event: &StoredEvent,
     m: &PersonsMerged,
 ) -> Result<(), StoreError> {
-    let moved = tenures_of_person(tx, m.person_id).await?;
-    for mut tenure in moved {
+    model.flush(tx).await?;
+    for mut tenure in tenures_of_person(tx, m.person_id).await? {
         tenure.person_id = m.into;
-        tenure.supersede(tx, event.position).await?;
+        model.supersede(tx, tenure, event.position).await?;
     }
     sqlx::query(
         "UPDATE rm_persons SET merged_into = $1, merged_position = $2 WHERE person_id = $3",
@@ -1037,15 +908,18 @@ async fn merge_persons(
     .bind(m.person_id)
     .execute(&mut **tx)
     .await?;
+    model.retire_person(m.person_id);
     Ok(())
 }
 
 /// The named tenures move to a new person record (id = this event's position).
 async fn split_person(
     tx: &mut Transaction<'_, Any>,
+    model: &mut Model,
     event: &StoredEvent,
     split: &PersonSplit,
 ) -> Result<(), StoreError> {
+    model.flush(tx).await?;
     let row = sqlx::query("SELECT name, gender, jurisdiction FROM rm_persons WHERE person_id = $1")
         .bind(split.person_id)
         .fetch_optional(&mut **tx)
@@ -1053,26 +927,23 @@ async fn split_person(
         .ok_or_else(|| {
             StoreError::Corrupt(format!("split of unknown person #{}", split.person_id))
         })?;
-    let (name, gender, jurisdiction): (String, Option<String>, Option<String>) = (
-        row.try_get("name")?,
-        row.try_get("gender")?,
-        row.try_get("jurisdiction")?,
-    );
-    insert_person(
-        tx,
-        event.position,
-        &name,
-        gender.as_deref(),
-        jurisdiction.as_deref(),
-    )
-    .await?;
-    let moved = tenures_of_person(tx, split.person_id).await?;
-    for mut tenure in moved
+    let name: String = row.try_get("name")?;
+    model
+        .add_person(
+            tx,
+            event.position,
+            &name,
+            row.try_get("gender")?,
+            row.try_get("jurisdiction")?,
+        )
+        .await?;
+    for mut tenure in tenures_of_person(tx, split.person_id)
+        .await?
         .into_iter()
         .filter(|t| split.tenure_ids.contains(&t.tenure_id))
     {
         tenure.person_id = event.position;
-        tenure.supersede(tx, event.position).await?;
+        model.supersede(tx, tenure, event.position).await?;
     }
     Ok(())
 }
@@ -1089,15 +960,15 @@ async fn next_aggregate(
     Ok(row.map(|r| r.try_get("aggregate_id")).transpose()?)
 }
 
-/// Once a notice's events are all applied: every one-seat post (局长, 主任 …) it appointed
-/// someone to must have one holder on the start date. More is accepted and flagged.
-async fn check_one_seat_posts(
+/// (tenure_id, organization, post) of the tenures a commit that began before this model
+/// existed opened, read from the database after a flush.
+async fn appointed_before_model(
     tx: &mut Transaction<'_, Any>,
+    model: &mut Model,
     last: &StoredEvent,
-) -> Result<(), StoreError> {
-    let Ok(ctx) = notice_context(tx, &last.aggregate_id).await else {
-        return Ok(());
-    };
+    reference: &str,
+) -> Result<Vec<(i64, String, String)>, StoreError> {
+    model.flush(tx).await?;
     // The first event of this commit (the events of one commit share `recorded_at`); the
     // aggregate type lets the (type, id, sequence) index find the notice's few events.
     let first_position = sqlx::query(
@@ -1113,51 +984,70 @@ async fn check_one_seat_posts(
     .try_get::<Option<i64>, _>("p")?
     .unwrap_or(last.position);
     // Tenure ids are the positions of the events that opened them: a primary-key range.
-    let appointed = current_tenures(
-        tx,
-        "tenure_id BETWEEN CAST($1 AS BIGINT) AND CAST($2 AS BIGINT) AND appointing_notice = $3",
-        &[
-            &first_position.to_string(),
-            &last.position.to_string(),
-            &ctx.reference,
-        ],
+    let rows = sqlx::query(
+        "SELECT tenure_id, organization, post FROM rm_tenures WHERE version_to IS NULL \
+         AND withdrawn_position IS NULL AND tenure_id BETWEEN $1 AND $2 AND appointing_notice = $3",
     )
+    .bind(first_position)
+    .bind(last.position)
+    .bind(reference)
+    .fetch_all(&mut **tx)
     .await?;
-    for t in appointed {
-        if t.tenure_id < first_position || !is_head_post(&t.post) {
+    Ok(rows
+        .iter()
+        .map(|r| {
+            Ok((
+                r.try_get("tenure_id")?,
+                r.try_get("organization")?,
+                r.try_get("post")?,
+            ))
+        })
+        .collect::<Result<_, sqlx::Error>>()?)
+}
+
+/// Once a notice's events are all applied: every one-seat post (局长, 主任 …) it appointed
+/// someone to must have one holder on the start date. More is accepted and flagged.
+async fn check_one_seat_posts(
+    tx: &mut Transaction<'_, Any>,
+    model: &mut Model,
+    run: NoticeRun,
+    last: &StoredEvent,
+) -> Result<(), StoreError> {
+    let Some(ctx) = model.notice(tx, &last.aggregate_id).await? else {
+        return Ok(());
+    };
+    let appointed = match run.first_position {
+        Some(_) => run.appointed,
+        None => appointed_before_model(tx, model, last, &ctx.reference).await?,
+    };
+    for (tenure_id, organization, post) in appointed {
+        if !is_head_post(&post) {
+            continue;
+        }
+        let Some(t) = model.tenure(tx, &organization, &post, tenure_id).await? else {
+            continue;
+        };
+        if t.appointing_notice.as_deref() != Some(ctx.reference.as_str()) {
             continue;
         }
         let Some(start) = t.start_date.clone() else {
             continue;
         };
-        let holders = current_tenures(
-            tx,
-            "organization = $1 AND post = $2 AND (start_date IS NULL OR start_date <= $3) \
-             AND ((end_date IS NULL AND ended_position IS NULL) OR end_date > $3)",
-            &[&t.organization, &t.post, &start],
-        )
-        .await?;
+        let holders = model
+            .post_tenures(tx, &organization, &post, |h| h.holds_on(&start))
+            .await?;
         if holders.len() > 1 {
             let mut names: Vec<&str> = holders.iter().map(|h| h.person.as_str()).collect();
             names.sort_unstable();
             let message = format!(
-                "one-seat post {} {} has {} holders on {start}: {}",
-                t.organization,
-                t.post,
+                "one-seat post {organization} {post} has {} holders on {start}: {}",
                 holders.len(),
                 names.join("、")
             );
-            let at = StoredEvent {
-                position: t.tenure_id,
-                ..last.clone()
-            };
-            warn(
-                tx,
-                &at,
-                t.appointing_line.and_then(|l| usize::try_from(l).ok()),
-                &message,
-            )
-            .await?;
+            let line = t.appointing_line.and_then(|l| usize::try_from(l).ok());
+            model
+                .warn(tx, tenure_id, &last.aggregate_id, line, &message)
+                .await?;
         }
     }
     Ok(())
@@ -1165,27 +1055,14 @@ async fn check_one_seat_posts(
 
 async fn warn(
     tx: &mut Transaction<'_, Any>,
+    model: &mut Model,
     event: &StoredEvent,
     line: Option<usize>,
     message: &str,
 ) -> Result<(), StoreError> {
-    let row = sqlx::query("SELECT COUNT(*) AS n FROM rm_notice_warnings WHERE position = $1")
-        .bind(event.position)
-        .fetch_one(&mut **tx)
-        .await?;
-    let seq: i64 = row.try_get("n")?;
-    sqlx::query(
-        "INSERT INTO rm_notice_warnings (position, seq, notice_id, line, message) \
-         VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(event.position)
-    .bind(seq)
-    .bind(&event.aggregate_id)
-    .bind(line.and_then(|l| i64::try_from(l).ok()))
-    .bind(message)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    model
+        .warn(tx, event.position, &event.aggregate_id, line, message)
+        .await
 }
 
 #[cfg(test)]

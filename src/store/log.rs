@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row};
+use sqlx::{Acquire, Any, Row};
 
 use super::{Database, StoreError};
 
@@ -206,6 +206,16 @@ impl Database {
             .bind(&prev_hash)
             .execute(&mut *tx)
             .await?;
+        if let Some(observer) = self.observer.get() {
+            let mut savepoint = Acquire::begin(&mut *tx).await?;
+            match observer.appended(&mut savepoint, &stored).await {
+                Ok(()) => savepoint.commit().await?,
+                Err(e) => {
+                    tracing::warn!(error = %e, "work in the append's transaction failed; the append commits without it");
+                    savepoint.rollback().await?;
+                }
+            }
+        }
         tx.commit().await?;
         Ok(stored)
     }

@@ -28,10 +28,12 @@ pub mod repository;
 pub mod upcasters;
 
 use std::str::FromStr;
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, ConnectOptions, Executor};
+use sqlx::{Any, AnyPool, ConnectOptions, Executor, Transaction};
 
 pub use integrity::{Acknowledgement, Anomaly, IntegrityReport};
 pub use log::{NewEvent, StoredEvent, VerifyReport, GENESIS_HASH};
@@ -120,6 +122,42 @@ impl Default for DatabaseOptions {
     }
 }
 
+/// Work done inside an append's transaction, after its events are written and before the
+/// commit: the projector projects a notice together with the notice itself, so one commit
+/// (one fsync) stores both. It runs in a savepoint: when it fails, its writes are rolled
+/// back, the append still commits and the failure is logged (catch-up retries it).
+pub trait AppendObserver: Send + Sync + 'static {
+    fn appended<'a, 'c>(
+        &'a self,
+        tx: &'a mut Transaction<'c, Any>,
+        events: &'a [StoredEvent],
+    ) -> BoxFuture<'a, Result<(), StoreError>>
+    where
+        'c: 'a;
+}
+
+/// The observer every clone of a [`Database`] shares, held weakly: an observer usually holds
+/// the database, and a strong reference would keep both alive forever.
+#[derive(Clone, Default)]
+struct Observer(Arc<RwLock<Option<Weak<dyn AppendObserver>>>>);
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = self.get().is_some();
+        f.debug_tuple("Observer").field(&set).finish()
+    }
+}
+
+impl Observer {
+    fn get(&self) -> Option<Arc<dyn AppendObserver>> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(Weak::upgrade)
+    }
+}
+
 /// A connection pool plus the backend it speaks to.
 #[derive(Clone, Debug)]
 pub struct Database {
@@ -128,6 +166,7 @@ pub struct Database {
     display_url: String,
     /// PostgreSQL only: where [`Database::listen_for_appends`] connects.
     listen_target: Option<notify::ListenTarget>,
+    observer: Observer,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -219,6 +258,7 @@ impl Database {
             backend,
             display_url: redact(url),
             listen_target,
+            observer: Observer::default(),
         })
     }
 
@@ -233,6 +273,12 @@ impl Database {
     /// The URL without its password, for logs.
     pub fn display_url(&self) -> &str {
         &self.display_url
+    }
+
+    /// Sets the work every append runs before its commit (see [`AppendObserver`]), for
+    /// this database and every clone of it, while `observer` is alive.
+    pub fn observe_appends(&self, observer: Weak<dyn AppendObserver>) {
+        *self.observer.0.write().unwrap_or_else(|e| e.into_inner()) = Some(observer);
     }
 
     pub async fn close(&self) {

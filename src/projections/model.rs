@@ -1,0 +1,933 @@
+//! The projector's working set: what it knows of the read models, and the rows it has yet to
+//! write.
+//!
+//! Deciding a fact (which person record a name means, which tenure a removal ends, how many
+//! holders a one-seat post has) needs only a few keyed lookups: a notice's reference, an
+//! organization's aliases, the records of a name, and the current tenure versions of one
+//! post. The model keeps exactly those, keyed, in memory, and buffers every write until
+//! [`Model::flush`], which writes them with multi-row INSERTs. So applying an event costs no
+//! SQL round trip once its keys are known, and a batch of events costs a handful of
+//! statements instead of a dozen per fact.
+//!
+//! Invariants:
+//! - Only the projector writes the read models, under the checkpoint lock (see
+//!   `projector.rs`), so what the model remembers stays true as long as the checkpoint is
+//!   where the model left it. The projector keeps a model across batches only then, and drops
+//!   it on any error: a rolled-back transaction never leaves a model that believes its writes.
+//! - Every buffered write is also remembered in the keyed maps, so a key the model does not
+//!   know has no buffered row either: loading it from the database (a *partial* model) reads
+//!   the truth. A *complete* model (rebuild, starting from empty tables) never reads at all:
+//!   a key it does not know does not exist.
+//! - A tenure version is never updated but for closing it (`version_to`); a version written
+//!   and superseded within one flush is written closed.
+
+use std::collections::{HashMap, HashSet};
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use crate::store::{StoreError, StoredEvent};
+
+/// Rows per multi-row INSERT (the event log's append uses the same): 26 columns of a tenure
+/// version stay far below both backends' parameter limits.
+const INSERT_CHUNK: usize = 500;
+
+/// Keyed entries a model may hold to be kept between catch-ups (about 1 KiB each at most).
+const KEEP_LIMIT: usize = 200_000;
+
+/// A notice's context for the facts it states.
+#[derive(Debug, Clone)]
+pub(super) struct NoticeContext {
+    /// Document number, else the notice key: what tenures cite.
+    pub reference: String,
+    pub jurisdiction: Option<String>,
+}
+
+/// A person record a name may mean.
+#[derive(Debug, Clone)]
+pub(super) struct PersonRef {
+    pub person_id: i64,
+    pub jurisdiction: Option<String>,
+}
+
+/// A version of a tenure row (see `migrations/*/0002_read_models.sql`).
+#[derive(Debug, Clone, Default)]
+pub(super) struct TenureRow {
+    pub tenure_id: i64,
+    pub person_id: i64,
+    pub person: String,
+    pub organization: String,
+    pub organization_as_written: String,
+    pub post: String,
+    pub concurrent: bool,
+    pub start_date: Option<String>,
+    pub end_date: Option<String>,
+    pub probation_months: Option<i64>,
+    pub probation_end: Option<String>,
+    pub probation_outcome: Option<String>,
+    pub probation_outcome_on: Option<String>,
+    pub note: Option<String>,
+    pub end_note: Option<String>,
+    pub appointing_notice: Option<String>,
+    pub appointing_line: Option<i64>,
+    pub appointing_clause: Option<String>,
+    pub ending_notice: Option<String>,
+    pub ending_line: Option<i64>,
+    pub ending_clause: Option<String>,
+    pub recorded_position: i64,
+    pub ended_position: Option<i64>,
+    pub withdrawn_position: Option<i64>,
+    pub withdrawn_reason: Option<String>,
+}
+
+pub(super) const TENURE_COLUMNS: &str =
+    "tenure_id, person_id, person, organization, organization_as_written, post, \
+     concurrent, start_date, end_date, probation_months, probation_end, probation_outcome, \
+     probation_outcome_on, note, end_note, appointing_notice, appointing_line, appointing_clause, \
+     ending_notice, ending_line, ending_clause, recorded_position, ended_position, \
+     withdrawn_position, withdrawn_reason";
+
+impl TenureRow {
+    pub fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            tenure_id: r.try_get("tenure_id")?,
+            person_id: r.try_get("person_id")?,
+            person: r.try_get("person")?,
+            organization: r.try_get("organization")?,
+            organization_as_written: r.try_get("organization_as_written")?,
+            post: r.try_get("post")?,
+            concurrent: r.try_get::<i64, _>("concurrent")? != 0,
+            start_date: r.try_get("start_date")?,
+            end_date: r.try_get("end_date")?,
+            probation_months: r.try_get("probation_months")?,
+            probation_end: r.try_get("probation_end")?,
+            probation_outcome: r.try_get("probation_outcome")?,
+            probation_outcome_on: r.try_get("probation_outcome_on")?,
+            note: r.try_get("note")?,
+            end_note: r.try_get("end_note")?,
+            appointing_notice: r.try_get("appointing_notice")?,
+            appointing_line: r.try_get("appointing_line")?,
+            appointing_clause: r.try_get("appointing_clause")?,
+            ending_notice: r.try_get("ending_notice")?,
+            ending_line: r.try_get("ending_line")?,
+            ending_clause: r.try_get("ending_clause")?,
+            recorded_position: r.try_get("recorded_position")?,
+            ended_position: r.try_get("ended_position")?,
+            withdrawn_position: r.try_get("withdrawn_position")?,
+            withdrawn_reason: r.try_get("withdrawn_reason")?,
+        })
+    }
+
+    /// Open: neither ended by date nor by a removal of unknown date.
+    pub fn is_open(&self) -> bool {
+        self.end_date.is_none() && self.ended_position.is_none()
+    }
+
+    /// Holds the post on `date` (dates compare as text: YYYY[-MM[-DD]]).
+    pub fn holds_on(&self, date: &str) -> bool {
+        self.start_date.as_deref().is_none_or(|s| s <= date)
+            && (self.is_open() || self.end_date.as_deref().is_some_and(|e| e > date))
+    }
+
+    /// The row's cells after `version_from` and `version_to`, in [`TENURE_COLUMNS`] order.
+    fn cells(self, version_from: i64, version_to: Option<i64>) -> [Cell; 27] {
+        [
+            version_from.into(),
+            version_to.into(),
+            self.tenure_id.into(),
+            self.person_id.into(),
+            self.person.into(),
+            self.organization.into(),
+            self.organization_as_written.into(),
+            self.post.into(),
+            i64::from(self.concurrent).into(),
+            self.start_date.into(),
+            self.end_date.into(),
+            self.probation_months.into(),
+            self.probation_end.into(),
+            self.probation_outcome.into(),
+            self.probation_outcome_on.into(),
+            self.note.into(),
+            self.end_note.into(),
+            self.appointing_notice.into(),
+            self.appointing_line.into(),
+            self.appointing_clause.into(),
+            self.ending_notice.into(),
+            self.ending_line.into(),
+            self.ending_clause.into(),
+            self.recorded_position.into(),
+            self.ended_position.into(),
+            self.withdrawn_position.into(),
+            self.withdrawn_reason.into(),
+        ]
+    }
+}
+
+/// One value of a buffered row.
+#[derive(Debug, Clone)]
+pub(super) enum Cell {
+    Int(Option<i64>),
+    Text(Option<String>),
+}
+
+impl From<i64> for Cell {
+    fn from(v: i64) -> Self {
+        Self::Int(Some(v))
+    }
+}
+impl From<Option<i64>> for Cell {
+    fn from(v: Option<i64>) -> Self {
+        Self::Int(v)
+    }
+}
+impl From<String> for Cell {
+    fn from(v: String) -> Self {
+        Self::Text(Some(v))
+    }
+}
+impl From<&str> for Cell {
+    fn from(v: &str) -> Self {
+        Self::Text(Some(v.to_string()))
+    }
+}
+impl From<Option<String>> for Cell {
+    fn from(v: Option<String>) -> Self {
+        Self::Text(v)
+    }
+}
+
+/// Buffered rows of one table, written by one multi-row statement per [`INSERT_CHUNK`] rows.
+struct Rows {
+    /// `INSERT INTO t (c1, …) VALUES`
+    head: &'static str,
+    /// After the values, e.g. `ON CONFLICT … DO NOTHING`.
+    tail: &'static str,
+    columns: usize,
+    cells: Vec<Cell>,
+}
+
+impl Rows {
+    const fn new(head: &'static str, columns: usize, tail: &'static str) -> Self {
+        Self {
+            head,
+            tail,
+            columns,
+            cells: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, row: impl IntoIterator<Item = Cell>) -> usize {
+        let index = self.len();
+        self.cells.extend(row);
+        debug_assert_eq!(self.cells.len() % self.columns, 0);
+        index
+    }
+
+    fn len(&self) -> usize {
+        self.cells.len() / self.columns
+    }
+
+    fn cell_mut(&mut self, row: usize, column: usize) -> &mut Cell {
+        &mut self.cells[row * self.columns + column]
+    }
+
+    async fn write(&mut self, tx: &mut Transaction<'_, Any>) -> Result<(), StoreError> {
+        let cells = std::mem::take(&mut self.cells);
+        let mut cells = cells.into_iter().peekable();
+        while cells.peek().is_some() {
+            let chunk: Vec<Cell> = cells.by_ref().take(INSERT_CHUNK * self.columns).collect();
+            let rows = chunk.len() / self.columns;
+            let mut sql = String::with_capacity(self.head.len() + rows * self.columns * 6);
+            sql.push_str(self.head);
+            for r in 0..rows {
+                sql.push_str(if r == 0 { " (" } else { ", (" });
+                for c in 0..self.columns {
+                    if c > 0 {
+                        sql.push_str(", ");
+                    }
+                    sql.push('$');
+                    sql.push_str(&(r * self.columns + c + 1).to_string());
+                }
+                sql.push(')');
+            }
+            sql.push_str(self.tail);
+            let mut query = sqlx::query(&sql);
+            for cell in chunk {
+                query = match cell {
+                    Cell::Int(v) => query.bind(v),
+                    Cell::Text(v) => query.bind(v),
+                };
+            }
+            query.execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Index of `rm_notices.event_count` in [`Writes::notices`] rows.
+const NOTICE_EVENT_COUNT: usize = 11;
+
+/// Rows and changes not written yet, in the order [`Model::flush`] writes them.
+struct Writes {
+    notices: Rows,
+    requests: Rows,
+    warnings: Rows,
+    organizations: Rows,
+    jurisdictions: Rows,
+    aliases: Rows,
+    persons: Rows,
+    posts: Rows,
+    /// (tenure_id, version_from, version_to) of written versions to close.
+    closes: Vec<(i64, i64, i64)>,
+    /// New versions: (version_from, version_to, row); `version_to` is set when a version is
+    /// superseded before it was written.
+    tenures: Vec<(i64, Option<i64>, TenureRow)>,
+    /// Facts counted for notices written by an earlier flush.
+    fact_counts: HashMap<String, i64>,
+    /// Notices buffered in `notices`: notice id → row.
+    pending_notices: HashMap<String, usize>,
+}
+
+impl Default for Writes {
+    fn default() -> Self {
+        Self {
+            notices: Rows::new(
+                "INSERT INTO rm_notices (notice_id, notice_key, document_number, issuer, title, \
+                 issued_on, jurisdiction, content_hash, source_text, remarks, revokes, event_count, \
+                 recorded_position, recorded_at, actor) VALUES",
+                15,
+                "",
+            ),
+            requests: Rows::new(
+                "INSERT INTO rm_ingest_requests (request_id, notice_id, position) VALUES",
+                3,
+                " ON CONFLICT (request_id, notice_id) DO NOTHING",
+            ),
+            warnings: Rows::new(
+                "INSERT INTO rm_notice_warnings (position, seq, notice_id, line, message) VALUES",
+                5,
+                "",
+            ),
+            organizations: Rows::new(
+                "INSERT INTO rm_organizations (canonical_name, jurisdiction, first_position) VALUES",
+                3,
+                " ON CONFLICT (canonical_name) DO NOTHING",
+            ),
+            jurisdictions: Rows::new(
+                "INSERT INTO rm_jurisdictions (jurisdiction) VALUES",
+                1,
+                " ON CONFLICT (jurisdiction) DO NOTHING",
+            ),
+            aliases: Rows::new(
+                "INSERT INTO rm_organization_aliases (alias, canonical_name, first_position) VALUES",
+                3,
+                "",
+            ),
+            persons: Rows::new(
+                "INSERT INTO rm_persons (person_id, name, gender, jurisdiction, first_position) \
+                 VALUES",
+                5,
+                "",
+            ),
+            posts: Rows::new(
+                "INSERT INTO rm_posts (organization, post, first_position) VALUES",
+                3,
+                " ON CONFLICT (organization, post) DO NOTHING",
+            ),
+            closes: Vec::new(),
+            tenures: Vec::new(),
+            fact_counts: HashMap::new(),
+            pending_notices: HashMap::new(),
+        }
+    }
+}
+
+impl Writes {
+    fn is_empty(&self) -> bool {
+        self.notices.len()
+            + self.requests.len()
+            + self.warnings.len()
+            + self.organizations.len()
+            + self.jurisdictions.len()
+            + self.aliases.len()
+            + self.persons.len()
+            + self.posts.len()
+            + self.closes.len()
+            + self.tenures.len()
+            + self.fact_counts.len()
+            == 0
+    }
+
+    fn buffered_rows(&self) -> usize {
+        self.notices.len() + self.warnings.len() + self.persons.len() + self.tenures.len()
+    }
+}
+
+/// The current (latest, not withdrawn) version of a tenure, as the model knows it.
+#[derive(Debug, Clone)]
+pub(super) struct Version {
+    pub row: TenureRow,
+    from: i64,
+    /// Index in [`Writes::tenures`] while this version is buffered in flush `generation`.
+    buffered: Option<(u64, usize)>,
+}
+
+/// The notice whose events are being applied (a notice's events are committed together, with
+/// one `recorded_at`): the one-seat check runs on the tenures it opened once it is complete.
+#[derive(Debug)]
+pub(super) struct NoticeRun {
+    pub aggregate_id: String,
+    pub recorded_at: String,
+    /// Position of its first event, when the model applied it (else it was applied before
+    /// this model existed, and the database knows the tenures opened before).
+    pub first_position: Option<i64>,
+    /// (tenure_id, organization, post) of the tenures it opened, as this model applied them.
+    pub appointed: Vec<(i64, String, String)>,
+}
+
+type PostKey = (String, String);
+
+pub(super) struct Model {
+    complete: bool,
+    /// Last position applied; `None` until the model has applied something or knows where
+    /// the read models stand.
+    last_position: Option<i64>,
+    /// Hash of the event at `last_position`, to recognise that event later.
+    last_hash: Option<String>,
+    notices: HashMap<String, NoticeContext>,
+    /// alias → canonical organization, or `None` when known to be absent.
+    aliases: HashMap<String, Option<String>>,
+    organizations: HashSet<String>,
+    jurisdictions: HashSet<String>,
+    posts: HashSet<PostKey>,
+    /// name → records of that name not merged away, by id.
+    persons: HashMap<String, Vec<PersonRef>>,
+    /// (organization, post) → current, not withdrawn tenure versions.
+    tenures: HashMap<PostKey, Vec<Version>>,
+    /// position → next warning sequence number.
+    warning_seq: HashMap<i64, i64>,
+    pub run: Option<NoticeRun>,
+    out: Writes,
+    generation: u64,
+}
+
+impl Model {
+    /// A model of empty read models (rebuild): it never reads.
+    pub fn complete() -> Self {
+        Self::new(true, Some(0))
+    }
+
+    /// A model of read models as they stand: keys are read when first needed.
+    pub fn partial() -> Self {
+        Self::new(false, None)
+    }
+
+    fn new(complete: bool, last_position: Option<i64>) -> Self {
+        Self {
+            complete,
+            last_position,
+            last_hash: None,
+            notices: HashMap::new(),
+            aliases: HashMap::new(),
+            organizations: HashSet::new(),
+            jurisdictions: HashSet::new(),
+            posts: HashSet::new(),
+            persons: HashMap::new(),
+            tenures: HashMap::new(),
+            warning_seq: HashMap::new(),
+            run: None,
+            out: Writes::default(),
+            generation: 0,
+        }
+    }
+
+    pub fn last_position(&self) -> Option<i64> {
+        self.last_position
+    }
+
+    pub fn last_hash(&self) -> Option<&str> {
+        self.last_hash.as_deref()
+    }
+
+    /// Records that `event` is applied.
+    pub fn applied(&mut self, event: &StoredEvent) {
+        self.last_position = Some(event.position);
+        self.last_hash = Some(event.hash.clone());
+    }
+
+    /// Whether the model is small enough to keep between catch-ups.
+    pub fn worth_keeping(&self) -> bool {
+        let entries = self.notices.len()
+            + self.aliases.len()
+            + self.organizations.len()
+            + self.posts.len()
+            + self.persons.len()
+            + self.tenures.values().map(Vec::len).sum::<usize>()
+            + self.warning_seq.len();
+        entries <= KEEP_LIMIT
+    }
+
+    /// Rows buffered, to bound a long replay's memory.
+    pub fn buffered_rows(&self) -> usize {
+        self.out.buffered_rows()
+    }
+
+    // --- notices ---
+
+    pub fn add_notice(&mut self, notice_id: &str, context: NoticeContext, row: Vec<Cell>) {
+        let index = self.out.notices.push(row);
+        self.out
+            .pending_notices
+            .insert(notice_id.to_string(), index);
+        self.notices.insert(notice_id.to_string(), context);
+    }
+
+    pub fn add_ingest_request(&mut self, request_id: &str, notice_id: &str, position: i64) {
+        self.out
+            .requests
+            .push([request_id.into(), notice_id.into(), position.into()]);
+    }
+
+    /// The notice's context; `None` when no such notice was recorded.
+    pub async fn notice(
+        &mut self,
+        tx: &mut Transaction<'_, Any>,
+        notice_id: &str,
+    ) -> Result<Option<NoticeContext>, StoreError> {
+        if let Some(known) = self.notices.get(notice_id) {
+            return Ok(Some(known.clone()));
+        }
+        if self.complete {
+            return Ok(None);
+        }
+        let Some(row) = sqlx::query(
+            "SELECT document_number, notice_key, jurisdiction FROM rm_notices WHERE notice_id = $1",
+        )
+        .bind(notice_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let number: Option<String> = row.try_get("document_number")?;
+        let key: String = row.try_get("notice_key")?;
+        let known = NoticeContext {
+            reference: number.unwrap_or(key),
+            jurisdiction: row.try_get("jurisdiction")?,
+        };
+        self.notices.insert(notice_id.to_string(), known.clone());
+        Ok(Some(known))
+    }
+
+    pub fn count_fact(&mut self, notice_id: &str) {
+        match self.out.pending_notices.get(notice_id) {
+            Some(&row) => {
+                if let Cell::Int(Some(n)) = self.out.notices.cell_mut(row, NOTICE_EVENT_COUNT) {
+                    *n += 1;
+                }
+            }
+            None => {
+                *self
+                    .out
+                    .fact_counts
+                    .entry(notice_id.to_string())
+                    .or_insert(0) += 1
+            }
+        }
+    }
+
+    // --- organizations, aliases, posts ---
+
+    /// The organization a name is an alias of, if any.
+    pub async fn alias(
+        &mut self,
+        tx: &mut Transaction<'_, Any>,
+        name: &str,
+    ) -> Result<Option<String>, StoreError> {
+        if let Some(known) = self.aliases.get(name) {
+            return Ok(known.clone());
+        }
+        let known: Option<String> = if self.complete {
+            None
+        } else {
+            sqlx::query("SELECT canonical_name FROM rm_organization_aliases WHERE alias = $1")
+                .bind(name)
+                .fetch_optional(&mut **tx)
+                .await?
+                .map(|r| r.try_get("canonical_name"))
+                .transpose()?
+        };
+        self.aliases.insert(name.to_string(), known.clone());
+        Ok(known)
+    }
+
+    /// Maps `alias` to `organization`; the caller has checked it maps to nothing yet.
+    pub fn add_alias(&mut self, alias: String, organization: &str, position: i64) {
+        self.out
+            .aliases
+            .push([alias.as_str().into(), organization.into(), position.into()]);
+        self.aliases.insert(alias, Some(organization.to_string()));
+    }
+
+    /// Registers an organization (and its jurisdiction) unless already known.
+    pub fn add_organization(
+        &mut self,
+        organization: &str,
+        jurisdiction: Option<&str>,
+        position: i64,
+    ) {
+        if !self.organizations.insert(organization.to_string()) {
+            return;
+        }
+        self.out.organizations.push([
+            organization.into(),
+            jurisdiction.map(str::to_string).into(),
+            position.into(),
+        ]);
+        if let Some(j) = jurisdiction {
+            if self.jurisdictions.insert(j.to_string()) {
+                self.out.jurisdictions.push([j.into()]);
+            }
+        }
+    }
+
+    pub fn add_post(&mut self, organization: &str, post: &str, position: i64) {
+        if self
+            .posts
+            .insert((organization.to_string(), post.to_string()))
+        {
+            self.out
+                .posts
+                .push([organization.into(), post.into(), position.into()]);
+        }
+    }
+
+    // --- persons ---
+
+    /// The records of `name` not merged away, by id.
+    pub async fn persons_named(
+        &mut self,
+        tx: &mut Transaction<'_, Any>,
+        name: &str,
+    ) -> Result<Vec<PersonRef>, StoreError> {
+        if let Some(known) = self.persons.get(name) {
+            return Ok(known.clone());
+        }
+        let known = if self.complete {
+            Vec::new()
+        } else {
+            sqlx::query(
+                "SELECT person_id, jurisdiction FROM rm_persons WHERE name = $1 \
+                 AND merged_into IS NULL ORDER BY person_id",
+            )
+            .bind(name)
+            .fetch_all(&mut **tx)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(PersonRef {
+                    person_id: r.try_get("person_id")?,
+                    jurisdiction: r.try_get("jurisdiction")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?
+        };
+        self.persons.insert(name.to_string(), known.clone());
+        Ok(known)
+    }
+
+    /// A new person record; its id is the position of the event that introduced it.
+    pub async fn add_person(
+        &mut self,
+        tx: &mut Transaction<'_, Any>,
+        person_id: i64,
+        name: &str,
+        gender: Option<String>,
+        jurisdiction: Option<String>,
+    ) -> Result<(), StoreError> {
+        self.persons_named(tx, name).await?;
+        self.out.persons.push([
+            person_id.into(),
+            name.into(),
+            gender.into(),
+            jurisdiction.clone().into(),
+            person_id.into(),
+        ]);
+        if let Some(records) = self.persons.get_mut(name) {
+            records.push(PersonRef {
+                person_id,
+                jurisdiction,
+            });
+        }
+        Ok(())
+    }
+
+    /// Forgets a record merged away (its row is updated by the caller, after a flush).
+    pub fn retire_person(&mut self, person_id: i64) {
+        for records in self.persons.values_mut() {
+            records.retain(|p| p.person_id != person_id);
+        }
+    }
+
+    // --- tenures ---
+
+    /// Loads the current versions of a post's tenures unless known.
+    async fn load_post(
+        &mut self,
+        tx: &mut Transaction<'_, Any>,
+        organization: &str,
+        post: &str,
+    ) -> Result<(), StoreError> {
+        let key = (organization.to_string(), post.to_string());
+        if self.tenures.contains_key(&key) {
+            return Ok(());
+        }
+        let versions = if self.complete {
+            Vec::new()
+        } else {
+            sqlx::query(&format!(
+                "SELECT version_from, {TENURE_COLUMNS} FROM rm_tenures WHERE organization = $1 \
+                 AND post = $2 AND version_to IS NULL AND withdrawn_position IS NULL"
+            ))
+            .bind(organization)
+            .bind(post)
+            .fetch_all(&mut **tx)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(Version {
+                    row: TenureRow::from_row(r)?,
+                    from: r.try_get("version_from")?,
+                    buffered: None,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?
+        };
+        self.tenures.insert(key, versions);
+        Ok(())
+    }
+
+    /// Current, not withdrawn tenure versions of a post matching `filter`, latest tenure
+    /// first.
+    pub async fn post_tenures(
+        &mut self,
+        tx: &mut Transaction<'_, Any>,
+        organization: &str,
+        post: &str,
+        filter: impl Fn(&TenureRow) -> bool,
+    ) -> Result<Vec<TenureRow>, StoreError> {
+        self.load_post(tx, organization, post).await?;
+        let mut found: Vec<TenureRow> = self
+            .tenures
+            .get(&(organization.to_string(), post.to_string()))
+            .into_iter()
+            .flatten()
+            .filter(|v| filter(&v.row))
+            .map(|v| v.row.clone())
+            .collect();
+        found.sort_by_key(|t| std::cmp::Reverse(t.tenure_id));
+        Ok(found)
+    }
+
+    /// The current version of one tenure of a post, unless withdrawn.
+    pub async fn tenure(
+        &mut self,
+        tx: &mut Transaction<'_, Any>,
+        organization: &str,
+        post: &str,
+        tenure_id: i64,
+    ) -> Result<Option<TenureRow>, StoreError> {
+        Ok(self
+            .post_tenures(tx, organization, post, |t| t.tenure_id == tenure_id)
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    /// Records a new tenure's first version.
+    pub async fn open_tenure(
+        &mut self,
+        tx: &mut Transaction<'_, Any>,
+        row: TenureRow,
+        position: i64,
+    ) -> Result<(), StoreError> {
+        self.load_post(tx, &row.organization, &row.post).await?;
+        let index = self.out.tenures.len();
+        let key = (row.organization.clone(), row.post.clone());
+        self.out.tenures.push((position, None, row.clone()));
+        if row.withdrawn_position.is_none() {
+            if let Some(versions) = self.tenures.get_mut(&key) {
+                versions.push(Version {
+                    row,
+                    from: position,
+                    buffered: Some((self.generation, index)),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces a tenure's current version with `row` as of `position`: the old version is
+    /// closed, never changed otherwise, so earlier answers stay reproducible.
+    pub async fn supersede(
+        &mut self,
+        tx: &mut Transaction<'_, Any>,
+        row: TenureRow,
+        position: i64,
+    ) -> Result<(), StoreError> {
+        self.load_post(tx, &row.organization, &row.post).await?;
+        let key = (row.organization.clone(), row.post.clone());
+        let versions = self.tenures.get_mut(&key).ok_or_else(|| {
+            StoreError::Corrupt(format!("tenure {} is not loaded", row.tenure_id))
+        })?;
+        let at = versions
+            .iter()
+            .position(|v| v.row.tenure_id == row.tenure_id)
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("tenure {} has no current version", row.tenure_id))
+            })?;
+        let current = &mut versions[at];
+        match current.buffered {
+            Some((generation, index)) if generation == self.generation => {
+                self.out.tenures[index].1 = Some(position);
+            }
+            _ => self
+                .out
+                .closes
+                .push((row.tenure_id, current.from, position)),
+        }
+        let index = self.out.tenures.len();
+        self.out.tenures.push((position, None, row.clone()));
+        if row.withdrawn_position.is_some() {
+            versions.remove(at);
+        } else {
+            *current = Version {
+                row,
+                from: position,
+                buffered: Some((self.generation, index)),
+            };
+        }
+        Ok(())
+    }
+
+    // --- warnings ---
+
+    pub async fn warn(
+        &mut self,
+        tx: &mut Transaction<'_, Any>,
+        position: i64,
+        notice_id: &str,
+        line: Option<usize>,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        let seq = match self.warning_seq.get(&position) {
+            Some(&seq) => seq,
+            None if self.complete => 0,
+            None => sqlx::query("SELECT COUNT(*) AS n FROM rm_notice_warnings WHERE position = $1")
+                .bind(position)
+                .fetch_one(&mut **tx)
+                .await?
+                .try_get("n")?,
+        };
+        self.warning_seq.insert(position, seq + 1);
+        self.out.warnings.push([
+            position.into(),
+            seq.into(),
+            notice_id.into(),
+            line.and_then(|l| i64::try_from(l).ok()).into(),
+            message.into(),
+        ]);
+        Ok(())
+    }
+
+    // --- writing ---
+
+    /// Writes every buffered row and change.
+    pub async fn flush(&mut self, tx: &mut Transaction<'_, Any>) -> Result<(), StoreError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let out = &mut self.out;
+        out.pending_notices.clear();
+        out.notices.write(tx).await?;
+        out.requests.write(tx).await?;
+        out.warnings.write(tx).await?;
+        out.organizations.write(tx).await?;
+        out.jurisdictions.write(tx).await?;
+        out.aliases.write(tx).await?;
+        out.persons.write(tx).await?;
+        out.posts.write(tx).await?;
+        for (tenure_id, from, to) in out.closes.drain(..) {
+            sqlx::query(
+                "UPDATE rm_tenures SET version_to = $1 WHERE tenure_id = $2 AND version_from = $3",
+            )
+            .bind(to)
+            .bind(tenure_id)
+            .bind(from)
+            .execute(&mut **tx)
+            .await?;
+        }
+        let mut versions = Rows::new(
+            "INSERT INTO rm_tenures (version_from, version_to, tenure_id, person_id, person, \
+             organization, organization_as_written, post, concurrent, start_date, end_date, \
+             probation_months, probation_end, probation_outcome, probation_outcome_on, note, \
+             end_note, appointing_notice, appointing_line, appointing_clause, ending_notice, \
+             ending_line, ending_clause, recorded_position, ended_position, withdrawn_position, \
+             withdrawn_reason) VALUES",
+            27,
+            "",
+        );
+        for (from, to, row) in out.tenures.drain(..) {
+            versions.push(row.cells(from, to));
+        }
+        versions.write(tx).await?;
+        let mut counts: Vec<(String, i64)> = out.fact_counts.drain().collect();
+        counts.sort();
+        for (notice_id, n) in counts {
+            sqlx::query(
+                "UPDATE rm_notices SET event_count = event_count + $1 WHERE notice_id = $2",
+            )
+            .bind(n)
+            .bind(&notice_id)
+            .execute(&mut **tx)
+            .await?;
+        }
+        self.generation += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenure(start: Option<&str>, end: Option<&str>, ended: Option<i64>) -> TenureRow {
+        TenureRow {
+            start_date: start.map(str::to_string),
+            end_date: end.map(str::to_string),
+            ended_position: ended,
+            ..TenureRow::default()
+        }
+    }
+
+    #[test]
+    fn holding_on_a_date_follows_the_sql_it_replaced() {
+        // start_date <= D < end_date; unknown start holds; a removal of unknown date ends it.
+        assert!(tenure(Some("2023-01-01"), None, None).holds_on("2023-01-01"));
+        assert!(!tenure(Some("2023-01-02"), None, None).holds_on("2023-01-01"));
+        assert!(tenure(None, None, None).holds_on("2023-01-01"));
+        assert!(tenure(None, Some("2023-02"), Some(9)).holds_on("2023-01-31"));
+        assert!(!tenure(None, Some("2023-01-31"), Some(9)).holds_on("2023-01-31"));
+        assert!(!tenure(Some("2020"), None, Some(9)).holds_on("2023-01-31"));
+    }
+
+    #[test]
+    fn buffered_rows_are_written_in_chunks_with_numbered_parameters() {
+        let mut rows = Rows::new("INSERT INTO t (a, b) VALUES", 2, "");
+        rows.push([1i64.into(), "x".into()]);
+        rows.push([2i64.into(), Cell::Text(None)]);
+        assert_eq!(rows.len(), 2);
+        *rows.cell_mut(1, 0) = 3i64.into();
+        assert!(matches!(rows.cells[2], Cell::Int(Some(3))));
+    }
+}
