@@ -33,7 +33,8 @@ use chrono::NaiveDate;
 use futures::TryStreamExt;
 use renmian::domain::RegistryEvent;
 use renmian::registry::{Actor, Registry};
-use renmian::store::StoredEvent;
+use renmian::store::log::placeholders;
+use renmian::store::{Backend, StoredEvent};
 use renmian::workload::{generate, WorkloadConfig};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, Row};
@@ -298,7 +299,7 @@ async fn raw_insert(registry: &Registry, ceiling: Ceiling) -> Duration {
             Pool::Sqlite(p) => {
                 let mut tx = p.begin().await.expect("begin");
                 for chunk in group.chunks(CHUNK) {
-                    let sql = insert_sql(chunk.len());
+                    let sql = insert_sql(Backend::Sqlite, chunk.len());
                     bind_all!(sqlx::query(&sql), chunk)
                         .execute(&mut *tx)
                         .await
@@ -309,7 +310,7 @@ async fn raw_insert(registry: &Registry, ceiling: Ceiling) -> Duration {
             Pool::Postgres(p) => {
                 let mut tx = p.begin().await.expect("begin");
                 for chunk in group.chunks(CHUNK) {
-                    let sql = insert_sql(chunk.len());
+                    let sql = insert_sql(Backend::Postgres, chunk.len());
                     bind_all!(sqlx::query(&sql), chunk)
                         .execute(&mut *tx)
                         .await
@@ -324,27 +325,13 @@ async fn raw_insert(registry: &Registry, ceiling: Ceiling) -> Duration {
     }
 }
 
-fn insert_sql(rows: usize) -> String {
-    let mut sql = String::from(
+fn insert_sql(backend: Backend, rows: usize) -> String {
+    format!(
         "INSERT INTO events_raw (position, aggregate_type, aggregate_id, sequence, event_type, \
          event_version, payload, metadata, recorded_at, actor, document_number, source_line, \
-         clause, prev_hash, hash) VALUES ",
-    );
-    for r in 0..rows {
-        if r > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        for c in 0..15 {
-            if c > 0 {
-                sql.push_str(", ");
-            }
-            sql.push('$');
-            sql.push_str(&(r * 15 + c + 1).to_string());
-        }
-        sql.push(')');
-    }
-    sql
+         clause, prev_hash, hash) VALUES {}",
+        placeholders(backend, rows, 15)
+    )
 }
 
 /// Reads a row as the projector does (every column) and decodes its payload into the

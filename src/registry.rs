@@ -390,7 +390,7 @@ impl Registry {
             .iter()
             .filter(|e| appended.contains(&(e.sequence as usize)))
             .collect();
-        let view = self.queries.notice(aggregate_id).await?;
+        let view = self.queries.notice_summary(aggregate_id).await?;
         let first = new.first().map(|e| e.position);
         Ok(IngestOutcome {
             notice_id: aggregate_id.to_string(),

@@ -26,14 +26,16 @@ use std::collections::{HashMap, HashSet};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use crate::store::{StoreError, StoredEvent};
+use crate::store::log::placeholders;
+use crate::store::{Backend, StoreError, StoredEvent};
 
 /// Rows per multi-row INSERT (the event log's append uses the same): 26 columns of a tenure
 /// version stay far below both backends' parameter limits.
 const INSERT_CHUNK: usize = 500;
 
-/// Keyed entries a model may hold to be kept between catch-ups (about 1 KiB each at most).
-const KEEP_LIMIT: usize = 200_000;
+/// Keyed entries a model may hold to be kept between catch-ups (a tenure version, the
+/// largest, is well under 1 KiB).
+const KEEP_LIMIT: usize = 400_000;
 
 /// A notice's context for the facts it states.
 #[derive(Debug, Clone)]
@@ -231,26 +233,22 @@ impl Rows {
         &mut self.cells[row * self.columns + column]
     }
 
-    async fn write(&mut self, tx: &mut Transaction<'_, Any>) -> Result<(), StoreError> {
+    async fn write(
+        &mut self,
+        tx: &mut Transaction<'_, Any>,
+        backend: Backend,
+    ) -> Result<(), StoreError> {
         let cells = std::mem::take(&mut self.cells);
         let mut cells = cells.into_iter().peekable();
         while cells.peek().is_some() {
             let chunk: Vec<Cell> = cells.by_ref().take(INSERT_CHUNK * self.columns).collect();
             let rows = chunk.len() / self.columns;
-            let mut sql = String::with_capacity(self.head.len() + rows * self.columns * 6);
-            sql.push_str(self.head);
-            for r in 0..rows {
-                sql.push_str(if r == 0 { " (" } else { ", (" });
-                for c in 0..self.columns {
-                    if c > 0 {
-                        sql.push_str(", ");
-                    }
-                    sql.push('$');
-                    sql.push_str(&(r * self.columns + c + 1).to_string());
-                }
-                sql.push(')');
-            }
-            sql.push_str(self.tail);
+            let sql = format!(
+                "{} {}{}",
+                self.head,
+                placeholders(backend, rows, self.columns),
+                self.tail
+            );
             let mut query = sqlx::query(&sql);
             for cell in chunk {
                 query = match cell {
@@ -388,12 +386,15 @@ pub(super) struct NoticeRun {
 type PostKey = (String, String);
 
 pub(super) struct Model {
+    backend: Backend,
     complete: bool,
     /// Last position applied; `None` until the model has applied something or knows where
     /// the read models stand.
     last_position: Option<i64>,
     /// Hash of the event at `last_position`, to recognise that event later.
     last_hash: Option<String>,
+    /// First position this model applied.
+    first_applied: Option<i64>,
     notices: HashMap<String, NoticeContext>,
     /// alias → canonical organization, or `None` when known to be absent.
     aliases: HashMap<String, Option<String>>,
@@ -413,20 +414,22 @@ pub(super) struct Model {
 
 impl Model {
     /// A model of empty read models (rebuild): it never reads.
-    pub fn complete() -> Self {
-        Self::new(true, Some(0))
+    pub fn complete(backend: Backend) -> Self {
+        Self::new(backend, true, Some(0))
     }
 
     /// A model of read models as they stand: keys are read when first needed.
-    pub fn partial() -> Self {
-        Self::new(false, None)
+    pub fn partial(backend: Backend) -> Self {
+        Self::new(backend, false, None)
     }
 
-    fn new(complete: bool, last_position: Option<i64>) -> Self {
+    fn new(backend: Backend, complete: bool, last_position: Option<i64>) -> Self {
         Self {
+            backend,
             complete,
             last_position,
             last_hash: None,
+            first_applied: None,
             notices: HashMap::new(),
             aliases: HashMap::new(),
             organizations: HashSet::new(),
@@ -451,6 +454,7 @@ impl Model {
 
     /// Records that `event` is applied.
     pub fn applied(&mut self, event: &StoredEvent) {
+        self.first_applied.get_or_insert(event.position);
         self.last_position = Some(event.position);
         self.last_hash = Some(event.hash.clone());
     }
@@ -820,9 +824,12 @@ impl Model {
         line: Option<usize>,
         message: &str,
     ) -> Result<(), StoreError> {
+        // Warnings at a position come from applying that position's notice: a model that
+        // applied it knows them all.
+        let seen = self.first_applied.is_some_and(|first| position >= first);
         let seq = match self.warning_seq.get(&position) {
             Some(&seq) => seq,
-            None if self.complete => 0,
+            None if self.complete || seen => 0,
             None => sqlx::query("SELECT COUNT(*) AS n FROM rm_notice_warnings WHERE position = $1")
                 .bind(position)
                 .fetch_one(&mut **tx)
@@ -847,25 +854,20 @@ impl Model {
         if self.out.is_empty() {
             return Ok(());
         }
+        let backend = self.backend;
         let out = &mut self.out;
         out.pending_notices.clear();
-        out.notices.write(tx).await?;
-        out.requests.write(tx).await?;
-        out.warnings.write(tx).await?;
-        out.organizations.write(tx).await?;
-        out.jurisdictions.write(tx).await?;
-        out.aliases.write(tx).await?;
-        out.persons.write(tx).await?;
-        out.posts.write(tx).await?;
-        for (tenure_id, from, to) in out.closes.drain(..) {
-            sqlx::query(
-                "UPDATE rm_tenures SET version_to = $1 WHERE tenure_id = $2 AND version_from = $3",
-            )
-            .bind(to)
-            .bind(tenure_id)
-            .bind(from)
-            .execute(&mut **tx)
-            .await?;
+        out.notices.write(tx, backend).await?;
+        out.requests.write(tx, backend).await?;
+        out.warnings.write(tx, backend).await?;
+        out.organizations.write(tx, backend).await?;
+        out.jurisdictions.write(tx, backend).await?;
+        out.aliases.write(tx, backend).await?;
+        out.persons.write(tx, backend).await?;
+        out.posts.write(tx, backend).await?;
+        let closes = std::mem::take(&mut out.closes);
+        for chunk in closes.chunks(INSERT_CHUNK) {
+            close_versions(tx, backend, chunk).await?;
         }
         let mut versions = Rows::new(
             "INSERT INTO rm_tenures (version_from, version_to, tenure_id, person_id, person, \
@@ -880,7 +882,7 @@ impl Model {
         for (from, to, row) in out.tenures.drain(..) {
             versions.push(row.cells(from, to));
         }
-        versions.write(tx).await?;
+        versions.write(tx, backend).await?;
         let mut counts: Vec<(String, i64)> = out.fact_counts.drain().collect();
         counts.sort();
         for (notice_id, n) in counts {
@@ -895,6 +897,56 @@ impl Model {
         self.generation += 1;
         Ok(())
     }
+}
+
+/// Closes written versions, one statement for all: each `(tenure_id, version_from,
+/// version_to)` names a tenure's current version (the only one with `version_to` NULL).
+async fn close_versions(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    closes: &[(i64, i64, i64)],
+) -> Result<(), StoreError> {
+    let mut sql = String::from("UPDATE rm_tenures SET version_to = CASE");
+    let mut n = 0;
+    let mut param = |sql: &mut String| {
+        n += 1;
+        match backend {
+            Backend::Sqlite => sql.push('?'),
+            Backend::Postgres => sql.push_str(&format!("${n}")),
+        }
+    };
+    for _ in closes {
+        sql.push_str(" WHEN tenure_id = ");
+        param(&mut sql);
+        sql.push_str(" AND version_from = ");
+        param(&mut sql);
+        sql.push_str(" THEN CAST(");
+        param(&mut sql);
+        sql.push_str(" AS BIGINT)");
+    }
+    sql.push_str(" END WHERE version_to IS NULL AND tenure_id IN (");
+    for i in 0..closes.len() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        param(&mut sql);
+    }
+    sql.push(')');
+    let mut query = sqlx::query(&sql);
+    for (tenure_id, from, to) in closes {
+        query = query.bind(*tenure_id).bind(*from).bind(*to);
+    }
+    for (tenure_id, _, _) in closes {
+        query = query.bind(*tenure_id);
+    }
+    let closed = query.execute(&mut **tx).await?.rows_affected();
+    if closed != closes.len() as u64 {
+        return Err(StoreError::Corrupt(format!(
+            "closed {closed} tenure versions instead of {}",
+            closes.len()
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ pub const CHECKPOINT: &str = "registry";
 const BATCH: i64 = 2000;
 
 /// Rows a rebuild buffers before writing them.
-const REBUILD_FLUSH_ROWS: usize = 20_000;
+const REBUILD_FLUSH_ROWS: usize = 50_000;
 
 /// Read-model tables, in dependency order (also the export order).
 pub const READ_MODEL_TABLES: &[&str] = &[
@@ -170,7 +170,7 @@ impl Projector {
                 .execute(&mut *tx)
                 .await?;
         }
-        let mut model = Model::complete();
+        let mut model = Model::complete(self.db.backend());
         let mut checkpoint = 0;
         loop {
             let events = events_after(&mut tx, checkpoint).await?;
@@ -201,7 +201,12 @@ impl Projector {
     ) -> Result<Model, StoreError> {
         let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner()).take();
         let Some(model) = kept.filter(|m| m.last_position() == Some(checkpoint)) else {
-            return Ok(Model::partial());
+            // Nothing projected yet: the read models are empty, and the model knows it.
+            return Ok(if checkpoint == 0 {
+                Model::complete(self.db.backend())
+            } else {
+                Model::partial(self.db.backend())
+            });
         };
         let hash: Option<String> = sqlx::query("SELECT hash FROM events WHERE position = $1")
             .bind(checkpoint)
@@ -211,7 +216,8 @@ impl Projector {
             .transpose()?;
         Ok(match hash {
             Some(hash) if model.last_hash() == Some(hash.as_str()) => model,
-            _ => Model::partial(),
+            _ if checkpoint == 0 => Model::complete(self.db.backend()),
+            _ => Model::partial(self.db.backend()),
         })
     }
 

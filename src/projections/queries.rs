@@ -798,6 +798,15 @@ impl Queries {
 
     /// One notice by document number (文号), or by notice id or key.
     pub async fn notice(&self, reference: &str) -> Result<NoticeView, QueryError> {
+        self.notice_with(reference, true).await
+    }
+
+    /// Like [`Queries::notice`] without its source text and events.
+    pub async fn notice_summary(&self, reference: &str) -> Result<NoticeView, QueryError> {
+        self.notice_with(reference, false).await
+    }
+
+    async fn notice_with(&self, reference: &str, detail: bool) -> Result<NoticeView, QueryError> {
         let reference = require("document_number", reference)?;
         let rows = sqlx::query(
             &format!("SELECT * FROM rm_notices WHERE (document_number = $1 OR notice_id = $1 OR notice_key = $1) AND {} \
@@ -810,7 +819,7 @@ impl Queries {
             [] => Err(QueryError::NotFound(format!(
                 "no notice {reference:?} is recorded"
             ))),
-            [row] => self.complete(row, true).await,
+            [row] => self.complete(row, detail).await,
             many => Err(QueryError::Ambiguous {
                 name: reference,
                 candidates: many
@@ -826,8 +835,9 @@ impl Queries {
         // `revokes` is a JSON array of document numbers; the quoted number is matched whole.
         let pattern = format!("%{}%", serde_json::Value::from(document_number));
         let rows = sqlx::query(
-            "SELECT document_number, notice_key, revokes FROM rm_notices WHERE revokes LIKE $1 \
-             ORDER BY recorded_position",
+            // `revokes <> '[]'` lets the partial index `rm_notices_revoking` serve this.
+            "SELECT document_number, notice_key, revokes FROM rm_notices WHERE revokes <> '[]' \
+             AND revokes LIKE $1 ORDER BY recorded_position",
         )
         .bind(&pattern)
         .fetch_all(self.db.pool())

@@ -220,9 +220,14 @@ impl Database {
                         // concurrent writers wait for the write lock instead of failing, but
                         // not forever.
                         Backend::Sqlite => {
+                            // cache_size: 32 MiB of pages per connection instead of 2 MiB, so
+                            // projecting does not re-read index pages from the file;
+                            // temp_store: savepoints (the projection inside an append) keep
+                            // their sub-journal in memory.
                             conn.execute(&*format!(
                                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                                 PRAGMA busy_timeout = {statement_ms}; PRAGMA foreign_keys = ON;"
+                                 PRAGMA busy_timeout = {statement_ms}; PRAGMA foreign_keys = ON; \
+                                 PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY;"
                             ))
                             .await?;
                         }
