@@ -5,9 +5,12 @@
 //!
 //! ```text
 //! cargo bench --bench grpc_lookups -- [--notices K] [--requests N] [--seed S]
+//!                                     [--database URL] [--connect HOST:PORT]
 //! ```
 //!
-//! The registry is a temp SQLite file holding K generated notices.
+//! The registry is a temp SQLite file holding K generated notices, or `--database` (ingested
+//! into only when empty; e.g. the 1M-event file `registry --keep-sqlite` leaves). The server
+//! runs in this process, or is a `renmian serve` on that database at `--connect`.
 //! Each level sends N requests from as many client tasks as the level, each on its own
 //! HTTP/2 connection, and reports requests/s, p50 and p99. Bounded by counts; nothing
 //! asserts on time.
@@ -29,6 +32,8 @@ struct Options {
     notices: usize,
     requests: usize,
     seed: u64,
+    database: Option<String>,
+    connect: Option<std::net::SocketAddr>,
 }
 
 fn options() -> Options {
@@ -36,6 +41,8 @@ fn options() -> Options {
         notices: 1000,
         requests: 6000,
         seed: 7,
+        database: None,
+        connect: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -44,6 +51,8 @@ fn options() -> Options {
             "--notices" => o.notices = value().unwrap_or(o.notices),
             "--requests" => o.requests = value().unwrap_or(o.requests),
             "--seed" => o.seed = value().unwrap_or(7) as u64,
+            "--database" => o.database = args.next(),
+            "--connect" => o.connect = args.next().and_then(|a| a.parse().ok()),
             _ => {} // `cargo bench` passes `--bench`
         }
     }
@@ -157,11 +166,16 @@ fn main() -> anyhow::Result<()> {
 
 async fn bench(o: Options) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let url = format!("sqlite://{}", dir.path().join("lookups.db").display());
+    let url = o
+        .database
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("lookups.db").display()));
     let registry = Arc::new(Registry::open(&url).await?);
     let actor = Actor::named("bench");
-    for notice in generate(&WorkloadConfig::new(o.seed, o.notices)) {
-        registry.ingest(&notice.text, &actor).await?;
+    if registry.database().head_position().await? == 0 {
+        for notice in generate(&WorkloadConfig::new(o.seed, o.notices)) {
+            registry.ingest(&notice.text, &actor).await?;
+        }
     }
     let events = registry.database().head_position().await?;
 
@@ -182,32 +196,48 @@ async fn bench(o: Options) -> anyhow::Result<()> {
         .map(|r| Ok(Lookup::Holdings(r.try_get(0)?)))
         .collect::<Result<_, sqlx::Error>>()?;
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(run_server(
-        registry.clone(),
-        listener,
-        ServerConfig::default(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    // --connect ADDR: a `renmian serve` process on the same database answers instead.
+    let (addr, server) = match o.connect {
+        Some(addr) => (addr, None),
+        None => {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?;
+            let server = tokio::spawn(run_server(
+                registry.clone(),
+                listener,
+                ServerConfig::default(),
+                async move {
+                    let _ = stopped.await;
+                },
+            ));
+            (addr, Some(server))
+        }
+    };
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC");
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("### renmian gRPC lookup benchmark\n");
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     println!(
-        "- command: `cargo bench --bench grpc_lookups -- --notices {} --requests {}`",
-        o.notices, o.requests
+        "- command: `cargo bench --bench grpc_lookups -- {}`",
+        args.join(" ")
     );
     println!("- date: {date}; machine: {cpus} CPUs; client and server on the same machine");
     println!(
-        "- registry: SQLite, {events} events ({} generated notices), {} posts, {} names\n",
-        o.notices,
+        "- registry: {}, {events} events, {} posts, {} names; server {}\n",
+        registry.database().display_url(),
         holders.len(),
-        holdings.len()
+        holdings.len(),
+        if o.connect.is_some() {
+            "a separate `renmian serve` process"
+        } else {
+            "in this process"
+        }
     );
     println!("| call | concurrency | req/s | p50 ms | p99 ms | errors | req/s vs Health/Check |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
@@ -241,6 +271,8 @@ async fn bench(o: Options) -> anyhow::Result<()> {
         }
     }
     let _ = stop.send(());
-    server.await??;
+    if let Some(server) = server {
+        server.await??;
+    }
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! ```text
 //! cargo bench --bench registry -- [--notices K] [--seed N] [--lookups N]
 //!                                 [--postgres URL] [--only sqlite|postgres]
+//!                                 [--keep-sqlite PATH]
 //! ```
 //!
 //! Per backend (SQLite in a temp file; PostgreSQL when `--postgres` or
@@ -17,9 +18,10 @@
 //! 3. in-process query latency, p50/p99 of `holders` and `holdings` over random lookups;
 //! 4. peak RSS (VmHWM, reset between phases through /proc/self/clear_refs).
 //!
-//! Also a coarse breakdown of ingest: the pure parse time of the same texts, and the
-//! rebuild time, a lower bound of the projection's share (the same per-event code, without
-//! a commit per notice).
+//! Also the pure parse time of the same texts, and the event store alone: the same events
+//! through `Database::append` (positions, hash chain, head row; one transaction per notice)
+//! into a fresh renmian database that projects nothing, the number to set next to an event
+//! store without read models (the Python peer, `benches/peer/`).
 //!
 //! Everything is bounded by counts, never by time, and nothing asserts on a duration.
 //! The ceilings use sqlx's native drivers with the same durability settings as renmian
@@ -34,7 +36,7 @@ use futures::TryStreamExt;
 use renmian::domain::RegistryEvent;
 use renmian::registry::{Actor, Registry};
 use renmian::store::log::placeholders;
-use renmian::store::{Backend, StoredEvent};
+use renmian::store::{Backend, Database, NewEvent, StoredEvent};
 use renmian::workload::{generate, WorkloadConfig};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, Row};
@@ -48,6 +50,7 @@ struct Options {
     lookups: usize,
     postgres: Option<String>,
     only: Option<String>,
+    keep_sqlite: Option<std::path::PathBuf>,
 }
 
 fn options() -> Options {
@@ -57,6 +60,7 @@ fn options() -> Options {
         lookups: 3000,
         postgres: std::env::var("RENMIAN_BENCH_DATABASE_URL").ok(),
         only: None,
+        keep_sqlite: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -67,6 +71,7 @@ fn options() -> Options {
             "--lookups" => o.lookups = value().parse().expect("--lookups N"),
             "--postgres" => o.postgres = Some(value()),
             "--only" => o.only = Some(value()),
+            "--keep-sqlite" => o.keep_sqlite = Some(value().into()),
             // `cargo bench` passes `--bench` to every bench binary.
             "--bench" => {}
             other => panic!("unknown argument {other}"),
@@ -84,6 +89,9 @@ struct Report {
     parse: Duration,
     ingest: Duration,
     raw_insert: Duration,
+    /// `Database::append` of the same events into a fresh renmian database with no
+    /// projection: the event store alone, comparable to the Python peer's append.
+    store_append: Duration,
     rebuild: Duration,
     raw_scan: Duration,
     holders: Vec<Duration>,
@@ -106,19 +114,35 @@ fn main() {
     runtime.block_on(async {
         if o.only.as_deref() != Some("postgres") {
             let dir = tempfile::tempdir().expect("temp dir");
-            let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+            // --keep-sqlite PATH: the registry database is left there afterwards (for the
+            // gRPC bench or `renmian serve` on the same data).
+            let path = o
+                .keep_sqlite
+                .clone()
+                .unwrap_or_else(|| dir.path().join("bench.db"));
+            let url = format!("sqlite://{}", path.display());
             let raw = dir.path().join("ceiling.db");
-            reports.push(run("SQLite", &url, Ceiling::Sqlite(raw), &o).await);
+            let store = format!("sqlite://{}", dir.path().join("append.db").display());
+            reports.push(run("SQLite", &url, Ceiling::Sqlite(raw), &store, &o).await);
         }
         if o.only.as_deref() != Some("sqlite") {
             match &o.postgres {
                 Some(admin) => {
                     let db = fresh_pg(admin, "run").await;
                     let raw = fresh_pg(admin, "ceiling").await;
-                    let report = run("PostgreSQL", &db, Ceiling::Postgres(raw.clone()), &o).await;
+                    let store = fresh_pg(admin, "append").await;
+                    let report = run(
+                        "PostgreSQL",
+                        &db,
+                        Ceiling::Postgres(raw.clone()),
+                        &store,
+                        &o,
+                    )
+                    .await;
                     reports.push(report);
                     drop_pg(admin, &db).await;
                     drop_pg(admin, &raw).await;
+                    drop_pg(admin, &store).await;
                 }
                 None => eprintln!(
                     "PostgreSQL skipped: pass --postgres URL or set RENMIAN_BENCH_DATABASE_URL"
@@ -134,7 +158,13 @@ enum Ceiling {
     Postgres(String),
 }
 
-async fn run(backend: &'static str, url: &str, ceiling: Ceiling, o: &Options) -> Report {
+async fn run(
+    backend: &'static str,
+    url: &str,
+    ceiling: Ceiling,
+    store_url: &str,
+    o: &Options,
+) -> Report {
     let config = WorkloadConfig::new(o.seed, o.notices);
     let mut r = Report {
         backend,
@@ -192,6 +222,8 @@ async fn run(backend: &'static str, url: &str, ceiling: Ceiling, o: &Options) ->
 
     eprintln!("[{backend}] ceiling: raw INSERT of the same rows");
     r.raw_insert = raw_insert(&registry, ceiling).await;
+    eprintln!("[{backend}] event store alone: Database::append of the same events");
+    r.store_append = store_append(&registry, store_url).await;
     eprintln!("[{backend}] ceiling: raw ordered scan + decode");
     r.raw_scan = raw_scan(url).await;
     assert!(r.raw_scan > Duration::ZERO);
@@ -227,6 +259,59 @@ macro_rules! bind_all {
         }
         q
     }};
+}
+
+/// Appends every stored event again, notice by notice, through `Database::append` (positions,
+/// hash chain, head row) into a fresh renmian database that projects nothing. Only the
+/// appends are timed.
+async fn store_append(registry: &Registry, url: &str) -> Duration {
+    let store = Database::connect(url).await.expect("event store");
+    let mut timed = Duration::ZERO;
+    let mut group: Vec<NewEvent> = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = registry
+            .database()
+            .events_after(after, 5000)
+            .await
+            .expect("read events");
+        let done = page.is_empty();
+        for e in page {
+            after = e.position;
+            if group
+                .last()
+                .is_some_and(|g| g.aggregate_id != e.aggregate_id)
+            {
+                let started = Instant::now();
+                store.append(&group).await.expect("append");
+                timed += started.elapsed();
+                group.clear();
+            }
+            group.push(NewEvent {
+                aggregate_type: e.aggregate_type,
+                aggregate_id: e.aggregate_id,
+                sequence: e.sequence,
+                event_type: e.event_type,
+                event_version: e.event_version,
+                payload: e.payload,
+                metadata: e.metadata,
+                actor: e.actor,
+                document_number: e.document_number,
+                source_line: e.source_line,
+                clause: e.clause,
+            });
+        }
+        if done {
+            break;
+        }
+    }
+    if !group.is_empty() {
+        let started = Instant::now();
+        store.append(&group).await.expect("append");
+        timed += started.elapsed();
+    }
+    store.close().await;
+    timed
 }
 
 /// Inserts every stored event again, notice by notice (one transaction each), into a bare
@@ -595,11 +680,10 @@ fn print_report(o: &Options, reports: &[Report]) {
     row("  of which parse (pure), s", &|r| {
         format!("{:.1}", r.parse.as_secs_f64())
     });
-    // Only a lower bound: catch-up after each notice also commits (and fsyncs) on its own,
-    // which a rebuild in one transaction does not.
-    row("  of which projection (≥ rebuild time), s", &|r| {
-        format!("{:.1}", r.rebuild.as_secs_f64())
-    });
+    row(
+        "event store alone (append, no projection), events/s",
+        &|r| format!("{:.0}", rate(r.events, r.store_append)),
+    );
     row("holders p50 / p99, ms", &|r| {
         format!(
             "{} / {}",

@@ -506,9 +506,7 @@ async fn link_person(
     }
     if !candidates.is_empty() {
         let holding = model
-            .post_tenures(tx, organization, &f.post, |t| {
-                t.person == f.person && t.is_open()
-            })
+            .post_tenures(tx, organization, &f.post, false, |t| t.person == f.person)
             .await?;
         let mut holders: Vec<i64> = holding.iter().map(|t| t.person_id).collect();
         holders.dedup();
@@ -576,9 +574,7 @@ async fn open_tenure(
     post: &str,
 ) -> Result<Option<TenureRow>, StoreError> {
     Ok(model
-        .post_tenures(tx, organization, post, |t| {
-            t.person_id == person_id && t.is_open()
-        })
+        .post_tenures(tx, organization, post, false, |t| t.person_id == person_id)
         .await?
         .into_iter()
         .next())
@@ -774,7 +770,7 @@ async fn withdraw(
     let organization = resolve_alias(tx, model, &f.organization_canonical).await?;
     let reference = Some(ctx.reference.as_str());
     let matching = model
-        .post_tenures(tx, &organization, &f.post, |t| {
+        .post_tenures(tx, &organization, &f.post, true, |t| {
             t.person == f.person
                 && match w.kind {
                     EventKind::Appointment => t.appointing_notice.as_deref() == reference,
@@ -1040,7 +1036,7 @@ async fn check_one_seat_posts(
             continue;
         };
         let holders = model
-            .post_tenures(tx, &organization, &post, |h| h.holds_on(&start))
+            .post_tenures(tx, &organization, &post, true, |h| h.holds_on(&start))
             .await?;
         if holders.len() > 1 {
             let mut names: Vec<&str> = holders.iter().map(|h| h.person.as_str()).collect();
