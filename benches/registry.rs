@@ -261,33 +261,63 @@ macro_rules! bind_all {
     }};
 }
 
+/// The stored events of a registry, one notice (one commit) at a time, read page by page.
+struct NoticeGroups<'a> {
+    registry: &'a Registry,
+    after: i64,
+    page: std::vec::IntoIter<StoredEvent>,
+    pending: Option<StoredEvent>,
+}
+
+impl<'a> NoticeGroups<'a> {
+    fn new(registry: &'a Registry) -> Self {
+        Self {
+            registry,
+            after: 0,
+            page: Vec::new().into_iter(),
+            pending: None,
+        }
+    }
+
+    async fn next_event(&mut self) -> Option<StoredEvent> {
+        if let Some(e) = self.page.next() {
+            return Some(e);
+        }
+        let page = self
+            .registry
+            .database()
+            .events_after(self.after, 5000)
+            .await
+            .expect("read events");
+        self.after = page.last()?.position;
+        self.page = page.into_iter();
+        self.page.next()
+    }
+
+    async fn next(&mut self) -> Option<Vec<StoredEvent>> {
+        let mut group: Vec<StoredEvent> = self.pending.take().into_iter().collect();
+        while let Some(e) = self.next_event().await {
+            if group.last().is_some_and(|g| g.aggregate_id != e.aggregate_id) {
+                self.pending = Some(e);
+                return Some(group);
+            }
+            group.push(e);
+        }
+        (!group.is_empty()).then_some(group)
+    }
+}
+
 /// Appends every stored event again, notice by notice, through `Database::append` (positions,
 /// hash chain, head row) into a fresh renmian database that projects nothing. Only the
 /// appends are timed.
 async fn store_append(registry: &Registry, url: &str) -> Duration {
     let store = Database::connect(url).await.expect("event store");
     let mut timed = Duration::ZERO;
-    let mut group: Vec<NewEvent> = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = registry
-            .database()
-            .events_after(after, 5000)
-            .await
-            .expect("read events");
-        let done = page.is_empty();
-        for e in page {
-            after = e.position;
-            if group
-                .last()
-                .is_some_and(|g| g.aggregate_id != e.aggregate_id)
-            {
-                let started = Instant::now();
-                store.append(&group).await.expect("append");
-                timed += started.elapsed();
-                group.clear();
-            }
-            group.push(NewEvent {
+    let mut groups = NoticeGroups::new(registry);
+    while let Some(group) = groups.next().await {
+        let rows: Vec<NewEvent> = group
+            .into_iter()
+            .map(|e| NewEvent {
                 aggregate_type: e.aggregate_type,
                 aggregate_id: e.aggregate_id,
                 sequence: e.sequence,
@@ -299,15 +329,10 @@ async fn store_append(registry: &Registry, url: &str) -> Duration {
                 document_number: e.document_number,
                 source_line: e.source_line,
                 clause: e.clause,
-            });
-        }
-        if done {
-            break;
-        }
-    }
-    if !group.is_empty() {
+            })
+            .collect();
         let started = Instant::now();
-        store.append(&group).await.expect("append");
+        store.append(&rows).await.expect("append");
         timed += started.elapsed();
     }
     store.close().await;
@@ -349,30 +374,10 @@ async fn raw_insert(registry: &Registry, ceiling: Ceiling) -> Duration {
         }
     };
     let mut timed = Duration::ZERO;
-    let mut group: Vec<StoredEvent> = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = registry
-            .database()
-            .events_after(after, 5000)
-            .await
-            .expect("read events");
-        let done = page.is_empty();
-        for e in page {
-            after = e.position;
-            if group
-                .last()
-                .is_some_and(|g| g.aggregate_id != e.aggregate_id)
-            {
-                timed += flush(&pool, &mut group).await;
-            }
-            group.push(e);
-        }
-        if done {
-            break;
-        }
+    let mut groups = NoticeGroups::new(registry);
+    while let Some(mut group) = groups.next().await {
+        timed += flush(&pool, &mut group).await;
     }
-    timed += flush(&pool, &mut group).await;
     return timed;
 
     async fn flush(pool: &Pool, group: &mut Vec<StoredEvent>) -> Duration {

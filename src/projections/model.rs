@@ -820,19 +820,25 @@ impl Model {
         position: i64,
     ) -> Result<(), StoreError> {
         self.load_post(tx, &row.organization, &row.post).await?;
-        let index = self.out.tenures.len();
         let key = (row.organization.clone(), row.post.clone());
-        self.out.tenures.push((position, None, row.clone()));
-        if row.withdrawn_position.is_none() {
+        let version = self.buffer(row, position);
+        if version.row.withdrawn_position.is_none() {
             if let Some(versions) = self.tenures.get_mut(&key) {
-                versions.push(Version {
-                    row,
-                    from: position,
-                    buffered: Some((self.generation, index)),
-                });
+                versions.push(version);
             }
         }
         Ok(())
+    }
+
+    /// Buffers `row` as the version starting at `position`; returns it as the model keeps it.
+    fn buffer(&mut self, row: TenureRow, position: i64) -> Version {
+        let index = self.out.tenures.len();
+        self.out.tenures.push((position, None, row.clone()));
+        Version {
+            row,
+            from: position,
+            buffered: Some((self.generation, index)),
+        }
     }
 
     /// Replaces a tenure's current version with `row` as of `position`: the old version is
@@ -868,26 +874,22 @@ impl Model {
             .ok_or_else(|| {
                 StoreError::Corrupt(format!("tenure {} has no current version", row.tenure_id))
             })?;
-        let current = &mut versions[at];
-        match current.buffered {
+        let (from, buffered) = (versions[at].from, versions[at].buffered);
+        let withdrawn = row.withdrawn_position.is_some();
+        if withdrawn {
+            versions.remove(at);
+        }
+        match buffered {
             Some((generation, index)) if generation == self.generation => {
                 self.out.tenures[index].1 = Some(position);
             }
-            _ => self
-                .out
-                .closes
-                .push((row.tenure_id, current.from, position)),
+            _ => self.out.closes.push((row.tenure_id, from, position)),
         }
-        let index = self.out.tenures.len();
-        self.out.tenures.push((position, None, row.clone()));
-        if row.withdrawn_position.is_some() {
-            versions.remove(at);
-        } else {
-            *current = Version {
-                row,
-                from: position,
-                buffered: Some((self.generation, index)),
-            };
+        let version = self.buffer(row, position);
+        if !withdrawn {
+            if let Some(versions) = self.tenures.get_mut(&key) {
+                versions[at] = version;
+            }
         }
         Ok(())
     }
