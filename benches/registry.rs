@@ -297,7 +297,10 @@ impl<'a> NoticeGroups<'a> {
     async fn next(&mut self) -> Option<Vec<StoredEvent>> {
         let mut group: Vec<StoredEvent> = self.pending.take().into_iter().collect();
         while let Some(e) = self.next_event().await {
-            if group.last().is_some_and(|g| g.aggregate_id != e.aggregate_id) {
+            if group
+                .last()
+                .is_some_and(|g| g.aggregate_id != e.aggregate_id)
+            {
                 self.pending = Some(e);
                 return Some(group);
             }

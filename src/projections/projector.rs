@@ -52,6 +52,8 @@ pub struct Projector {
     upcasters: Arc<Vec<Box<dyn EventUpcaster>>>,
     /// The model of the last committed batch, reused while the checkpoint has not moved.
     kept: Arc<Mutex<Option<Model>>>,
+    /// The model of an append's projection, kept once that append has committed.
+    appended: Arc<Mutex<Option<Model>>>,
 }
 
 impl std::fmt::Debug for Projector {
@@ -85,6 +87,7 @@ impl Projector {
             db,
             upcasters: Arc::new(crate::store::upcasters()),
             kept: Arc::new(Mutex::new(None)),
+            appended: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -142,6 +145,8 @@ impl Projector {
         tx: &mut Transaction<'_, Any>,
         events: &[StoredEvent],
     ) -> Result<(), StoreError> {
+        // A model left by an append that never committed must never be kept.
+        *self.appended.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let (Some(first), Some(last)) = (events.first(), events.last()) else {
             return Ok(());
         };
@@ -154,9 +159,9 @@ impl Projector {
         self.apply_events(tx, &mut model, events, true).await?;
         model.flush(tx).await?;
         move_checkpoint(tx, last.position).await?;
-        // Kept before the commit: if the commit fails, these events never exist, and the
-        // model's last hash matches nothing (see `take_model`).
-        self.keep_model(model);
+        // Kept only once the append commits (`committed`): a model that believes writes a
+        // failed or cancelled commit undid must never be reused.
+        *self.appended.lock().unwrap_or_else(|e| e.into_inner()) = Some(model);
         Ok(())
     }
 
@@ -276,6 +281,20 @@ impl AppendObserver for Projector {
         'c: 'a,
     {
         Box::pin(self.project_appended(tx, events))
+    }
+
+    fn committed(&self, events: &[StoredEvent]) {
+        let model = self
+            .appended
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        // Only the model of this very append (another may have projected since).
+        if let (Some(model), Some(last)) = (model, events.last()) {
+            if model.last_hash() == Some(last.hash.as_str()) {
+                self.keep_model(model);
+            }
+        }
     }
 }
 

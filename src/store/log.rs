@@ -206,7 +206,8 @@ impl Database {
             .bind(&prev_hash)
             .execute(&mut *tx)
             .await?;
-        if let Some(observer) = self.observer.get() {
+        let observer = self.observer.get();
+        if let Some(observer) = &observer {
             let mut savepoint = Acquire::begin(&mut *tx).await?;
             match observer.appended(&mut savepoint, &stored).await {
                 Ok(()) => savepoint.commit().await?,
@@ -217,6 +218,9 @@ impl Database {
             }
         }
         tx.commit().await?;
+        if let Some(observer) = &observer {
+            observer.committed(&stored);
+        }
         Ok(stored)
     }
 

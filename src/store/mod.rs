@@ -134,6 +134,9 @@ pub trait AppendObserver: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), StoreError>>
     where
         'c: 'a;
+
+    /// Called once the append of `events` has committed (never when it did not).
+    fn committed(&self, _events: &[StoredEvent]) {}
 }
 
 /// The observer every clone of a [`Database`] shares, held weakly: an observer usually holds
