@@ -83,7 +83,7 @@ pub(super) struct TenureRow {
     pub withdrawn_reason: Option<String>,
 }
 
-pub(super) const TENURE_COLUMNS: &str =
+const TENURE_COLUMNS: &str =
     "tenure_id, person_id, person, organization, organization_as_written, post, \
      concurrent, start_date, end_date, probation_months, probation_end, probation_outcome, \
      probation_outcome_on, note, end_note, appointing_notice, appointing_line, appointing_clause, \
@@ -91,7 +91,7 @@ pub(super) const TENURE_COLUMNS: &str =
      withdrawn_position, withdrawn_reason";
 
 impl TenureRow {
-    pub fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
+    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(Self {
             tenure_id: r.try_get("tenure_id")?,
             person_id: r.try_get("person_id")?,
@@ -377,9 +377,9 @@ pub(super) struct Version {
 pub(super) struct NoticeRun {
     pub aggregate_id: String,
     pub recorded_at: String,
-    /// Position of its first event, when the model applied it (else it was applied before
-    /// this model existed, and the database knows the tenures opened before).
-    pub first_position: Option<i64>,
+    /// Whether this model applied its first event (else that was applied before this model
+    /// existed, and the database knows the tenures opened before).
+    pub from_start: bool,
     /// (tenure_id, organization, post) of the tenures it opened, as this model applied them.
     pub appointed: Vec<(i64, String, String)>,
 }
@@ -735,6 +735,24 @@ impl Model {
                 })
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()?)
+    }
+
+    /// The current, not withdrawn tenures of one person record, latest first, as the
+    /// database holds them: call after a flush (the database then holds all the model does).
+    pub async fn person_tenures(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        person_id: i64,
+    ) -> Result<Vec<TenureRow>, StoreError> {
+        let id = person_id.to_string();
+        let mut rows: Vec<TenureRow> = self
+            .read_versions(tx, "person_id = CAST($1 AS BIGINT)", &[&id])
+            .await?
+            .into_iter()
+            .map(|v| v.row)
+            .collect();
+        rows.sort_by_key(|t| std::cmp::Reverse(t.tenure_id));
+        Ok(rows)
     }
 
     /// Adds the post's ended tenures the model does not hold yet (a partial model holds the

@@ -16,7 +16,7 @@ use cqrs_es::persist::EventUpcaster;
 use futures::future::BoxFuture;
 use sqlx::{Any, Row, Transaction};
 
-use super::model::{Cell, Model, NoticeContext, NoticeRun, TenureRow, TENURE_COLUMNS};
+use super::model::{Cell, Model, NoticeContext, NoticeRun, TenureRow};
 use crate::domain::events::{FactWithdrawn, NoticeCorrected, PersonSplit, PersonsMerged};
 use crate::domain::posts::is_head_post;
 use crate::domain::{NoticeRecorded, NoticeRevoked, PostFact, RegistryEvent};
@@ -347,12 +347,10 @@ fn begin_run(model: &mut Model, event: &StoredEvent) {
     }
     // The model saw the previous event, so this one starts its commit; otherwise the commit
     // may have begun before this model existed.
-    let first_position =
-        (model.last_position() == Some(event.position - 1)).then_some(event.position);
     model.run = Some(NoticeRun {
         aggregate_id: event.aggregate_id.clone(),
         recorded_at: event.recorded_at.clone(),
-        first_position,
+        from_start: model.last_position() == Some(event.position - 1),
         appointed: Vec::new(),
     });
 }
@@ -890,25 +888,6 @@ async fn correct(
     Ok(())
 }
 
-/// The current, not withdrawn tenures of one person record, latest first; call after a
-/// flush (the database then holds everything the model does).
-async fn tenures_of_person(
-    tx: &mut Transaction<'_, Any>,
-    person_id: i64,
-) -> Result<Vec<TenureRow>, StoreError> {
-    let rows = sqlx::query(&format!(
-        "SELECT {TENURE_COLUMNS} FROM rm_tenures WHERE version_to IS NULL \
-         AND withdrawn_position IS NULL AND person_id = $1 ORDER BY tenure_id DESC"
-    ))
-    .bind(person_id)
-    .fetch_all(&mut **tx)
-    .await?;
-    Ok(rows
-        .iter()
-        .map(TenureRow::from_row)
-        .collect::<Result<_, _>>()?)
-}
-
 /// Every current tenure of the retired record moves to the remaining one (as new versions).
 async fn merge_persons(
     tx: &mut Transaction<'_, Any>,
@@ -917,7 +896,7 @@ async fn merge_persons(
     m: &PersonsMerged,
 ) -> Result<(), StoreError> {
     model.flush(tx).await?;
-    for mut tenure in tenures_of_person(tx, m.person_id).await? {
+    for mut tenure in model.person_tenures(tx, m.person_id).await? {
         tenure.person_id = m.into;
         model.supersede(tx, tenure, event.position).await?;
     }
@@ -958,7 +937,8 @@ async fn split_person(
             row.try_get("jurisdiction")?,
         )
         .await?;
-    for mut tenure in tenures_of_person(tx, split.person_id)
+    for mut tenure in model
+        .person_tenures(tx, split.person_id)
         .await?
         .into_iter()
         .filter(|t| split.tenure_ids.contains(&t.tenure_id))
@@ -1037,9 +1017,10 @@ async fn check_one_seat_posts(
     let Some(ctx) = model.notice(tx, &last.aggregate_id).await? else {
         return Ok(());
     };
-    let appointed = match run.first_position {
-        Some(_) => run.appointed,
-        None => appointed_before_model(tx, model, last, &ctx.reference).await?,
+    let appointed = if run.from_start {
+        run.appointed
+    } else {
+        appointed_before_model(tx, model, last, &ctx.reference).await?
     };
     for (tenure_id, organization, post) in appointed {
         if !is_head_post(&post) {
