@@ -101,6 +101,10 @@ struct Report {
     rss_base_kib: u64,
     rss_ingest_kib: u64,
     rss_rebuild_kib: u64,
+    /// Anonymous memory (heap) at the end of each phase: VmHWM also counts the pages of
+    /// SQLite's file mapping (`mmap_size`), which are the OS page cache, not the process's.
+    anon_ingest_kib: u64,
+    anon_rebuild_kib: u64,
 }
 
 fn main() {
@@ -212,6 +216,7 @@ async fn run(
     // Generation is inside this loop too; it is a few percent of parse time, see above.
     r.ingest = started.elapsed().saturating_sub(generate_only);
     r.rss_ingest_kib = rss_kib("VmHWM");
+    r.anon_ingest_kib = rss_kib("RssAnon");
 
     eprintln!("[{backend}] rebuild");
     reset_peak_rss();
@@ -219,6 +224,7 @@ async fn run(
     registry.projector().rebuild().await.expect("rebuild");
     r.rebuild = started.elapsed();
     r.rss_rebuild_kib = rss_kib("VmHWM");
+    r.anon_rebuild_kib = rss_kib("RssAnon");
 
     eprintln!("[{backend}] ceiling: raw INSERT of the same rows");
     r.raw_insert = raw_insert(&registry, ceiling).await;
@@ -712,5 +718,7 @@ fn print_report(o: &Options, reports: &[Report]) {
     row("RSS before ingest", &|r| mib(r.rss_base_kib));
     row("peak RSS during ingest", &|r| mib(r.rss_ingest_kib));
     row("peak RSS during rebuild", &|r| mib(r.rss_rebuild_kib));
+    row("RssAnon after ingest", &|r| mib(r.anon_ingest_kib));
+    row("RssAnon after rebuild", &|r| mib(r.anon_rebuild_kib));
     println!();
 }

@@ -148,6 +148,9 @@ async fn crash_repeatedly(db: TestDb) -> Totals {
         }
         child.kill().expect("SIGKILL");
         child.wait().expect("reap");
+        // PostgreSQL: a backend of the dead server may still be running the COMMIT it was
+        // sent; checking before it ends would race with that commit.
+        wait_for_other_sessions_to_end(&db).await;
         totals.kills += 1;
         for writer in writers {
             writer.await.unwrap();
@@ -165,6 +168,36 @@ async fn crash_repeatedly(db: TestDb) -> Totals {
         db.backend, totals.kills, totals.sent, totals.acknowledged, totals.events
     );
     totals
+}
+
+/// Waits (up to 30 s) until no other session is connected to the test's PostgreSQL
+/// database. Nothing to wait for on SQLite: the killed process's writes died with it.
+async fn wait_for_other_sessions_to_end(db: &TestDb) {
+    if db.backend != "postgres" {
+        return;
+    }
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let others: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid() \
+             AND backend_type = 'client backend'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if others == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{others} sessions of the killed server are still connected after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    conn.close().await.ok();
 }
 
 async fn check_after_crash(url: &str, sent: u32, acknowledged: &[u32], cycle: usize) {

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use sqlx::{Column, Row};
 
 use super::projector::READ_MODEL_TABLES;
-use crate::store::{Database, StoreError};
+use crate::store::{Backend, Database, StoreError};
 
 /// One table of an export: column names and rows of values.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -16,8 +16,17 @@ pub struct ExportedTable {
     pub rows: Vec<Vec<Value>>,
 }
 
-/// Reads every read model (plus the projection checkpoint).
+/// Reads every read model (plus the projection checkpoint), all from one snapshot: a
+/// server projecting meanwhile cannot make the export show a tenure without its notice.
 pub async fn export(db: &Database) -> Result<Vec<ExportedTable>, StoreError> {
+    let mut tx = db.pool().begin().await?;
+    if db.backend() == Backend::Postgres {
+        // READ COMMITTED would take a new snapshot per statement (per table).
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+    }
+    // SQLite (WAL): a read transaction sees one snapshot from its first read on.
     let mut tables = Vec::new();
     for name in READ_MODEL_TABLES
         .iter()
@@ -25,7 +34,7 @@ pub async fn export(db: &Database) -> Result<Vec<ExportedTable>, StoreError> {
         .chain(std::iter::once("projection_checkpoint"))
     {
         let rows = sqlx::query(&format!("SELECT * FROM {name}"))
-            .fetch_all(db.pool())
+            .fetch_all(&mut *tx)
             .await?;
         let mut columns: Vec<String> = Vec::new();
         let mut values: Vec<Vec<Value>> = Vec::with_capacity(rows.len());
@@ -58,6 +67,7 @@ pub async fn export(db: &Database) -> Result<Vec<ExportedTable>, StoreError> {
             rows: values,
         });
     }
+    tx.commit().await?;
     Ok(tables)
 }
 

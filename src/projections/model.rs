@@ -26,6 +26,7 @@ use std::collections::{HashMap, HashSet};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
+use crate::domain::events::PostFact;
 use crate::store::log::placeholders;
 use crate::store::{Backend, StoreError, StoredEvent};
 
@@ -37,6 +38,10 @@ const INSERT_CHUNK: usize = 500;
 /// largest entry, takes about 1 KiB with its strings: the limit bounds a server's cache to
 /// roughly 100 MiB (measured: 563 MiB RSS with a 400 000 limit after 10 000 notices).
 const KEEP_LIMIT: usize = 100_000;
+
+/// Keys per prefetch statement ([`Model::prefetch`]): IN lists stay well under SQLite's
+/// parameter limit, and sqlx's by-name binding on SQLite (linear per parameter) stays cheap.
+const PREFETCH_KEYS: usize = 200;
 
 /// A notice's context for the facts it states.
 #[derive(Debug, Clone)]
@@ -545,6 +550,135 @@ impl Model {
         }
     }
 
+    // --- prefetch ---
+
+    /// Reads at once what `facts` will ask a partial model for one key at a time: the
+    /// organizations their names alias, the records of their persons' names and the open
+    /// tenures of their posts. One statement per kind (per [`PREFETCH_KEYS`] keys) instead of
+    /// about three per fact: a cold model (a new process, or after another server wrote)
+    /// otherwise pays a round trip per key. Keys the model knows are left alone: its own
+    /// state is the newer one. A complete model reads nothing.
+    pub async fn prefetch(
+        &mut self,
+        tx: &mut Transaction<'_, Any>,
+        facts: &[&PostFact],
+    ) -> Result<(), StoreError> {
+        if self.complete || facts.is_empty() {
+            return Ok(());
+        }
+        let mut names: Vec<&str> = Vec::new();
+        for f in facts {
+            let all = [&f.organization_canonical, &f.organization]
+                .into_iter()
+                .chain(&f.organization_aliases);
+            for name in all {
+                if !self.aliases.contains_key(name.as_str()) && !names.contains(&name.as_str()) {
+                    names.push(name);
+                }
+            }
+        }
+        for chunk in names.chunks(PREFETCH_KEYS) {
+            let rows = bound(
+                &format!(
+                    "SELECT alias, canonical_name FROM rm_organization_aliases \
+                     WHERE alias IN ({})",
+                    numbered(1, chunk.len())
+                ),
+                chunk,
+            )
+            .fetch_all(&mut **tx)
+            .await?;
+            let mut found = HashMap::new();
+            for r in &rows {
+                found.insert(
+                    r.try_get::<String, _>("alias")?,
+                    r.try_get::<String, _>("canonical_name")?,
+                );
+            }
+            for name in chunk {
+                let canonical = found.remove(*name);
+                self.aliases.insert(name.to_string(), canonical);
+            }
+        }
+
+        let mut persons: Vec<&str> = Vec::new();
+        for f in facts {
+            if !self.persons.contains_key(&f.person) && !persons.contains(&f.person.as_str()) {
+                persons.push(&f.person);
+            }
+        }
+        for chunk in persons.chunks(PREFETCH_KEYS) {
+            let rows = bound(
+                &format!(
+                    "SELECT name, person_id, jurisdiction FROM rm_persons \
+                     WHERE name IN ({}) AND merged_into IS NULL ORDER BY person_id",
+                    numbered(1, chunk.len())
+                ),
+                chunk,
+            )
+            .fetch_all(&mut **tx)
+            .await?;
+            let mut found: HashMap<String, Vec<PersonRef>> = HashMap::new();
+            for r in &rows {
+                found
+                    .entry(r.try_get("name")?)
+                    .or_default()
+                    .push(PersonRef {
+                        person_id: r.try_get("person_id")?,
+                        jurisdiction: r.try_get("jurisdiction")?,
+                    });
+            }
+            for name in chunk {
+                let records = found.remove(*name).unwrap_or_default();
+                self.persons.insert(name.to_string(), records);
+            }
+        }
+
+        // Posts under the organization each fact resolves to (its canonical name, or the
+        // organization that name is already an alias of: every alias is known by now).
+        let mut posts: Vec<PostKey> = Vec::new();
+        for f in facts {
+            let organization = self
+                .aliases
+                .get(&f.organization_canonical)
+                .cloned()
+                .flatten()
+                .unwrap_or_else(|| f.organization_canonical.clone());
+            let key = (organization, f.post.clone());
+            if !self.tenures.contains_key(&key) && !posts.contains(&key) {
+                posts.push(key);
+            }
+        }
+        for chunk in posts.chunks(PREFETCH_KEYS) {
+            let mut organizations: Vec<&str> = chunk.iter().map(|(o, _)| o.as_str()).collect();
+            organizations.sort_unstable();
+            organizations.dedup();
+            let mut titles: Vec<&str> = chunk.iter().map(|(_, p)| p.as_str()).collect();
+            titles.sort_unstable();
+            titles.dedup();
+            let filter = format!(
+                "organization IN ({}) AND post IN ({}) \
+                 AND end_date IS NULL AND ended_position IS NULL",
+                numbered(1, organizations.len()),
+                numbered(organizations.len() + 1, titles.len())
+            );
+            let binds: Vec<&str> = organizations.iter().chain(&titles).copied().collect();
+            let mut found: HashMap<PostKey, Vec<Version>> = HashMap::new();
+            for v in self.read_versions(tx, &filter, &binds).await? {
+                found
+                    .entry((v.row.organization.clone(), v.row.post.clone()))
+                    .or_default()
+                    .push(v);
+            }
+            // The IN lists ask for every pairing; only the posts asked for are kept.
+            for key in chunk {
+                let versions = found.remove(key).unwrap_or_default();
+                self.tenures.insert(key.clone(), versions);
+            }
+        }
+        Ok(())
+    }
+
     // --- organizations, aliases, posts ---
 
     /// The organization a name is an alias of, if any.
@@ -719,11 +853,7 @@ impl Model {
             "SELECT version_from, {TENURE_COLUMNS} FROM rm_tenures WHERE {filter} \
              AND version_to IS NULL AND withdrawn_position IS NULL"
         );
-        let mut query = sqlx::query(&sql);
-        for b in binds {
-            query = query.bind(*b);
-        }
-        Ok(query
+        Ok(bound(&sql, binds)
             .fetch_all(&mut **tx)
             .await?
             .iter()
@@ -776,14 +906,7 @@ impl Model {
                 &[organization, post],
             )
             .await?;
-        if let Some(versions) = self.tenures.get_mut(&key) {
-            for v in ended {
-                // The model's own version of a tenure it changed is the newer one.
-                if !versions.iter().any(|k| k.row.tenure_id == v.row.tenure_id) {
-                    versions.push(v);
-                }
-            }
-        }
+        self.merge_ended(&key, ended);
         Ok(())
     }
 
@@ -815,7 +938,8 @@ impl Model {
         Ok(found)
     }
 
-    /// The current version of one tenure of a post, unless withdrawn.
+    /// The current version of one tenure of a post, unless withdrawn. Read by its id when
+    /// the model does not hold it: never the post's whole history.
     pub async fn tenure(
         &mut self,
         tx: &mut Transaction<'_, Any>,
@@ -823,11 +947,79 @@ impl Model {
         post: &str,
         tenure_id: i64,
     ) -> Result<Option<TenureRow>, StoreError> {
+        self.load_post(tx, organization, post).await?;
+        let key = (organization.to_string(), post.to_string());
+        if !self.holds_tenure(&key, tenure_id)
+            && !self.complete
+            && !self.ended_loaded.contains(&key)
+        {
+            let id = tenure_id.to_string();
+            let read = self
+                .read_versions(tx, "tenure_id = CAST($1 AS BIGINT)", &[&id])
+                .await?;
+            self.merge_ended(&key, read);
+        }
         Ok(self
-            .post_tenures(tx, organization, post, true, |t| t.tenure_id == tenure_id)
-            .await?
+            .tenures
+            .get(&key)
             .into_iter()
-            .next())
+            .flatten()
+            .find(|v| v.row.tenure_id == tenure_id)
+            .map(|v| v.row.clone()))
+    }
+
+    /// The tenures of a post that hold on `date` (see [`TenureRow::holds_on`]), latest first:
+    /// the open ones and those ending after `date`, which the index `rm_tenures_holding`
+    /// reads as a range. A head post's ended tenures (hundreds at 1M events) stay unread.
+    pub async fn holders_on(
+        &mut self,
+        tx: &mut Transaction<'_, Any>,
+        organization: &str,
+        post: &str,
+        date: &str,
+    ) -> Result<Vec<TenureRow>, StoreError> {
+        self.load_post(tx, organization, post).await?;
+        let key = (organization.to_string(), post.to_string());
+        if !self.complete && !self.ended_loaded.contains(&key) {
+            let read = self
+                .read_versions(
+                    tx,
+                    "organization = $1 AND post = $2 AND end_date > $3",
+                    &[organization, post, date],
+                )
+                .await?;
+            self.merge_ended(&key, read);
+        }
+        let mut found: Vec<TenureRow> = self
+            .tenures
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .filter(|v| v.row.holds_on(date))
+            .map(|v| v.row.clone())
+            .collect();
+        found.sort_by_key(|t| std::cmp::Reverse(t.tenure_id));
+        Ok(found)
+    }
+
+    fn holds_tenure(&self, key: &PostKey, tenure_id: i64) -> bool {
+        self.tenures
+            .get(key)
+            .is_some_and(|vs| vs.iter().any(|v| v.row.tenure_id == tenure_id))
+    }
+
+    /// Adds versions read from the database for tenures of `key` the model does not hold:
+    /// the model's own version of a tenure it changed is the newer one.
+    fn merge_ended(&mut self, key: &PostKey, read: Vec<Version>) {
+        let Some(versions) = self.tenures.get_mut(key) else {
+            return;
+        };
+        for v in read {
+            let same_post = v.row.organization == key.0 && v.row.post == key.1;
+            if same_post && !versions.iter().any(|k| k.row.tenure_id == v.row.tenure_id) {
+                versions.push(v);
+            }
+        }
     }
 
     /// Records a new tenure's first version.
@@ -1080,4 +1272,20 @@ mod tests {
         *rows.cell_mut(1, 0) = 3i64.into();
         assert!(matches!(rows.cells[2], Cell::Int(Some(3))));
     }
+}
+
+/// `$from, $from+1, …` (`n` numbered parameters).
+fn numbered(from: usize, n: usize) -> String {
+    (from..from + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A query binding `binds` as text, in order.
+fn bound<'q>(
+    sql: &'q str,
+    binds: &[&'q str],
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+    binds.iter().fold(sqlx::query(sql), |q, b| q.bind(*b))
 }

@@ -120,7 +120,7 @@ impl Projector {
             let checkpoint = lock_checkpoint(&mut tx).await?;
             // A model that fails half-way is dropped with this future: it may believe
             // writes the rollback undid.
-            let mut model = self.take_model(&mut tx, checkpoint).await?;
+            let mut model = self.take_model(&mut tx, checkpoint, None).await?;
             let events = events_after(&mut tx, checkpoint).await?;
             let Some(last) = events.last().map(|e| e.position) else {
                 tx.commit().await?;
@@ -154,7 +154,10 @@ impl Projector {
         if checkpoint != first.position - 1 {
             return Ok(());
         }
-        let mut model = self.take_model(tx, checkpoint).await?;
+        // The hash chain names the checkpoint's hash: the first event's `prev_hash`.
+        let mut model = self
+            .take_model(tx, checkpoint, Some(first.prev_hash.as_str()))
+            .await?;
         // The append holds the log head: nothing follows its last event yet.
         self.apply_events(tx, &mut model, events, true).await?;
         model.flush(tx).await?;
@@ -198,11 +201,14 @@ impl Projector {
     }
 
     /// The kept model if it stands at `checkpoint` (the same position and the same event
-    /// there, by hash), else a fresh one that reads what it needs.
+    /// there, by hash), else a fresh one that reads what it needs. `checkpoint_hash`: the
+    /// checkpoint event's hash when the caller knows it (an append's first `prev_hash`),
+    /// else it is read.
     async fn take_model(
         &self,
         tx: &mut Transaction<'_, Any>,
         checkpoint: i64,
+        checkpoint_hash: Option<&str>,
     ) -> Result<Model, StoreError> {
         let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner()).take();
         let Some(model) = kept.filter(|m| m.last_position() == Some(checkpoint)) else {
@@ -213,12 +219,15 @@ impl Projector {
                 Model::partial(self.db.backend())
             });
         };
-        let hash: Option<String> = sqlx::query("SELECT hash FROM events WHERE position = $1")
-            .bind(checkpoint)
-            .fetch_optional(&mut **tx)
-            .await?
-            .map(|r| r.try_get("hash"))
-            .transpose()?;
+        let hash: Option<String> = match checkpoint_hash {
+            Some(hash) => Some(hash.to_string()),
+            None => sqlx::query("SELECT hash FROM events WHERE position = $1")
+                .bind(checkpoint)
+                .fetch_optional(&mut **tx)
+                .await?
+                .map(|r| r.try_get("hash"))
+                .transpose()?,
+        };
         Ok(match hash {
             Some(hash) if model.last_hash() == Some(hash.as_str()) => model,
             _ if checkpoint == 0 => Model::complete(self.db.backend()),
@@ -249,10 +258,23 @@ impl Projector {
         events: &[StoredEvent],
         ends_log: bool,
     ) -> Result<(), StoreError> {
-        for (i, event) in events.iter().enumerate() {
-            let decoded = decode_event(event, &self.upcasters)?;
+        let decoded = events
+            .iter()
+            .map(|e| decode_event(e, &self.upcasters))
+            .collect::<Result<Vec<_>, _>>()?;
+        let facts: Vec<&PostFact> = decoded
+            .iter()
+            .filter_map(|d| match d {
+                RegistryEvent::AppointmentRecorded(f)
+                | RegistryEvent::RemovalRecorded(f)
+                | RegistryEvent::ConfirmationRecorded(f) => Some(f),
+                _ => None,
+            })
+            .collect();
+        model.prefetch(tx, &facts).await?;
+        for (i, (event, decoded)) in events.iter().zip(&decoded).enumerate() {
             begin_run(model, event);
-            apply(tx, model, event, &decoded).await?;
+            apply(tx, model, event, decoded).await?;
             // A notice's events are committed together, so the notice is complete when the
             // next event belongs to another aggregate or there is none yet.
             let next = match events.get(i + 1) {
@@ -1035,9 +1057,7 @@ async fn check_one_seat_posts(
         let Some(start) = t.start_date.clone() else {
             continue;
         };
-        let holders = model
-            .post_tenures(tx, &organization, &post, true, |h| h.holds_on(&start))
-            .await?;
+        let holders = model.holders_on(tx, &organization, &post, &start).await?;
         if holders.len() > 1 {
             let mut names: Vec<&str> = holders.iter().map(|h| h.person.as_str()).collect();
             names.sort_unstable();

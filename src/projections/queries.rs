@@ -445,7 +445,11 @@ impl Queries {
             "{TENURE_SELECT} WHERE {} AND {filter}",
             self.version_filter()
         );
-        let mut query = sqlx::query(&sql);
+        self.fetch_tenures(&sql, binds).await
+    }
+
+    async fn fetch_tenures(&self, sql: &str, binds: &[&str]) -> Result<Vec<Tenure>, QueryError> {
+        let mut query = sqlx::query(sql);
         for b in binds {
             query = query.bind(*b);
         }
@@ -465,26 +469,49 @@ impl Queries {
     ) -> Result<Vec<Tenure>, QueryError> {
         let post = require("post", post)?;
         let org = self.resolve_organization(organization).await?;
-        let known =
-            sqlx::query("SELECT 1 AS one FROM rm_posts WHERE organization = $1 AND post = $2")
-                .bind(&org)
-                .bind(&post)
-                .fetch_optional(self.db.pool())
-                .await?;
-        if known.is_none() {
-            return Err(QueryError::NotFound(format!(
-                "no post {post:?} is recorded at {org}"
-            )));
+        let binds: [&str; 3] = [&iso(on), &org, &post];
+        let mut tenures = match self.as_of {
+            // Now: the open tenures and those ending after `on`, as two index range reads of
+            // `rm_tenures_holding` (migration 0008) instead of every current version of the
+            // post (a head post has hundreds at 1M events). `OR` would keep SQLite from
+            // using the index as a range.
+            None => {
+                let post_now = "t.version_to IS NULL AND t.withdrawn_position IS NULL \
+                     AND t.organization = $2 AND t.post = $3 \
+                     AND (t.start_date IS NULL OR t.start_date <= $1)";
+                let sql = format!(
+                    "{TENURE_SELECT} WHERE {post_now} AND t.end_date IS NULL \
+                     AND t.ended_position IS NULL \
+                     UNION ALL {TENURE_SELECT} WHERE {post_now} AND t.end_date > $1"
+                );
+                self.fetch_tenures(&sql, &binds).await?
+            }
+            Some(_) => {
+                self.tenures(
+                    &format!("{HOLDS_ON} AND t.organization = $2 AND t.post = $3"),
+                    &binds,
+                )
+                .await?
+            }
+        };
+        tenures.sort_by(|a, b| {
+            let start = |t: &Tenure| t.start_date.clone().unwrap_or_default();
+            (start(a), a.tenure_id).cmp(&(start(b), b.tenure_id))
+        });
+        if tenures.is_empty() {
+            // Nobody holds it on `on`: say so, or say the post was never recorded.
+            let known =
+                sqlx::query("SELECT 1 AS one FROM rm_posts WHERE organization = $1 AND post = $2")
+                    .bind(&org)
+                    .bind(&post)
+                    .fetch_optional(self.db.pool())
+                    .await?;
+            if known.is_none() {
+                return Err(QueryError::NotFound(format!(
+                    "no post {post:?} is recorded at {org}"
+                )));
+            }
         }
-        let mut tenures = self
-            .tenures(
-                &format!(
-                    "{HOLDS_ON} AND t.organization = $2 AND t.post = $3 \
-                 ORDER BY COALESCE(t.start_date, ''), t.tenure_id"
-                ),
-                &[&iso(on), &org, &post],
-            )
-            .await?;
         // A one-seat post with several holders: accepted, recorded, and flagged here.
         if tenures.len() > 1 && crate::domain::posts::is_head_post(&post) {
             for t in &mut tenures {
