@@ -241,6 +241,10 @@ async fn bench(o: Options) -> anyhow::Result<()> {
     );
     println!("| call | concurrency | req/s | p50 ms | p99 ms | errors | req/s vs Health/Check |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
+    // Warm-up, untimed: the first connection to a fresh server (and its first calls) cost
+    // far more than any later one, and made the first ceiling row meaningless.
+    run_level(addr, Arc::new(vec![Lookup::Health]), 1, 200).await;
+    run_level(addr, Arc::new(holders.clone()), 1, 200).await;
     for concurrency in [1usize, 16, 64] {
         let ceiling = run_level(
             addr,

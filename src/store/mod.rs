@@ -226,20 +226,18 @@ impl Database {
                             // cache_size: 32 MiB of pages per connection instead of 2 MiB, so
                             // projecting does not re-read index pages from the file;
                             // temp_store: savepoints (the projection inside an append) keep
-                            // their sub-journal in memory; mmap_size: pages beyond the cache
-                            // are read from the OS page cache through a mapping, not a
-                            // pread and a copy each (at 1M events the file is ~2 GB and
-                            // projecting reads index pages all over it). Mapped pages are
-                            // file-backed: they count in RSS as RssFile, not RssAnon.
+                            // their sub-journal in memory. No mmap_size: with it each of the
+                            // pool's connections maps the file, and at 1M events `serve`
+                            // showed 6 GiB of RSS that was the same page cache counted once
+                            // per mapping (tried and measured; see BENCHMARKS.md).
                             // wal_autocheckpoint: a checkpoint every 8192 WAL pages (32 MiB),
                             // not 1000: an ingest dirties ~180 index pages, so the default
-                            // copied the same hot pages back to the file every few notices
-                            // (and grew the file, which remaps it, each time).
+                            // copied the same hot pages back to the file every few notices.
                             conn.execute(&*format!(
                                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
                                  PRAGMA busy_timeout = {statement_ms}; PRAGMA foreign_keys = ON; \
                                  PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY; \
-                                 PRAGMA mmap_size = 2147418112; PRAGMA wal_autocheckpoint = 8192;"
+                                 PRAGMA wal_autocheckpoint = 8192;"
                             ))
                             .await?;
                         }
