@@ -21,7 +21,9 @@ use crate::domain::events::{FactWithdrawn, NoticeCorrected, PersonSplit, Persons
 use crate::domain::posts::is_head_post;
 use crate::domain::{NoticeRecorded, NoticeRevoked, PostFact, RegistryEvent};
 use crate::notice::EventKind;
-use crate::store::{repository::to_serialized, AppendObserver, Database, StoreError, StoredEvent};
+use crate::store::{
+    repository::to_serialized, AppendObserver, Backend, Database, StoreError, StoredEvent,
+};
 
 /// Name of the registry projection's row in `projection_checkpoint`.
 pub const CHECKPOINT: &str = "registry";
@@ -197,7 +199,31 @@ impl Projector {
         tx.commit().await?;
         *self.kept.lock().unwrap_or_else(|e| e.into_inner()) =
             model.worth_keeping().then_some(model);
+        self.analyze().await;
         Ok(checkpoint)
+    }
+
+    /// PostgreSQL: fresh planner statistics for tables a rebuild (or `load-events`) just
+    /// filled. Without them the planner costs a 1M-row table as nearly empty: measured at
+    /// 1M events, a holdings query took 590 ms on a bitmap scan of the wrong index instead of
+    /// 0.2 ms on `rm_tenures_person`, until autovacuum got round to it. Best effort: the
+    /// rebuild is committed, and a failure here only leaves statistics to autovacuum.
+    async fn analyze(&self) {
+        if self.db.backend() != Backend::Postgres {
+            return;
+        }
+        let tables = READ_MODEL_TABLES
+            .iter()
+            .copied()
+            .chain(["events"])
+            .collect::<Vec<_>>()
+            .join(", ");
+        if let Err(e) = sqlx::query(&format!("ANALYZE {tables}"))
+            .execute(self.db.pool())
+            .await
+        {
+            tracing::warn!(error = %e, "ANALYZE after rebuild failed; autovacuum will do it");
+        }
     }
 
     /// The kept model if it stands at `checkpoint` (the same position and the same event
