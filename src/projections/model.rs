@@ -1239,6 +1239,22 @@ async fn close_versions(
     Ok(())
 }
 
+/// `$from, $from+1, …` (`n` numbered parameters).
+fn numbered(from: usize, n: usize) -> String {
+    (from..from + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A query binding `binds` as text, in order.
+fn bound<'q>(
+    sql: &'q str,
+    binds: &[&'q str],
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+    binds.iter().fold(sqlx::query(sql), |q, b| q.bind(*b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1272,20 +1288,4 @@ mod tests {
         *rows.cell_mut(1, 0) = 3i64.into();
         assert!(matches!(rows.cells[2], Cell::Int(Some(3))));
     }
-}
-
-/// `$from, $from+1, …` (`n` numbered parameters).
-fn numbered(from: usize, n: usize) -> String {
-    (from..from + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// A query binding `binds` as text, in order.
-fn bound<'q>(
-    sql: &'q str,
-    binds: &[&'q str],
-) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
-    binds.iter().fold(sqlx::query(sql), |q, b| q.bind(*b))
 }
