@@ -18,6 +18,7 @@ backend_suite!(
     ingesting_the_seed_records_one_notice_and_thirty_facts,
     holders_on_a_date_follow_the_notice,
     organizations_resolve_as_written_canonically_and_by_alias,
+    holders_answer_alike_by_every_name_and_refuse_what_they_cannot,
     holdings_include_concurrent_posts,
     probations_of_the_seed_run_for_a_year,
     history_traces_every_fact_to_its_notice_and_line,
@@ -137,6 +138,58 @@ async fn organizations_resolve_as_written_canonically_and_by_alias(db: TestDb) {
     assert!(
         matches!(err, renmian::projections::QueryError::NotFound(_)),
         "{err}"
+    );
+}
+
+/// `holders` answers "now" in one statement when the organization is named as recorded and
+/// falls back to resolving first otherwise; both paths, and the as-of path, must agree, and
+/// what the fast path cannot decide (a relative name of two jurisdictions, nobody holding,
+/// an unknown post) must come out as the general path says.
+async fn holders_answer_alike_by_every_name_and_refuse_what_they_cannot(db: TestDb) {
+    use renmian::projections::QueryError;
+    let registry = seeded(&db).await;
+    let q = registry.queries();
+    let on = date("2023-05-01");
+    let names = |ts: &[renmian::projections::Tenure]| {
+        ts.iter().map(|t| t.person.clone()).collect::<Vec<_>>()
+    };
+    let canonical = q.holders("临湘市教育体育局", "副局长", on).await.unwrap();
+    assert_eq!(names(&canonical), ["钟炎夫"]);
+    for name in ["市教育体育局", "市教体局", " 临湘市 教育体育局 "] {
+        let by_name = q.holders(name, "副局长", on).await.unwrap();
+        assert_eq!(by_name, canonical, "{name}");
+    }
+    let head = registry.database().head_position().await.unwrap();
+    let as_of = q.as_of_position(head).unwrap();
+    assert_eq!(
+        as_of.holders("临湘市教育体育局", "副局长", on).await.unwrap(),
+        canonical
+    );
+    // Recorded post, nobody holding it on that day: an empty answer, not an error.
+    let before = q
+        .holders("临湘市审计局", "副局长", date("2023-04-01"))
+        .await
+        .unwrap();
+    assert!(before.is_empty());
+    assert_eq!(
+        q.holders("市审计局", "副局长", on).await.unwrap().len(),
+        1,
+        "the same post once filled"
+    );
+    let err = q
+        .holders("临湘市教育体育局", "不存在的职务", on)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, QueryError::NotFound(_)), "{err}");
+    // 市教育体育局 of a second jurisdiction: the relative name now means two bodies.
+    let other = "汨罗市人民政府\n关于王某同志任职的通知\n汨政人〔2024〕2号\n\n各镇人民政府，市直各单位：\n\n\
+                 经市人民政府研究决定：\n\n王某同志任市教育体育局局长。\n\n汨罗市人民政府\n2024年2月1日\n";
+    registry.ingest(other, &actor()).await.unwrap();
+    let err = q.holders("市教育体育局", "副局长", on).await.unwrap_err();
+    assert!(matches!(err, QueryError::Ambiguous { .. }), "{err}");
+    assert_eq!(
+        q.holders("临湘市教育体育局", "副局长", on).await.unwrap(),
+        canonical
     );
 }
 
