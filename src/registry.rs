@@ -385,13 +385,19 @@ impl Registry {
         appended: &[usize],
     ) -> Result<IngestOutcome, RegistryError> {
         self.projector.catch_up().await?;
-        let stored = self.db.aggregate_events("notice", aggregate_id, 0).await?;
-        let new: Vec<_> = stored
-            .iter()
-            .filter(|e| appended.contains(&(e.sequence as usize)))
-            .collect();
+        let new: Vec<i64> = match appended.iter().min() {
+            Some(&from) => self
+                .db
+                .event_positions("notice", aggregate_id, from as i64)
+                .await?
+                .into_iter()
+                .filter(|(sequence, _)| appended.contains(&(*sequence as usize)))
+                .map(|(_, position)| position)
+                .collect(),
+            None => Vec::new(),
+        };
         let view = self.queries.notice_summary(aggregate_id).await?;
-        let first = new.first().map(|e| e.position);
+        let first = new.first().copied();
         Ok(IngestOutcome {
             notice_id: aggregate_id.to_string(),
             document_number: view.document_number,
@@ -400,7 +406,7 @@ impl Registry {
             corrected: false,
             events_appended: new.len(),
             first_position: first,
-            last_position: new.last().map(|e| e.position),
+            last_position: new.last().copied(),
             // Warnings raised by this command's events (all of them for a new notice).
             warnings: view
                 .warnings

@@ -162,7 +162,10 @@ async fn holders_answer_alike_by_every_name_and_refuse_what_they_cannot(db: Test
     let head = registry.database().head_position().await.unwrap();
     let as_of = q.as_of_position(head).unwrap();
     assert_eq!(
-        as_of.holders("临湘市教育体育局", "副局长", on).await.unwrap(),
+        as_of
+            .holders("临湘市教育体育局", "副局长", on)
+            .await
+            .unwrap(),
         canonical
     );
     // Recorded post, nobody holding it on that day: an empty answer, not an error.

@@ -286,6 +286,30 @@ impl Database {
             .collect::<Result<_, _>>()?)
     }
 
+    /// `(sequence, position)` of an aggregate's events from `from_sequence` on: what an ingest
+    /// report needs, without reading payloads back (on SQLite the unique index on
+    /// `(aggregate_type, aggregate_id, sequence)` answers it alone: `position` is the rowid).
+    pub async fn event_positions(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        from_sequence: i64,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT sequence, position FROM events WHERE aggregate_type = $1 \
+             AND aggregate_id = $2 AND sequence >= $3 ORDER BY sequence",
+        )
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(from_sequence)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Ok((r.try_get("sequence")?, r.try_get("position")?)))
+            .collect::<Result<_, sqlx::Error>>()?)
+    }
+
     /// Events of one aggregate with sequence > `after_sequence`, in sequence order.
     pub async fn aggregate_events(
         &self,
