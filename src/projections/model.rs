@@ -1009,7 +1009,11 @@ impl Model {
     }
 
     /// Adds versions read from the database for tenures of `key` the model does not hold:
-    /// the model's own version of a tenure it changed is the newer one.
+    /// the model's own version of a tenure it changed is the newer one. A tenure the model
+    /// *withdrew* is gone from its list while the database still holds it as current until
+    /// the flush; it cannot come back through here, because a withdrawal first loads the
+    /// post's ended tenures (`post_tenures(.., true, ..)`, marking `ended_loaded`) and every
+    /// caller skips the database for such a post.
     fn merge_ended(&mut self, key: &PostKey, read: Vec<Version>) {
         let Some(versions) = self.tenures.get_mut(key) else {
             return;
