@@ -15,6 +15,10 @@
 //! HTTP/2 connection, and reports requests/s, p50 and p99. Bounded by counts; nothing
 //! asserts on time.
 
+/// The allocator of the `renmian` binary (`src/main.rs`), so the bench measures what ships.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

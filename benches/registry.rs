@@ -28,6 +28,10 @@
 //! (SQLite WAL + synchronous=FULL; PostgreSQL defaults), so the ratio is what renmian's
 //! design costs over "just write the rows".
 
+/// The allocator of the `renmian` binary (`src/main.rs`), so the bench measures what ships.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
