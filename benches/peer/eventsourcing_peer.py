@@ -277,6 +277,23 @@ def bench_recorder(env: dict[str, str], commits: list[Commit], page: int, verify
 # --------------------------------------------------------------------------- raw driver baseline
 
 
+def replay_pages(fetch_page):
+    """The raw baselines' replay: pages of (position, ..., state) rows from
+    `fetch_page(after)` until one is empty, each state decoded as JSON. Returns the number of
+    rows and the (wall, CPU) seconds it took."""
+    replayed, last = 0, 0
+    t0, c0 = time.perf_counter(), time.process_time()
+    while True:
+        got = fetch_page(last)
+        if not got:
+            break
+        for row in got:
+            json.loads(row[4])
+        replayed += len(got)
+        last = got[-1][0]
+    return replayed, (time.perf_counter() - t0, time.process_time() - c0)
+
+
 def bench_raw_sqlite(db_path: str, commits: list[Commit], page: int):
     """No library: the same table shape, WAL, default synchronous, one BEGIN/executemany/COMMIT
     per notice; replay pages by rowid. A same-run reference for the machine's noise."""
@@ -297,19 +314,11 @@ def bench_raw_sqlite(db_path: str, commits: list[Commit], page: int):
         conn.executemany("INSERT INTO events VALUES (?,?,?,?)", r)
         conn.execute("COMMIT")
     append = (time.perf_counter() - t0, time.process_time() - c0)
-    replayed, last = 0, 0
-    t0, c0 = time.perf_counter(), time.process_time()
-    while True:
-        got = conn.execute(
+    replayed, replay = replay_pages(
+        lambda last: conn.execute(
             "SELECT rowid, * FROM events WHERE rowid > ? ORDER BY rowid LIMIT ?", (last, page)
         ).fetchall()
-        if not got:
-            break
-        for row in got:
-            json.loads(row[4])
-        replayed += len(got)
-        last = got[-1][0]
-    replay = (time.perf_counter() - t0, time.process_time() - c0)
+    )
     conn.close()
     if replayed != total:
         raise SystemExit(f"raw sqlite: replayed {replayed} events, appended {total}")
@@ -344,21 +353,13 @@ def bench_raw_postgres(env: dict[str, str], commits: list[Commit], page: int):
                     [x for e in chunk for x in (e.originator_id, e.originator_version, e.topic, e.state)],
                 )
     append = (time.perf_counter() - t0, time.process_time() - c0)
-    replayed, last = 0, 0
-    t0, c0 = time.perf_counter(), time.process_time()
-    while True:
-        got = conn.execute(
+    replayed, replay = replay_pages(
+        lambda last: conn.execute(
             "SELECT notification_id, originator_id, originator_version, topic, state "
             "FROM peer_raw_events WHERE notification_id > %s ORDER BY notification_id LIMIT %s",
             (last, page),
         ).fetchall()
-        if not got:
-            break
-        for row in got:
-            json.loads(row[4])
-        replayed += len(got)
-        last = got[-1][0]
-    replay = (time.perf_counter() - t0, time.process_time() - c0)
+    )
     conn.execute("DROP TABLE peer_raw_events")
     conn.close()
     if replayed != total:
