@@ -566,117 +566,33 @@ impl Model {
         if self.complete || facts.is_empty() {
             return Ok(());
         }
-        let mut names: Vec<&str> = Vec::new();
-        for f in facts {
-            let all = [&f.organization_canonical, &f.organization]
-                .into_iter()
-                .chain(&f.organization_aliases);
-            for name in all {
-                if !self.aliases.contains_key(name.as_str()) && !names.contains(&name.as_str()) {
-                    names.push(name);
-                }
-            }
-        }
-        for chunk in names.chunks(PREFETCH_KEYS) {
-            let rows = bound(
-                &format!(
-                    "SELECT alias, canonical_name FROM rm_organization_aliases \
-                     WHERE alias IN ({})",
-                    numbered(1, chunk.len())
-                ),
-                chunk,
-            )
-            .fetch_all(&mut **tx)
-            .await?;
-            let mut found = HashMap::new();
-            for r in &rows {
-                found.insert(
-                    r.try_get::<String, _>("alias")?,
-                    r.try_get::<String, _>("canonical_name")?,
-                );
-            }
-            for name in chunk {
-                let canonical = found.remove(*name);
-                self.aliases.insert(name.to_string(), canonical);
-            }
-        }
-
-        let mut persons: Vec<&str> = Vec::new();
-        for f in facts {
-            if !self.persons.contains_key(&f.person) && !persons.contains(&f.person.as_str()) {
-                persons.push(&f.person);
-            }
-        }
-        for chunk in persons.chunks(PREFETCH_KEYS) {
-            let rows = bound(
-                &format!(
-                    "SELECT name, person_id, jurisdiction FROM rm_persons \
-                     WHERE name IN ({}) AND merged_into IS NULL ORDER BY person_id",
-                    numbered(1, chunk.len())
-                ),
-                chunk,
-            )
-            .fetch_all(&mut **tx)
-            .await?;
-            let mut found: HashMap<String, Vec<PersonRef>> = HashMap::new();
-            for r in &rows {
-                found
-                    .entry(r.try_get("name")?)
-                    .or_default()
-                    .push(PersonRef {
-                        person_id: r.try_get("person_id")?,
-                        jurisdiction: r.try_get("jurisdiction")?,
-                    });
-            }
-            for name in chunk {
-                let records = found.remove(*name).unwrap_or_default();
-                self.persons.insert(name.to_string(), records);
-            }
-        }
-
+        let names: Vec<&str> = facts
+            .iter()
+            .flat_map(|f| {
+                [&f.organization_canonical, &f.organization]
+                    .into_iter()
+                    .chain(&f.organization_aliases)
+            })
+            .map(String::as_str)
+            .collect();
+        self.load_aliases(tx, &names).await?;
+        let persons: Vec<&str> = facts.iter().map(|f| f.person.as_str()).collect();
+        self.load_persons(tx, &persons).await?;
         // Posts under the organization each fact resolves to (its canonical name, or the
         // organization that name is already an alias of: every alias is known by now).
-        let mut posts: Vec<PostKey> = Vec::new();
-        for f in facts {
-            let organization = self
-                .aliases
-                .get(&f.organization_canonical)
-                .cloned()
-                .flatten()
-                .unwrap_or_else(|| f.organization_canonical.clone());
-            let key = (organization, f.post.clone());
-            if !self.tenures.contains_key(&key) && !posts.contains(&key) {
-                posts.push(key);
-            }
-        }
-        for chunk in posts.chunks(PREFETCH_KEYS) {
-            let mut organizations: Vec<&str> = chunk.iter().map(|(o, _)| o.as_str()).collect();
-            organizations.sort_unstable();
-            organizations.dedup();
-            let mut titles: Vec<&str> = chunk.iter().map(|(_, p)| p.as_str()).collect();
-            titles.sort_unstable();
-            titles.dedup();
-            let filter = format!(
-                "organization IN ({}) AND post IN ({}) \
-                 AND end_date IS NULL AND ended_position IS NULL",
-                numbered(1, organizations.len()),
-                numbered(organizations.len() + 1, titles.len())
-            );
-            let binds: Vec<&str> = organizations.iter().chain(&titles).copied().collect();
-            let mut found: HashMap<PostKey, Vec<Version>> = HashMap::new();
-            for v in self.read_versions(tx, &filter, &binds).await? {
-                found
-                    .entry((v.row.organization.clone(), v.row.post.clone()))
-                    .or_default()
-                    .push(v);
-            }
-            // The IN lists ask for every pairing; only the posts asked for are kept.
-            for key in chunk {
-                let versions = found.remove(key).unwrap_or_default();
-                self.tenures.insert(key.clone(), versions);
-            }
-        }
-        Ok(())
+        let posts: Vec<PostKey> = facts
+            .iter()
+            .map(|f| {
+                let organization = self
+                    .aliases
+                    .get(&f.organization_canonical)
+                    .cloned()
+                    .flatten()
+                    .unwrap_or_else(|| f.organization_canonical.clone());
+                (organization, f.post.clone())
+            })
+            .collect();
+        self.load_posts(tx, &posts).await
     }
 
     // --- organizations, aliases, posts ---
@@ -687,21 +603,42 @@ impl Model {
         tx: &mut Transaction<'_, Any>,
         name: &str,
     ) -> Result<Option<String>, StoreError> {
-        if let Some(known) = self.aliases.get(name) {
-            return Ok(known.clone());
+        if !self.aliases.contains_key(name) {
+            self.load_aliases(tx, &[name]).await?;
         }
-        let known: Option<String> = if self.complete {
-            None
-        } else {
-            sqlx::query("SELECT canonical_name FROM rm_organization_aliases WHERE alias = $1")
-                .bind(name)
-                .fetch_optional(&mut **tx)
-                .await?
-                .map(|r| r.try_get("canonical_name"))
-                .transpose()?
-        };
-        self.aliases.insert(name.to_string(), known.clone());
-        Ok(known)
+        Ok(self.aliases.get(name).cloned().flatten())
+    }
+
+    /// Learns which organization each of `names` the model does not know aliases (`None`
+    /// when none), in one statement per [`PREFETCH_KEYS`] names; a complete model knows
+    /// every alias there is, so it reads nothing.
+    async fn load_aliases(
+        &mut self,
+        tx: &mut Transaction<'_, Any>,
+        names: &[&str],
+    ) -> Result<(), StoreError> {
+        let missing = unknown(names, |name| self.aliases.contains_key(name));
+        for chunk in missing.chunks(PREFETCH_KEYS) {
+            let mut found = HashMap::new();
+            if !self.complete {
+                let sql = format!(
+                    "SELECT alias, canonical_name FROM rm_organization_aliases \
+                     WHERE alias IN ({})",
+                    numbered(1, chunk.len())
+                );
+                for r in bound(&sql, chunk).fetch_all(&mut **tx).await? {
+                    found.insert(
+                        r.try_get::<String, _>("alias")?,
+                        r.try_get::<String, _>("canonical_name")?,
+                    );
+                }
+            }
+            for name in chunk {
+                let canonical = found.remove(*name);
+                self.aliases.insert(name.to_string(), canonical);
+            }
+        }
+        Ok(())
     }
 
     /// Maps `alias` to `organization`; the caller has checked it maps to nothing yet.
@@ -753,30 +690,44 @@ impl Model {
         tx: &mut Transaction<'_, Any>,
         name: &str,
     ) -> Result<Vec<PersonRef>, StoreError> {
-        if let Some(known) = self.persons.get(name) {
-            return Ok(known.clone());
+        if !self.persons.contains_key(name) {
+            self.load_persons(tx, &[name]).await?;
         }
-        let known = if self.complete {
-            Vec::new()
-        } else {
-            sqlx::query(
-                "SELECT person_id, jurisdiction FROM rm_persons WHERE name = $1 \
-                 AND merged_into IS NULL ORDER BY person_id",
-            )
-            .bind(name)
-            .fetch_all(&mut **tx)
-            .await?
-            .iter()
-            .map(|r| {
-                Ok(PersonRef {
-                    person_id: r.try_get("person_id")?,
-                    jurisdiction: r.try_get("jurisdiction")?,
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()?
-        };
-        self.persons.insert(name.to_string(), known.clone());
-        Ok(known)
+        Ok(self.persons.get(name).cloned().unwrap_or_default())
+    }
+
+    /// Loads the records (not merged away, by id) of each of `names` the model does not
+    /// know, in one statement per [`PREFETCH_KEYS`] names; a complete model reads nothing.
+    async fn load_persons(
+        &mut self,
+        tx: &mut Transaction<'_, Any>,
+        names: &[&str],
+    ) -> Result<(), StoreError> {
+        let missing = unknown(names, |name| self.persons.contains_key(name));
+        for chunk in missing.chunks(PREFETCH_KEYS) {
+            let mut found: HashMap<String, Vec<PersonRef>> = HashMap::new();
+            if !self.complete {
+                let sql = format!(
+                    "SELECT name, person_id, jurisdiction FROM rm_persons \
+                     WHERE name IN ({}) AND merged_into IS NULL ORDER BY person_id",
+                    numbered(1, chunk.len())
+                );
+                for r in bound(&sql, chunk).fetch_all(&mut **tx).await? {
+                    found
+                        .entry(r.try_get("name")?)
+                        .or_default()
+                        .push(PersonRef {
+                            person_id: r.try_get("person_id")?,
+                            jurisdiction: r.try_get("jurisdiction")?,
+                        });
+                }
+            }
+            for name in chunk {
+                let records = found.remove(*name).unwrap_or_default();
+                self.persons.insert(name.to_string(), records);
+            }
+        }
+        Ok(())
     }
 
     /// A new person record; its id is the position of the event that introduced it.
@@ -827,17 +778,50 @@ impl Model {
         if self.tenures.contains_key(&key) {
             return Ok(());
         }
-        let versions = if self.complete {
-            Vec::new()
-        } else {
-            self.read_versions(
-                tx,
-                "organization = $1 AND post = $2 AND end_date IS NULL AND ended_position IS NULL",
-                &[organization, post],
-            )
-            .await?
-        };
-        self.tenures.insert(key, versions);
+        self.load_posts(tx, &[key]).await
+    }
+
+    /// [`Model::load_post`] for every post of `keys` the model does not know, in one
+    /// statement per [`PREFETCH_KEYS`] posts; a complete model reads nothing.
+    async fn load_posts(
+        &mut self,
+        tx: &mut Transaction<'_, Any>,
+        keys: &[PostKey],
+    ) -> Result<(), StoreError> {
+        let mut seen = HashSet::new();
+        let missing: Vec<&PostKey> = keys
+            .iter()
+            .filter(|k| !self.tenures.contains_key(*k) && seen.insert(*k))
+            .collect();
+        for chunk in missing.chunks(PREFETCH_KEYS) {
+            let mut found: HashMap<PostKey, Vec<Version>> = HashMap::new();
+            if !self.complete {
+                let mut organizations: Vec<&str> = chunk.iter().map(|(o, _)| o.as_str()).collect();
+                organizations.sort_unstable();
+                organizations.dedup();
+                let mut titles: Vec<&str> = chunk.iter().map(|(_, p)| p.as_str()).collect();
+                titles.sort_unstable();
+                titles.dedup();
+                let filter = format!(
+                    "organization IN ({}) AND post IN ({}) \
+                     AND end_date IS NULL AND ended_position IS NULL",
+                    numbered(1, organizations.len()),
+                    numbered(organizations.len() + 1, titles.len())
+                );
+                let binds: Vec<&str> = organizations.iter().chain(&titles).copied().collect();
+                for v in self.read_versions(tx, &filter, &binds).await? {
+                    found
+                        .entry((v.row.organization.clone(), v.row.post.clone()))
+                        .or_default()
+                        .push(v);
+                }
+            }
+            // The IN lists ask for every pairing; only the posts asked for are kept.
+            for key in chunk {
+                let versions = found.remove(*key).unwrap_or_default();
+                self.tenures.insert((*key).clone(), versions);
+            }
+        }
         Ok(())
     }
 
@@ -925,17 +909,8 @@ impl Model {
         } else {
             self.load_post(tx, organization, post).await?;
         }
-        let mut found: Vec<TenureRow> = self
-            .tenures
-            .get(&(organization.to_string(), post.to_string()))
-            .into_iter()
-            .flatten()
-            .filter(|v| with_ended || v.row.is_open())
-            .filter(|v| filter(&v.row))
-            .map(|v| v.row.clone())
-            .collect();
-        found.sort_by_key(|t| std::cmp::Reverse(t.tenure_id));
-        Ok(found)
+        let key = (organization.to_string(), post.to_string());
+        Ok(self.rows_where(&key, |t| (with_ended || t.is_open()) && filter(t)))
     }
 
     /// The current version of one tenure of a post, unless withdrawn. Read by its id when
@@ -947,25 +922,33 @@ impl Model {
         post: &str,
         tenure_id: i64,
     ) -> Result<Option<TenureRow>, StoreError> {
-        self.load_post(tx, organization, post).await?;
         let key = (organization.to_string(), post.to_string());
-        if !self.holds_tenure(&key, tenure_id)
-            && !self.complete
-            && !self.ended_loaded.contains(&key)
-        {
+        self.load_tenure(tx, &key, tenure_id).await?;
+        Ok(self.rows_where(&key, |t| t.tenure_id == tenure_id).pop())
+    }
+
+    /// Makes sure the model holds tenure `tenure_id` of post `key` if it is current and not
+    /// withdrawn: the post's open tenures, else that one tenure read by its id (an ended
+    /// tenure a partial model has not loaded).
+    async fn load_tenure(
+        &mut self,
+        tx: &mut Transaction<'_, Any>,
+        key: &PostKey,
+        tenure_id: i64,
+    ) -> Result<(), StoreError> {
+        self.load_post(tx, &key.0, &key.1).await?;
+        let held = self
+            .tenures
+            .get(key)
+            .is_some_and(|vs| vs.iter().any(|v| v.row.tenure_id == tenure_id));
+        if !held && !self.complete && !self.ended_loaded.contains(key) {
             let id = tenure_id.to_string();
             let read = self
                 .read_versions(tx, "tenure_id = CAST($1 AS BIGINT)", &[&id])
                 .await?;
-            self.merge_ended(&key, read);
+            self.merge_ended(key, read);
         }
-        Ok(self
-            .tenures
-            .get(&key)
-            .into_iter()
-            .flatten()
-            .find(|v| v.row.tenure_id == tenure_id)
-            .map(|v| v.row.clone()))
+        Ok(())
     }
 
     /// The tenures of a post that hold on `date` (see [`TenureRow::holds_on`]), latest first:
@@ -990,22 +973,21 @@ impl Model {
                 .await?;
             self.merge_ended(&key, read);
         }
+        Ok(self.rows_where(&key, |t| t.holds_on(date)))
+    }
+
+    /// The versions of post `key` the model holds that match `filter`, latest tenure first.
+    fn rows_where(&self, key: &PostKey, filter: impl Fn(&TenureRow) -> bool) -> Vec<TenureRow> {
         let mut found: Vec<TenureRow> = self
             .tenures
-            .get(&key)
+            .get(key)
             .into_iter()
             .flatten()
-            .filter(|v| v.row.holds_on(date))
+            .filter(|v| filter(&v.row))
             .map(|v| v.row.clone())
             .collect();
         found.sort_by_key(|t| std::cmp::Reverse(t.tenure_id));
-        Ok(found)
-    }
-
-    fn holds_tenure(&self, key: &PostKey, tenure_id: i64) -> bool {
-        self.tenures
-            .get(key)
-            .is_some_and(|vs| vs.iter().any(|v| v.row.tenure_id == tenure_id))
+        found
     }
 
     /// Adds versions read from the database for tenures of `key` the model does not hold:
@@ -1063,22 +1045,10 @@ impl Model {
         row: TenureRow,
         position: i64,
     ) -> Result<(), StoreError> {
-        self.load_post(tx, &row.organization, &row.post).await?;
         let key = (row.organization.clone(), row.post.clone());
-        let known = self
-            .tenures
-            .get(&key)
-            .is_some_and(|versions| versions.iter().any(|v| v.row.tenure_id == row.tenure_id));
-        if !known && !self.complete {
-            // An ended tenure the model has not loaded (a merge moving someone's history).
-            let id = row.tenure_id.to_string();
-            let found = self
-                .read_versions(tx, "tenure_id = CAST($1 AS BIGINT)", &[&id])
-                .await?;
-            if let Some(versions) = self.tenures.get_mut(&key) {
-                versions.extend(found);
-            }
-        }
+        // It may be an ended tenure the model has not loaded (a merge moving someone's
+        // history).
+        self.load_tenure(tx, &key, row.tenure_id).await?;
         let versions = self.tenures.get_mut(&key).ok_or_else(|| {
             StoreError::Corrupt(format!("tenure {} is not loaded", row.tenure_id))
         })?;
@@ -1241,6 +1211,16 @@ async fn close_versions(
         )));
     }
     Ok(())
+}
+
+/// The names of `names` that `known` does not hold, each once, in order.
+fn unknown<'a>(names: &[&'a str], known: impl Fn(&str) -> bool) -> Vec<&'a str> {
+    let mut seen = HashSet::new();
+    names
+        .iter()
+        .copied()
+        .filter(|name| !known(name) && seen.insert(*name))
+        .collect()
 }
 
 /// `$from, $from+1, …` (`n` numbered parameters).

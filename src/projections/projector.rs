@@ -236,14 +236,17 @@ impl Projector {
         checkpoint: i64,
         checkpoint_hash: Option<&str>,
     ) -> Result<Model, StoreError> {
-        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let Some(model) = kept.filter(|m| m.last_position() == Some(checkpoint)) else {
-            // Nothing projected yet: the read models are empty, and the model knows it.
-            return Ok(if checkpoint == 0 {
+        // Nothing projected yet: the read models are empty, and a new model knows it.
+        let fresh = || {
+            if checkpoint == 0 {
                 Model::complete(self.db.backend())
             } else {
                 Model::partial(self.db.backend())
-            });
+            }
+        };
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(model) = kept.filter(|m| m.last_position() == Some(checkpoint)) else {
+            return Ok(fresh());
         };
         let hash: Option<String> = match checkpoint_hash {
             Some(hash) => Some(hash.to_string()),
@@ -256,8 +259,7 @@ impl Projector {
         };
         Ok(match hash {
             Some(hash) if model.last_hash() == Some(hash.as_str()) => model,
-            _ if checkpoint == 0 => Model::complete(self.db.backend()),
-            _ => Model::partial(self.db.backend()),
+            _ => fresh(),
         })
     }
 

@@ -495,8 +495,8 @@ impl Queries {
             }
         };
         tenures.sort_by(|a, b| {
-            let start = |t: &Tenure| t.start_date.clone().unwrap_or_default();
-            (start(a), a.tenure_id).cmp(&(start(b), b.tenure_id))
+            (a.start_date.as_deref().unwrap_or(""), a.tenure_id)
+                .cmp(&(b.start_date.as_deref().unwrap_or(""), b.tenure_id))
         });
         if tenures.is_empty() {
             // Nobody holds it on `on`: say so, or say the post was never recorded.
