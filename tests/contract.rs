@@ -11,7 +11,7 @@ use common::{actor, date, export_json, notice_text, seed_text, seeded, TestDb};
 use renmian::domain::aggregate::events_for;
 use renmian::domain::NoticeKey;
 use renmian::registry::{Actor, Registry, RegistryError};
-use renmian::store::{AppendObserver, Database, NewEvent, StoreError};
+use renmian::store::{AppendObserver, Backend, Database, NewEvent, StoreError};
 use sqlx::Row;
 
 backend_suite!(
@@ -34,6 +34,7 @@ backend_suite!(
     an_append_projects_itself_in_its_transaction,
     concurrent_overlapping_ingests_lose_and_duplicate_nothing,
     queries_refuse_bad_arguments,
+    read_connections_cannot_write,
 );
 
 async fn ingesting_the_seed_records_one_notice_and_thirty_facts(db: TestDb) {
@@ -409,15 +410,41 @@ async fn rebuild_reproduces_the_incremental_read_models(db: TestDb) {
         .await
         .unwrap();
     let incremental = export_json(&registry).await;
+    let indexes = index_definitions(&registry).await;
+    assert!(indexes.len() > 5, "{indexes:?}");
     let checkpoint = registry.projector().rebuild().await.unwrap();
     assert_eq!(
         checkpoint,
         registry.database().head_position().await.unwrap()
     );
     assert_eq!(export_json(&registry).await, incremental);
+    // The indexes a SQLite rebuild drops while it writes are all back, as they were.
+    assert_eq!(index_definitions(&registry).await, indexes);
     // Twice, to be sure nothing accumulates.
     registry.projector().rebuild().await.unwrap();
     assert_eq!(export_json(&registry).await, incremental);
+    assert_eq!(index_definitions(&registry).await, indexes);
+}
+
+/// Every index of the database, by name, with its definition.
+async fn index_definitions(registry: &Registry) -> Vec<(String, String)> {
+    let sql = match registry.database().backend() {
+        Backend::Sqlite => {
+            "SELECT name, COALESCE(sql, '') AS def FROM sqlite_master WHERE type = 'index' \
+             ORDER BY name"
+        }
+        Backend::Postgres => {
+            "SELECT indexname::text AS name, indexdef AS def FROM pg_indexes \
+             WHERE schemaname = current_schema() ORDER BY indexname"
+        }
+    };
+    sqlx::query(sql)
+        .fetch_all(registry.database().pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get("name"), r.get("def")))
+        .collect()
 }
 
 async fn verify_detects_tampering_with_the_exact_position(db: TestDb) {
@@ -688,4 +715,28 @@ async fn queries_refuse_bad_arguments(db: TestDb) {
     assert!(matches!(err, renmian::projections::QueryError::NotFound(_)));
     assert!(renmian::projections::queries::parse_date("on", "2023/05/01").is_err());
     assert!(q.notice("临政人〔1999〕1号").await.is_err());
+}
+
+async fn read_connections_cannot_write(db: TestDb) {
+    let registry = seeded(&db).await;
+    let database = registry.database();
+    let before = export_json(&registry).await;
+    let refused = database
+        .read_all(sqlx::query(
+            "INSERT INTO rm_jurisdictions (jurisdiction) VALUES ('某县')",
+        ))
+        .await;
+    assert!(refused.is_err(), "a read connection wrote");
+    let refused = database
+        .read_all(sqlx::query("DELETE FROM rm_tenures"))
+        .await;
+    assert!(refused.is_err(), "a read connection deleted");
+    assert_eq!(export_json(&registry).await, before);
+    // And they still read.
+    let holders = registry
+        .queries()
+        .holders("市教育体育局", "副局长", date("2023-05-01"))
+        .await
+        .unwrap();
+    assert!(!holders.is_empty());
 }

@@ -72,15 +72,24 @@ pub fn decode_event(
     event: &StoredEvent,
     upcasters: &[Box<dyn EventUpcaster>],
 ) -> Result<RegistryEvent, StoreError> {
-    let mut serialized = to_serialized(event)
-        .map_err(|e| StoreError::Corrupt(format!("position {}: {e}", event.position)))?;
+    let corrupt = |e: &dyn std::fmt::Display| {
+        StoreError::Corrupt(format!("position {}: {e}", event.position))
+    };
+    // The common case, a current event version: straight from the stored text, without the
+    // detour through `serde_json::Value` (and the metadata) that upcasting needs.
+    if !upcasters
+        .iter()
+        .any(|u| u.can_upcast(&event.event_type, &event.event_version))
+    {
+        return serde_json::from_str(&event.payload).map_err(|e| corrupt(&e));
+    }
+    let mut serialized = to_serialized(event).map_err(|e| corrupt(&e))?;
     for upcaster in upcasters {
         if upcaster.can_upcast(&serialized.event_type, &serialized.event_version) {
             serialized = upcaster.upcast(serialized);
         }
     }
-    serde_json::from_value(serialized.payload)
-        .map_err(|e| StoreError::Corrupt(format!("position {}: {e}", event.position)))
+    serde_json::from_value(serialized.payload).map_err(|e| corrupt(&e))
 }
 
 impl Projector {
@@ -175,6 +184,7 @@ impl Projector {
     pub async fn rebuild(&self) -> Result<i64, StoreError> {
         let mut tx = self.db.pool().begin().await?;
         lock_checkpoint(&mut tx).await?;
+        let indexes = drop_secondary_indexes(&mut tx, self.db.backend()).await?;
         for table in READ_MODEL_TABLES.iter().rev() {
             sqlx::query(&format!("DELETE FROM {table}"))
                 .execute(&mut *tx)
@@ -182,8 +192,13 @@ impl Projector {
         }
         let mut model = Model::complete(self.db.backend());
         let mut checkpoint = 0;
+        let mut batches = read_ahead(self.db.clone());
         loop {
-            let events = events_after(&mut tx, checkpoint).await?;
+            // The reader ends the log with an empty batch; a channel closed before that is
+            // a reader that died, never the end of the log.
+            let events = batches.recv().await.ok_or_else(|| {
+                StoreError::Unavailable("the rebuild's event reader stopped early".into())
+            })??;
             let Some(last) = events.last().map(|e| e.position) else {
                 break;
             };
@@ -195,6 +210,9 @@ impl Projector {
             }
         }
         model.flush(&mut tx).await?;
+        for definition in &indexes {
+            sqlx::query(definition).execute(&mut *tx).await?;
+        }
         move_checkpoint(&mut tx, checkpoint).await?;
         tx.commit().await?;
         *self.kept.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -349,6 +367,36 @@ impl AppendObserver for Projector {
 }
 
 /// Up to [`BATCH`] events after `after`, in order.
+/// A rebuild's events, batch after batch, read on the database's read connections by a task
+/// of their own while the rebuild applies the previous batch: reading and decoding rows is
+/// about as much work as projecting them (BENCHMARKS.md, session 4), and the two overlap on
+/// separate cores. An empty batch ends the log. Consistent with the
+/// rebuild's transaction: on SQLite that transaction holds the write lock from its first
+/// statement, so no event can be appended while it runs; on PostgreSQL both read committed
+/// events in position order, and a position once seen has no later event below it.
+fn read_ahead(db: Database) -> tokio::sync::mpsc::Receiver<Result<Vec<StoredEvent>, StoreError>> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(2);
+    tokio::spawn(async move {
+        let mut after = 0;
+        loop {
+            let batch = db.events_after(after, BATCH).await;
+            let last = match &batch {
+                Ok(events) => events.last().map(|e| e.position),
+                Err(_) => None,
+            };
+            // A send fails when the rebuild stopped (an error): so does the reading.
+            if sender.send(batch).await.is_err() {
+                return;
+            }
+            match last {
+                Some(position) => after = position,
+                None => return,
+            }
+        }
+    });
+    receiver
+}
+
 async fn events_after(
     tx: &mut Transaction<'_, Any>,
     after: i64,
@@ -365,6 +413,43 @@ async fn events_after(
         .iter()
         .map(StoredEvent::from_row)
         .collect::<Result<Vec<_>, _>>()?)
+}
+
+/// SQLite: drops the read models' secondary indexes (not the primary keys and unique
+/// constraints the projector's `ON CONFLICT` clauses need) inside the rebuild's transaction
+/// and returns their definitions, to be created again once the rows are in. Building an
+/// index from the finished table sorts once; maintaining it row by row cost a B-tree descent
+/// per row and index (BENCHMARKS.md, session 4). A complete model never reads the read
+/// models, so nothing needs the indexes meanwhile, and readers on other connections keep
+/// their snapshot (WAL) until the commit. Not on PostgreSQL, where `DROP INDEX` takes an
+/// exclusive lock on the table and would block every reader of the read models for the
+/// whole rebuild.
+async fn drop_secondary_indexes(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+) -> Result<Vec<String>, StoreError> {
+    if backend != Backend::Sqlite {
+        return Ok(Vec::new());
+    }
+    let tables = vec!["?"; READ_MODEL_TABLES.len()].join(", ");
+    let sql = format!(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL \
+         AND sql NOT LIKE 'CREATE UNIQUE%' AND tbl_name IN ({tables}) ORDER BY name"
+    );
+    let mut query = sqlx::query(&sql);
+    for table in READ_MODEL_TABLES {
+        query = query.bind(*table);
+    }
+    let rows = query.fetch_all(&mut **tx).await?;
+    let mut definitions = Vec::with_capacity(rows.len());
+    for row in rows {
+        let name: String = row.try_get("name")?;
+        definitions.push(row.try_get::<String, _>("sql")?);
+        sqlx::query(&format!("DROP INDEX \"{name}\""))
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(definitions)
 }
 
 async fn lock_checkpoint(tx: &mut Transaction<'_, Any>) -> Result<i64, StoreError> {

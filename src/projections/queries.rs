@@ -331,9 +331,12 @@ impl Queries {
             .with_timezone(&chrono::Utc)
             .format("%Y-%m-%dT%H:%M:%S%.6fZ")
             .to_string();
-        let row = sqlx::query("SELECT MAX(position) AS p FROM events WHERE recorded_at <= $1")
-            .bind(&utc)
-            .fetch_one(self.db.pool())
+        let row = self
+            .db
+            .read_one(
+                sqlx::query("SELECT MAX(position) AS p FROM events WHERE recorded_at <= $1")
+                    .bind(&utc),
+            )
             .await?;
         Ok(row.try_get::<Option<i64>, _>("p")?.unwrap_or(0))
     }
@@ -381,8 +384,11 @@ impl Queries {
         if found.is_empty() {
             // 市X / 县X / 区X as written in some jurisdiction's notices: qualify by every
             // known jurisdiction, as the parser does for the notice's issuer.
-            let jurisdictions = sqlx::query("SELECT jurisdiction FROM rm_jurisdictions ORDER BY 1")
-                .fetch_all(self.db.pool())
+            let jurisdictions = self
+                .db
+                .read_all(sqlx::query(
+                    "SELECT jurisdiction FROM rm_jurisdictions ORDER BY 1",
+                ))
                 .await?;
             let mut qualified = Vec::new();
             for row in &jurisdictions {
@@ -433,7 +439,7 @@ impl Queries {
         for name in names {
             query = query.bind(name);
         }
-        let rows = query.fetch_all(self.db.pool()).await?;
+        let rows = self.db.read_all(query).await?;
         rows.iter()
             .map(|r| r.try_get::<String, _>("canonical_name"))
             .collect::<Result<_, _>>()
@@ -453,7 +459,7 @@ impl Queries {
         for b in binds {
             query = query.bind(*b);
         }
-        let rows = query.fetch_all(self.db.pool()).await?;
+        let rows = self.db.read_all(query).await?;
         Ok(rows
             .iter()
             .map(Tenure::from_row)
@@ -500,12 +506,16 @@ impl Queries {
         });
         if tenures.is_empty() {
             // Nobody holds it on `on`: say so, or say the post was never recorded.
-            let known =
-                sqlx::query("SELECT 1 AS one FROM rm_posts WHERE organization = $1 AND post = $2")
+            let known = self
+                .db
+                .read_optional(
+                    sqlx::query(
+                        "SELECT 1 AS one FROM rm_posts WHERE organization = $1 AND post = $2",
+                    )
                     .bind(&org)
-                    .bind(&post)
-                    .fetch_optional(self.db.pool())
-                    .await?;
+                    .bind(&post),
+                )
+                .await?;
             if known.is_none() {
                 return Err(QueryError::NotFound(format!(
                     "no post {post:?} is recorded at {org}"
@@ -528,14 +538,17 @@ impl Queries {
             None => "merged_into IS NULL".to_string(),
             Some(p) => format!("(merged_position IS NULL OR merged_position > {p})"),
         };
-        let rows = sqlx::query(&format!(
-            "SELECT person_id, name, gender, jurisdiction FROM rm_persons \
+        let rows = self
+            .db
+            .read_all(
+                sqlx::query(&format!(
+                    "SELECT person_id, name, gender, jurisdiction FROM rm_persons \
              WHERE name = $1 AND {merged} AND {} ORDER BY person_id",
-            self.recorded_filter("first_position")
-        ))
-        .bind(&name)
-        .fetch_all(self.db.pool())
-        .await?;
+                    self.recorded_filter("first_position")
+                ))
+                .bind(&name),
+            )
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(PersonRecord {
@@ -558,11 +571,11 @@ impl Queries {
                 field: "person",
                 message: format!("{text:?}: a person id is `#` and digits"),
             })?;
-            let row = sqlx::query(
+            let row = self.db.read_optional(sqlx::query(
                 "SELECT name, merged_into, merged_position FROM rm_persons WHERE person_id = $1",
             )
             .bind(id)
-            .fetch_optional(self.db.pool())
+            )
             .await?
             .ok_or_else(|| QueryError::NotFound(format!("no person #{id} is recorded")))?;
             let recorded: String = row.try_get("name")?;
@@ -757,14 +770,17 @@ impl Queries {
     }
 
     async fn warnings(&self, notice_id: &str) -> Result<Vec<NoticeWarning>, QueryError> {
-        let rows = sqlx::query(&format!(
+        let rows = self
+            .db
+            .read_all(
+                sqlx::query(&format!(
             "SELECT position, line, message FROM rm_notice_warnings WHERE notice_id = $1 AND {} \
              ORDER BY position, seq",
             self.recorded_filter("position")
         ))
-        .bind(notice_id)
-        .fetch_all(self.db.pool())
-        .await?;
+                .bind(notice_id),
+            )
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(NoticeWarning {
@@ -785,14 +801,17 @@ impl Queries {
         limit: i64,
         with_detail: bool,
     ) -> Result<Vec<NoticeView>, QueryError> {
-        let rows = sqlx::query(&format!(
+        let rows = self
+            .db
+            .read_all(
+                sqlx::query(&format!(
             "SELECT * FROM rm_notices WHERE {} ORDER BY recorded_position LIMIT $1 OFFSET $2",
             self.recorded_filter("recorded_position")
         ))
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(self.db.pool())
-        .await?;
+                .bind(limit)
+                .bind(offset),
+            )
+            .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
             out.push(self.complete(row, with_detail).await?);
@@ -835,12 +854,12 @@ impl Queries {
 
     async fn notice_with(&self, reference: &str, detail: bool) -> Result<NoticeView, QueryError> {
         let reference = require("document_number", reference)?;
-        let rows = sqlx::query(
+        let rows = self.db.read_all(sqlx::query(
             &format!("SELECT * FROM rm_notices WHERE (document_number = $1 OR notice_id = $1 OR notice_key = $1) AND {} \
              ORDER BY recorded_position", self.recorded_filter("recorded_position")),
         )
         .bind(&reference)
-        .fetch_all(self.db.pool())
+        )
         .await?;
         match rows.as_slice() {
             [] => Err(QueryError::NotFound(format!(
@@ -861,13 +880,13 @@ impl Queries {
     pub async fn notices_revoking(&self, document_number: &str) -> Result<Vec<String>, QueryError> {
         // `revokes` is a JSON array of document numbers; the quoted number is matched whole.
         let pattern = format!("%{}%", serde_json::Value::from(document_number));
-        let rows = sqlx::query(
+        let rows = self.db.read_all(sqlx::query(
             // `revokes <> '[]'` lets the partial index `rm_notices_revoking` serve this.
             "SELECT document_number, notice_key, revokes FROM rm_notices WHERE revokes <> '[]' \
              AND revokes LIKE $1 ORDER BY recorded_position",
         )
         .bind(&pattern)
-        .fetch_all(self.db.pool())
+        )
         .await?;
         let mut found = Vec::new();
         for row in &rows {
@@ -886,12 +905,12 @@ impl Queries {
         &self,
         request_id: &str,
     ) -> Result<Vec<NoticeView>, QueryError> {
-        let rows = sqlx::query(
+        let rows = self.db.read_all(sqlx::query(
             "SELECT n.* FROM rm_notices n JOIN rm_ingest_requests r ON r.notice_id = n.notice_id \
              WHERE r.request_id = $1 ORDER BY n.recorded_position",
         )
         .bind(request_id)
-        .fetch_all(self.db.pool())
+        )
         .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -902,8 +921,9 @@ impl Queries {
 
     /// Number of recorded notices.
     pub async fn notice_count(&self) -> Result<i64, QueryError> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM rm_notices")
-            .fetch_one(self.db.pool())
+        let row = self
+            .db
+            .read_one(sqlx::query("SELECT COUNT(*) AS n FROM rm_notices"))
             .await?;
         Ok(row.try_get("n")?)
     }

@@ -273,13 +273,16 @@ impl Database {
         after: i64,
         limit: i64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
-        ))
-        .bind(after)
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await?;
+        let rows = self
+            .read_all(
+                sqlx::query(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE position > $1 ORDER BY position \
+                     LIMIT $2"
+                ))
+                .bind(after)
+                .bind(limit),
+            )
+            .await?;
         Ok(rows
             .iter()
             .map(StoredEvent::from_row)

@@ -24,6 +24,7 @@ pub mod dump;
 pub mod integrity;
 pub mod log;
 pub mod notify;
+mod readers;
 pub mod repository;
 pub mod upcasters;
 
@@ -170,6 +171,8 @@ pub struct Database {
     /// PostgreSQL only: where [`Database::listen_for_appends`] connects.
     listen_target: Option<notify::ListenTarget>,
     observer: Observer,
+    /// Connections for [`Database::read_all`] / [`Database::read_optional`].
+    readers: Arc<readers::Readers>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -214,50 +217,8 @@ impl Database {
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(bounds.acquire_timeout)
-            .after_connect(move |conn, _meta| {
-                let statement_ms = bounds.statement_timeout.as_millis().max(1);
-                Box::pin(async move {
-                    match backend {
-                        // WAL: readers never block the writer; FULL: an acknowledged ingest
-                        // survives power loss, not only a process crash; busy_timeout:
-                        // concurrent writers wait for the write lock instead of failing, but
-                        // not forever.
-                        Backend::Sqlite => {
-                            // cache_size: 32 MiB of pages per connection instead of 2 MiB, so
-                            // projecting does not re-read index pages from the file;
-                            // temp_store: savepoints (the projection inside an append) keep
-                            // their sub-journal in memory. No mmap_size: with it each of the
-                            // pool's connections maps the file, and at 1M events `serve`
-                            // showed 6 GiB of RSS that was the same page cache counted once
-                            // per mapping (tried and measured; see BENCHMARKS.md).
-                            // wal_autocheckpoint: a checkpoint every 8192 WAL pages (32 MiB),
-                            // not 1000: an ingest dirties ~180 index pages, so the default
-                            // copied the same hot pages back to the file every few notices.
-                            conn.execute(&*format!(
-                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                                 PRAGMA busy_timeout = {statement_ms}; PRAGMA foreign_keys = ON; \
-                                 PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY; \
-                                 PRAGMA wal_autocheckpoint = 8192;"
-                            ))
-                            .await?;
-                        }
-                        // A statement stuck on a lock or a runaway plan is cancelled (57014,
-                        // reported as unavailable) instead of holding a connection forever;
-                        // a client that died mid-transaction releases its locks after a
-                        // while, too.
-                        Backend::Postgres => {
-                            conn.execute(&*format!(
-                                "SET statement_timeout = {statement_ms}; \
-                                 SET idle_in_transaction_session_timeout = {};",
-                                statement_ms.saturating_mul(2)
-                            ))
-                            .await?;
-                        }
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(options)
+            .after_connect(move |conn, _meta| Box::pin(configure(conn, backend, bounds)))
+            .connect_with(options.clone())
             .await?;
         let migrator = match backend {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
@@ -268,17 +229,49 @@ impl Database {
             Backend::Postgres => Some(notify::ListenTarget::parse(url, bounds.acquire_timeout)?),
             Backend::Sqlite => None,
         };
+        let readers =
+            readers::Readers::new(options, backend, bounds, readers::reader_count(backend));
         Ok(Self {
             pool,
             backend,
             display_url: redact(url),
             listen_target,
             observer: Observer::default(),
+            readers: Arc::new(readers),
         })
     }
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Runs a read-only `query` and returns every row. Read connections are checked out
+    /// without the pool's two pings per statement (see [`readers`]); use the pool for
+    /// writes and transactions.
+    pub async fn read_all<'q>(
+        &self,
+        query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    ) -> Result<Vec<sqlx::any::AnyRow>, sqlx::Error> {
+        self.readers.fetch_all(query).await
+    }
+
+    /// Runs a read-only `query` and returns its first row, if any (see [`Database::read_all`]).
+    pub async fn read_optional<'q>(
+        &self,
+        query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    ) -> Result<Option<sqlx::any::AnyRow>, sqlx::Error> {
+        self.readers.fetch_optional(query).await
+    }
+
+    /// Runs a read-only `query` that returns one row (see [`Database::read_all`]).
+    pub async fn read_one<'q>(
+        &self,
+        query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    ) -> Result<sqlx::any::AnyRow, sqlx::Error> {
+        self.readers
+            .fetch_optional(query)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)
     }
 
     pub fn backend(&self) -> Backend {
@@ -297,8 +290,56 @@ impl Database {
     }
 
     pub async fn close(&self) {
+        self.readers.close().await;
         self.pool.close().await;
     }
+}
+
+/// Settings every connection gets, pooled or [`readers`]: durability, time bounds, caches.
+async fn configure(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    bounds: DatabaseOptions,
+) -> Result<(), sqlx::Error> {
+    let statement_ms = bounds.statement_timeout.as_millis().max(1);
+    match backend {
+        // WAL: readers never block the writer; FULL: an acknowledged ingest
+        // survives power loss, not only a process crash; busy_timeout:
+        // concurrent writers wait for the write lock instead of failing, but
+        // not forever.
+        Backend::Sqlite => {
+            // cache_size: 32 MiB of pages per connection instead of 2 MiB, so
+            // projecting does not re-read index pages from the file;
+            // temp_store: savepoints (the projection inside an append) keep
+            // their sub-journal in memory. No mmap_size: with it each of the
+            // pool's connections maps the file, and at 1M events `serve`
+            // showed 6 GiB of RSS that was the same page cache counted once
+            // per mapping (tried and measured; see BENCHMARKS.md).
+            // wal_autocheckpoint: a checkpoint every 8192 WAL pages (32 MiB),
+            // not 1000: an ingest dirties ~180 index pages, so the default
+            // copied the same hot pages back to the file every few notices.
+            conn.execute(&*format!(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                 PRAGMA busy_timeout = {statement_ms}; PRAGMA foreign_keys = ON; \
+                 PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY; \
+                 PRAGMA wal_autocheckpoint = 8192;"
+            ))
+            .await?;
+        }
+        // A statement stuck on a lock or a runaway plan is cancelled (57014,
+        // reported as unavailable) instead of holding a connection forever;
+        // a client that died mid-transaction releases its locks after a
+        // while, too.
+        Backend::Postgres => {
+            conn.execute(&*format!(
+                "SET statement_timeout = {statement_ms}; \
+                 SET idle_in_transaction_session_timeout = {};",
+                statement_ms.saturating_mul(2)
+            ))
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 /// Removes a password from `scheme://user:password@host/…`.

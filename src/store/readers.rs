@@ -1,0 +1,245 @@
+//! Connections for read-only queries, handed out without sqlx's `Pool`.
+//!
+//! sqlx 0.8's pool pings a connection when it hands it out (`test_before_acquire`) and
+//! again, always, when it takes it back (`return_to_pool`, in a spawned task). On SQLite every
+//! ping is a round trip to the connection's worker thread, so one query cost three
+//! cross-thread round trips where one does the work; on PostgreSQL, three network round
+//! trips. A profile of `renmian serve` answering ListHolders had most of its time in
+//! context switches (BENCHMARKS.md, session 4).
+//!
+//! [`Readers`] keeps idle connections in a list and checks a connection out for exactly
+//! one statement. It is safe to skip the pings because a connection goes back to the list
+//! only when its statement ran to completion without a connection-level error: a statement
+//! whose future was dropped half-way (a cancelled request) or that failed with an I/O,
+//! protocol or connection-loss error takes its connection with it, and the next caller
+//! opens a fresh one; such an error also drops the other idle connections (a server restart
+//! took them all), and a PostgreSQL connection idle for a while is pinged before use. The
+//! connections are read-only (`query_only` on SQLite, `default_transaction_read_only` on
+//! PostgreSQL): nothing can write through them.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sqlx::any::{AnyArguments, AnyConnectOptions, AnyRow};
+use sqlx::query::Query;
+use sqlx::AnyConnection;
+use sqlx::{Any, ConnectOptions};
+use tokio::sync::Semaphore;
+
+use super::{configure, is_connection_loss, Backend, DatabaseOptions};
+
+/// Idle read connections and the permits bounding how many exist.
+#[derive(Debug)]
+pub(crate) struct Readers {
+    options: AnyConnectOptions,
+    backend: Backend,
+    bounds: DatabaseOptions,
+    /// Idle connections with the time each went idle, most recent last.
+    idle: Mutex<Vec<(AnyConnection, Instant)>>,
+    permits: Semaphore,
+}
+
+/// A PostgreSQL connection idle for longer than this is pinged before use: the server may
+/// have restarted or closed it meanwhile. Under load connections idle for microseconds and
+/// are never pinged; SQLite connections are never pinged (a file does not hang up).
+const PING_AFTER_IDLE: Duration = Duration::from_secs(2);
+
+impl Readers {
+    pub(crate) fn new(
+        options: AnyConnectOptions,
+        backend: Backend,
+        bounds: DatabaseOptions,
+        max: usize,
+    ) -> Self {
+        Self {
+            options,
+            backend,
+            bounds,
+            idle: Mutex::new(Vec::with_capacity(max)),
+            permits: Semaphore::new(max),
+        }
+    }
+
+    /// Runs `query` on a read connection and returns every row.
+    pub(crate) async fn fetch_all<'q>(
+        &self,
+        query: Query<'q, Any, AnyArguments<'q>>,
+    ) -> Result<Vec<AnyRow>, sqlx::Error> {
+        let mut reader = self.checkout().await?;
+        let result = query.fetch_all(reader.connection()).await;
+        reader.finish(&result);
+        result
+    }
+
+    /// Runs `query` on a read connection and returns its first row, if any.
+    pub(crate) async fn fetch_optional<'q>(
+        &self,
+        query: Query<'q, Any, AnyArguments<'q>>,
+    ) -> Result<Option<AnyRow>, sqlx::Error> {
+        let mut reader = self.checkout().await?;
+        let result = query.fetch_optional(reader.connection()).await;
+        reader.finish(&result);
+        result
+    }
+
+    /// Closes the idle connections; later reads fail as on a closed pool.
+    pub(crate) async fn close(&self) {
+        self.permits.close();
+        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|e| e.into_inner()));
+        for (connection, _) in idle {
+            let _ = sqlx::Connection::close(connection).await;
+        }
+    }
+
+    /// Drops every idle connection: after one connection was lost, the others were most
+    /// likely lost with it (a server restart), and each would fail one more caller.
+    fn forget_idle(&self) {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// Waits for a permit (bounded by the acquire timeout, like the pool), then takes an
+    /// idle connection or opens one.
+    async fn checkout(&self) -> Result<Reader<'_>, sqlx::Error> {
+        let timeout = self.bounds.acquire_timeout;
+        let permit = tokio::time::timeout(timeout, self.permits.acquire())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)?
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        if let Some((connection, since)) = &mut idle {
+            if self.backend == Backend::Postgres
+                && since.elapsed() > PING_AFTER_IDLE
+                && sqlx::Connection::ping(connection).await.is_err()
+            {
+                self.forget_idle();
+                idle = None;
+            }
+        }
+        let connection = match idle {
+            Some((connection, _)) => connection,
+            None => tokio::time::timeout(timeout, self.open())
+                .await
+                .map_err(|_| sqlx::Error::PoolTimedOut)??,
+        };
+        Ok(Reader {
+            readers: self,
+            connection: Some(connection),
+            healthy: false,
+            _permit: permit,
+        })
+    }
+
+    async fn open(&self) -> Result<AnyConnection, sqlx::Error> {
+        let mut connection = self.options.connect().await?;
+        configure(&mut connection, self.backend, self.bounds).await?;
+        let read_only = match self.backend {
+            Backend::Sqlite => "PRAGMA query_only = ON",
+            Backend::Postgres => "SET default_transaction_read_only = on",
+        };
+        sqlx::Executor::execute(&mut connection, read_only).await?;
+        Ok(connection)
+    }
+}
+
+/// One checked-out connection. It returns to the idle list on drop only if
+/// [`finish`](Self::finish) saw its statement complete without a connection-level error.
+struct Reader<'a> {
+    readers: &'a Readers,
+    connection: Option<AnyConnection>,
+    healthy: bool,
+    _permit: tokio::sync::SemaphorePermit<'a>,
+}
+
+impl Reader<'_> {
+    fn connection(&mut self) -> &mut AnyConnection {
+        self.connection
+            .as_mut()
+            .expect("a reader holds its connection until dropped")
+    }
+
+    fn finish<T>(&mut self, result: &Result<T, sqlx::Error>) {
+        self.healthy = match result {
+            Ok(_) => true,
+            Err(e) => !breaks_connection(e),
+        };
+        if !self.healthy {
+            self.readers.forget_idle();
+        }
+    }
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        if let (true, Some(connection)) = (self.healthy, self.connection.take()) {
+            self.readers
+                .idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((connection, Instant::now()));
+        }
+    }
+}
+
+/// Errors after which a connection is not trusted again.
+fn breaks_connection(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => is_connection_loss(db.code().as_deref()),
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed => true,
+        _ => false,
+    }
+}
+
+/// How many read connections a database gets: SQLite runs each connection on its own
+/// thread, and more threads than cores only add context switches; PostgreSQL runs queries in
+/// its own processes, so more connections overlap network waits.
+pub(crate) fn reader_count(backend: Backend) -> usize {
+    if let Some(n) = std::env::var("RENMIAN_READERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return n;
+    }
+    match backend {
+        Backend::Sqlite => 4,
+        Backend::Postgres => 16,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Database;
+
+    fn idle(db: &Database) -> usize {
+        db.readers.idle.lock().unwrap().len()
+    }
+
+    #[tokio::test]
+    async fn a_read_cut_short_does_not_return_its_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("r.db").display());
+        let db = Database::connect(&url).await.unwrap();
+        db.read_all(sqlx::query("SELECT 1 AS one")).await.unwrap();
+        assert_eq!(idle(&db), 1, "a completed read returns its connection");
+        // A read whose future is dropped half-way (a cancelled request).
+        let slow = db.read_all(sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50000000) \
+             SELECT SUM(i) AS s FROM n",
+        ));
+        let cut = tokio::time::timeout(std::time::Duration::from_millis(20), slow).await;
+        assert!(cut.is_err(), "the slow read was still running");
+        assert_eq!(idle(&db), 0, "its connection is not reused");
+        // A statement error that leaves the connection sound keeps it.
+        assert!(db.read_all(sqlx::query("SELECT nope")).await.is_err());
+        assert_eq!(idle(&db), 1);
+        let row = db
+            .read_one(sqlx::query("SELECT 41 + 1 AS n"))
+            .await
+            .unwrap();
+        assert_eq!(sqlx::Row::try_get::<i64, _>(&row, "n").unwrap(), 42);
+    }
+}
