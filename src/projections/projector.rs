@@ -104,9 +104,12 @@ impl Projector {
 
     /// Last position applied to the read models.
     pub async fn checkpoint(&self) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT position FROM projection_checkpoint WHERE name = $1")
-            .bind(CHECKPOINT)
-            .fetch_one(self.db.pool())
+        let row = self
+            .db
+            .read_one(
+                sqlx::query("SELECT position FROM projection_checkpoint WHERE name = $1")
+                    .bind(CHECKPOINT),
+            )
             .await?;
         Ok(row.try_get("position")?)
     }
@@ -115,12 +118,12 @@ impl Projector {
     pub async fn catch_up(&self) -> Result<i64, StoreError> {
         // Reading first keeps the common case (appends project themselves, see
         // [`AppendObserver`]) free of a write transaction.
-        let row = sqlx::query(
+        let row = self.db.read_one(sqlx::query(
             "SELECT c.position AS checkpoint, h.position AS head FROM projection_checkpoint c, \
              event_log_head h WHERE c.name = $1 AND h.id = 1",
         )
         .bind(CHECKPOINT)
-        .fetch_one(self.db.pool())
+        )
         .await?;
         let (checkpoint, head): (i64, i64) = (row.try_get("checkpoint")?, row.try_get("head")?);
         if checkpoint >= head {

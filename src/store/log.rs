@@ -298,15 +298,17 @@ impl Database {
         aggregate_id: &str,
         from_sequence: i64,
     ) -> Result<Vec<(i64, i64)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT sequence, position FROM events WHERE aggregate_type = $1 \
+        let rows = self
+            .read_all(
+                sqlx::query(
+                    "SELECT sequence, position FROM events WHERE aggregate_type = $1 \
              AND aggregate_id = $2 AND sequence >= $3 ORDER BY sequence",
-        )
-        .bind(aggregate_type)
-        .bind(aggregate_id)
-        .bind(from_sequence)
-        .fetch_all(self.pool())
-        .await?;
+                )
+                .bind(aggregate_type)
+                .bind(aggregate_id)
+                .bind(from_sequence),
+            )
+            .await?;
         Ok(rows
             .iter()
             .map(|r| Ok((r.try_get("sequence")?, r.try_get("position")?)))
@@ -320,15 +322,17 @@ impl Database {
         aggregate_id: &str,
         after_sequence: i64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows = sqlx::query(&format!(
+        let rows = self
+            .read_all(
+                sqlx::query(&format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 \
              AND sequence > $3 ORDER BY sequence"
         ))
-        .bind(aggregate_type)
-        .bind(aggregate_id)
-        .bind(after_sequence)
-        .fetch_all(self.pool())
-        .await?;
+                .bind(aggregate_type)
+                .bind(aggregate_id)
+                .bind(after_sequence),
+            )
+            .await?;
         Ok(rows
             .iter()
             .map(StoredEvent::from_row)
@@ -337,8 +341,10 @@ impl Database {
 
     /// Position of the last event (0 when the log is empty).
     pub async fn head_position(&self) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT position FROM event_log_head WHERE id = 1")
-            .fetch_one(self.pool())
+        let row = self
+            .read_one(sqlx::query(
+                "SELECT position FROM event_log_head WHERE id = 1",
+            ))
             .await?;
         Ok(row.try_get("position")?)
     }
