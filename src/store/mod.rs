@@ -13,9 +13,9 @@
 //! Every database call is bounded in time: acquiring a connection by
 //! [`DatabaseOptions::acquire_timeout`], each statement by
 //! [`DatabaseOptions::statement_timeout`] (PostgreSQL `statement_timeout`, SQLite
-//! `busy_timeout`). A lost connection surfaces as [`StoreError::Unavailable`]; the pool drops
-//! the broken connection and opens a new one for the next call, so the process recovers by
-//! itself when the database returns.
+//! `busy_timeout`). A lost connection surfaces as [`StoreError::Unavailable`]; the pool (writes)
+//! and the read connections ([`readers`]) drop the broken connection and open a new one for
+//! a later call, so the process recovers by itself when the database returns.
 //!
 //! Architecture invariant: nothing in renmian issues UPDATE or DELETE on `events`; the
 //! database refuses both (triggers in `migrations/*/0001_event_log.sql`).
