@@ -96,7 +96,9 @@ const TENURE_COLUMNS: &str =
      withdrawn_position, withdrawn_reason";
 
 impl TenureRow {
-    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
+    /// Decodes the stored columns of a tenure version (also the base of `Tenure`'s decoding
+    /// in `queries.rs`).
+    pub(crate) fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(Self {
             tenure_id: r.try_get("tenure_id")?,
             person_id: r.try_get("person_id")?,
