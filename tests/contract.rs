@@ -7,7 +7,7 @@ mod common;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use common::{actor, date, export_json, notice_text, seed_text, seeded, TestDb};
+use common::{actor, date, export_json, generated_notice, notice_text, seed_text, seeded, TestDb};
 use renmian::domain::aggregate::events_for;
 use renmian::domain::NoticeKey;
 use renmian::registry::{Actor, Registry, RegistryError};
@@ -35,6 +35,7 @@ backend_suite!(
     concurrent_overlapping_ingests_lose_and_duplicate_nothing,
     queries_refuse_bad_arguments,
     read_connections_cannot_write,
+    reads_during_a_rebuild_answer_as_before,
 );
 
 async fn ingesting_the_seed_records_one_notice_and_thirty_facts(db: TestDb) {
@@ -739,4 +740,47 @@ async fn read_connections_cannot_write(db: TestDb) {
         .await
         .unwrap();
     assert!(!holders.is_empty());
+}
+
+/// A rebuild replaces every read model in one transaction (on SQLite it also drops and
+/// recreates their indexes inside it): queries running meanwhile answer from the read
+/// models as they were, never fail, and answer the same afterwards.
+async fn reads_during_a_rebuild_answer_as_before(db: TestDb) {
+    let registry = Arc::new(seeded(&db).await);
+    for n in 1..=40 {
+        registry
+            .ingest(&generated_notice(n), &actor())
+            .await
+            .unwrap();
+    }
+    let ask = |registry: Arc<Registry>| async move {
+        let holders = registry
+            .queries()
+            .holders("市财政局", "副局长", date("2024-06-01"))
+            .await
+            .unwrap();
+        let history = registry
+            .queries()
+            .post_history("市教育体育局", Some("副局长"))
+            .await
+            .unwrap();
+        (
+            holders.iter().map(|t| t.tenure_id).collect::<Vec<_>>(),
+            history.len(),
+        )
+    };
+    let before = ask(registry.clone()).await;
+    assert!(!before.0.is_empty() && before.1 > 0, "{before:?}");
+    let rebuilding = {
+        let registry = registry.clone();
+        tokio::spawn(async move { registry.projector().rebuild().await })
+    };
+    let mut asked = 0;
+    while !rebuilding.is_finished() || asked == 0 {
+        assert_eq!(ask(registry.clone()).await, before);
+        asked += 1;
+    }
+    rebuilding.await.unwrap().unwrap();
+    eprintln!("{asked} rounds of queries ran while the rebuild did");
+    assert_eq!(ask(registry.clone()).await, before);
 }
