@@ -369,7 +369,6 @@ impl AppendObserver for Projector {
     }
 }
 
-/// Up to [`BATCH`] events after `after`, in order.
 /// A rebuild's events, batch after batch, read on the database's read connections by a task
 /// of their own while the rebuild applies the previous batch: reading and decoding rows is
 /// about as much work as projecting them (BENCHMARKS.md, session 4), and the two overlap on
@@ -400,6 +399,7 @@ fn read_ahead(db: Database) -> tokio::sync::mpsc::Receiver<Result<Vec<StoredEven
     receiver
 }
 
+/// Up to [`BATCH`] events after `after`, in order.
 async fn events_after(
     tx: &mut Transaction<'_, Any>,
     after: i64,

@@ -107,9 +107,13 @@ impl Readers {
             .map_err(|_| sqlx::Error::PoolClosed)?;
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         if let Some((connection, since)) = &mut idle {
+            // A ping that does not come back (a peer gone without a reset) counts as lost.
             if self.backend == Backend::Postgres
                 && since.elapsed() > PING_AFTER_IDLE
-                && sqlx::Connection::ping(connection).await.is_err()
+                && !matches!(
+                    tokio::time::timeout(timeout, sqlx::Connection::ping(connection)).await,
+                    Ok(Ok(()))
+                )
             {
                 self.forget_idle();
                 idle = None;
