@@ -340,17 +340,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             correct,
             json,
         } => {
-            let mut all = Vec::new();
-            for path in &paths {
-                let text = read_text(path)?;
-                let actor = Actor::named(actor.clone());
-                let outcomes = match &correct {
-                    Some(reason) => registry.ingest_correction(&text, reason, &actor).await,
-                    None => registry.ingest(&text, &actor).await,
+            let actor = Actor::named(actor);
+            let texts = paths
+                .iter()
+                .map(read_text)
+                .collect::<Result<Vec<_>, _>>()?;
+            let all = match &correct {
+                Some(reason) => {
+                    let mut all = Vec::new();
+                    for (path, text) in paths.iter().zip(&texts) {
+                        let outcomes = registry
+                            .ingest_correction(text, reason, &actor)
+                            .await
+                            .with_context(|| format!("{}", path.display()))?;
+                        all.extend(outcomes);
+                    }
+                    all
                 }
-                .with_context(|| format!("{}", path.display()))?;
-                all.extend(outcomes);
-            }
+                // Files in order, as if one after the other, appended in batches.
+                None => registry.ingest_all(&texts, &actor).await.map_err(|e| {
+                    anyhow::Error::new(e.error).context(format!("{}", paths[e.index].display()))
+                })?,
+            };
             if json {
                 print_json(&all)?;
             } else {

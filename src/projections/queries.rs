@@ -227,6 +227,16 @@ pub struct NoticeWarning {
     pub message: String,
 }
 
+impl NoticeWarning {
+    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            position: r.try_get("position")?,
+            line: r.try_get("line")?,
+            message: r.try_get("message")?,
+        })
+    }
+}
+
 /// A recorded notice with its provenance, warnings and (when asked) its events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NoticeView {
@@ -812,13 +822,31 @@ impl Queries {
             )
             .await?;
         rows.iter()
-            .map(|r| {
-                Ok(NoticeWarning {
-                    position: r.try_get("position")?,
-                    line: r.try_get("line")?,
-                    message: r.try_get("message")?,
-                })
-            })
+            .map(NoticeWarning::from_row)
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    /// Warnings raised by the events at positions `first..=last`, with their notice ids,
+    /// in order: what a bulk ingest reports for the notices it appended there.
+    pub async fn warnings_between(
+        &self,
+        first: i64,
+        last: i64,
+    ) -> Result<Vec<(String, NoticeWarning)>, QueryError> {
+        let rows = self
+            .db
+            .read_all(
+                sqlx::query(
+                    "SELECT notice_id, position, line, message FROM rm_notice_warnings \
+                     WHERE position >= $1 AND position <= $2 ORDER BY position, seq",
+                )
+                .bind(first)
+                .bind(last),
+            )
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("notice_id")?, NoticeWarning::from_row(r)?)))
             .collect::<Result<_, sqlx::Error>>()
             .map_err(Into::into)
     }

@@ -6,6 +6,7 @@ use cqrs_es::persist::{
 };
 use cqrs_es::Aggregate;
 use serde_json::Value;
+use std::sync::{Arc, Mutex};
 
 use super::{Database, NewEvent, StoreError, StoredEvent};
 
@@ -16,11 +17,26 @@ pub const META_DOCUMENT_NUMBER: &str = "document_number";
 #[derive(Clone, Debug)]
 pub struct SqlEventRepository {
     db: Database,
+    /// `Some`: committed events are kept here instead of appended, for the caller to append
+    /// with others in one transaction (bulk ingest).
+    deferred: Option<Deferred>,
 }
+
+/// Events a deferring repository has been asked to persist, in commit order.
+pub type Deferred = Arc<Mutex<Vec<NewEvent>>>;
 
 impl SqlEventRepository {
     pub fn new(db: Database) -> Self {
-        Self { db }
+        Self { db, deferred: None }
+    }
+
+    /// A repository that reads from `db` but keeps the events it is asked to persist in
+    /// `deferred`, exactly as it would have appended them. The caller appends them.
+    pub fn deferred(db: Database, deferred: Deferred) -> Self {
+        Self {
+            db,
+            deferred: Some(deferred),
+        }
     }
 }
 
@@ -176,7 +192,15 @@ impl PersistedEventRepository for SqlEventRepository {
             .iter()
             .map(to_new_event)
             .collect::<Result<Vec<_>, _>>()?;
-        self.db.append(&rows).await?;
+        match &self.deferred {
+            Some(deferred) => deferred
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(rows),
+            None => {
+                self.db.append(&rows).await?;
+            }
+        }
         Ok(())
     }
 

@@ -22,6 +22,10 @@ use crate::projections::{NoticeWarning, Projector, Queries, QueryError};
 use crate::store::repository::{META_ACTOR, META_DOCUMENT_NUMBER};
 use crate::store::{Database, SqlEventRepository, StoreError};
 
+mod bulk;
+
+pub use bulk::{BulkError, BULK_BATCH_EVENTS};
+
 /// Attempts at an ingest that keeps losing optimistic-lock races before giving up.
 const MAX_ATTEMPTS: usize = 8;
 
@@ -247,15 +251,7 @@ impl Registry {
     ) -> Result<Vec<IngestOutcome>, RegistryError> {
         let parsed = self.parse(text);
         if parsed.notices.is_empty() {
-            let hint = parsed
-                .diagnostics
-                .first()
-                .map(|d| format!(" (line {}: {})", d.line, d.message))
-                .unwrap_or_default();
-            return Err(RegistryError::InvalidArgument {
-                field: "text",
-                message: format!("no personnel notice (任免通知) found in the text{hint}"),
-            });
+            return Err(no_notice_in(&parsed));
         }
         // Refuse up front when any notice conflicts, so a multi-notice text stores nothing.
         // One notice recorded without a correction needs no pre-check: its command refuses
@@ -608,6 +604,19 @@ where
         }
     }
     Err(RegistryError::Contention)
+}
+
+/// Why a text with no personnel notice in it is refused, naming the parser's first finding.
+fn no_notice_in(parsed: &ParseOutput) -> RegistryError {
+    let hint = parsed
+        .diagnostics
+        .first()
+        .map(|d| format!(" (line {}: {})", d.line, d.message))
+        .unwrap_or_default();
+    RegistryError::InvalidArgument {
+        field: "text",
+        message: format!("no personnel notice (任免通知) found in the text{hint}"),
+    }
 }
 
 /// A notice that differs from the recorded one under its key, with the way to record it.

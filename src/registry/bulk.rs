@@ -1,0 +1,336 @@
+//! Bulk ingest: many texts recorded in order, a batch of notices per append.
+//!
+//! [`Registry::ingest`] appends each notice in a transaction of its own: about twenty
+//! statements and a commit per notice, each statement a round trip to the database (on
+//! SQLite a hand-off to the connection's thread, which is where most of an ingest's time
+//! goes; BENCHMARKS.md, session 5). Loading a jurisdiction's history is thousands of
+//! notices. Here each notice is still loaded and decided by its aggregate exactly as
+//! `ingest` does it (cqrs-es load, handle, commit — into a repository that defers the
+//! append), but the events of about [`BULK_BATCH_EVENTS`] are appended together: one
+//! transaction holds their events, their projection and one commit.
+//!
+//! The result is what ingesting the texts one after the other with `ingest` gives: the same
+//! events at the same positions, the same read models, the same outcomes (tests/bulk.rs, on
+//! both databases). A text that needs more than recording new notices — one already
+//! recorded, a notice that revokes others or that an earlier notice revoked, a notice
+//! already in the batch — is ingested on its own with `ingest`, after the batch before it
+//! is appended.
+
+use std::collections::HashSet;
+
+use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventStore};
+
+use super::{
+    conflict_with_hint, diagnostics_within, metadata_for, no_notice_in, Actor, IngestOutcome,
+    Registry, RegistryError,
+};
+use crate::domain::{NoticeAggregate, NoticeCommand, NoticeKey};
+use crate::notice::ParseOutput;
+use crate::store::repository::Deferred;
+use crate::store::{Database, SqlEventRepository, StoreError};
+
+/// Events staged before a batch is appended: about 80 generated notices. Larger batches
+/// save little more (a batch's statements are already a few per notice) and hold the write
+/// lock longer.
+pub const BULK_BATCH_EVENTS: usize = 2_000;
+
+/// A bulk ingest stopped at text `index`: every text before it is recorded (`recorded`
+/// holds their outcomes), nothing of it or of the texts after it was stored by this call.
+#[derive(Debug, thiserror::Error)]
+#[error("text {index}: {error}")]
+pub struct BulkError {
+    pub index: usize,
+    #[source]
+    pub error: RegistryError,
+    pub recorded: Vec<IngestOutcome>,
+}
+
+/// A new notice whose events are staged in the batch.
+struct Staged {
+    text: usize,
+    notice_id: String,
+    document_number: Option<String>,
+    title: String,
+}
+
+/// Notices decided but not yet appended: their events (in the deferring repository's
+/// buffer, in order) and who they are.
+struct Batch {
+    events: Deferred,
+    store: PersistedEventStore<SqlEventRepository, NoticeAggregate>,
+    staged: Vec<Staged>,
+    ids: HashSet<String>,
+}
+
+impl Batch {
+    fn new(db: &Database) -> Self {
+        let events = Deferred::default();
+        let store = PersistedEventStore::new_event_store(SqlEventRepository::deferred(
+            db.clone(),
+            events.clone(),
+        ))
+        .with_upcasters(crate::store::upcasters());
+        Self {
+            events,
+            store,
+            staged: Vec::new(),
+            ids: HashSet::new(),
+        }
+    }
+
+    fn event_count(&self) -> usize {
+        self.events.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Forgets everything staged after the first `staged` notices.
+    fn truncate(&mut self, staged: usize, events: usize) {
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .truncate(events);
+        for s in self.staged.drain(staged..) {
+            self.ids.remove(&s.notice_id);
+        }
+    }
+
+    fn take(&mut self) -> (Vec<Staged>, Vec<crate::store::NewEvent>) {
+        self.ids.clear();
+        let events = std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()));
+        (std::mem::take(&mut self.staged), events)
+    }
+}
+
+/// What staging a text came to.
+enum Staging {
+    /// Every notice of the text is in the batch.
+    Staged,
+    /// The text needs more than recording new notices; nothing of it is in the batch.
+    OnItsOwn,
+}
+
+impl Registry {
+    /// Records every notice of `texts`, in order, as [`Registry::ingest`] would one text
+    /// after the other — each text all-or-nothing and idempotent, the same events, positions,
+    /// read models and outcomes — with one append transaction per batch of about
+    /// [`BULK_BATCH_EVENTS`] events instead of one per notice. Stops at the first text
+    /// that is refused (see [`BulkError`]). As with `ingest`, an error after an append
+    /// committed (reading the outcome) leaves that batch recorded; ingesting it again is
+    /// idempotent.
+    pub async fn ingest_all<T: AsRef<str>>(
+        &self,
+        texts: &[T],
+        actor: &Actor,
+    ) -> Result<Vec<IngestOutcome>, BulkError> {
+        let mut batch = Batch::new(&self.db);
+        let mut outcomes = Vec::with_capacity(texts.len());
+        for (index, text) in texts.iter().enumerate() {
+            let staging = self.stage(&mut batch, index, text.as_ref(), actor).await;
+            let on_its_own = match staging {
+                Ok(Staging::Staged) => false,
+                Ok(Staging::OnItsOwn) => true,
+                Err(error) => {
+                    return Err(
+                        match self.flush(&mut batch, texts, actor, &mut outcomes).await {
+                            Ok(()) => BulkError {
+                                index,
+                                error,
+                                recorded: outcomes,
+                            },
+                            Err(earlier) => earlier,
+                        },
+                    );
+                }
+            };
+            if on_its_own || batch.event_count() >= BULK_BATCH_EVENTS {
+                self.flush(&mut batch, texts, actor, &mut outcomes).await?;
+            }
+            if on_its_own {
+                match self.ingest(text.as_ref(), actor).await {
+                    Ok(recorded) => outcomes.extend(recorded),
+                    Err(error) => {
+                        return Err(BulkError {
+                            index,
+                            error,
+                            recorded: outcomes,
+                        })
+                    }
+                }
+            }
+        }
+        self.flush(&mut batch, texts, actor, &mut outcomes).await?;
+        Ok(outcomes)
+    }
+
+    /// Decides every notice of text `index` into the batch, or nothing of it.
+    async fn stage(
+        &self,
+        batch: &mut Batch,
+        index: usize,
+        text: &str,
+        actor: &Actor,
+    ) -> Result<Staging, RegistryError> {
+        let parsed = self.parse(text);
+        if parsed.notices.is_empty() {
+            return Err(no_notice_in(&parsed));
+        }
+        let (staged, events) = (batch.staged.len(), batch.event_count());
+        let result = self.stage_notices(batch, index, &parsed, actor).await;
+        if !matches!(result, Ok(Staging::Staged)) {
+            batch.truncate(staged, events);
+        }
+        result
+    }
+
+    async fn stage_notices(
+        &self,
+        batch: &mut Batch,
+        index: usize,
+        parsed: &ParseOutput,
+        actor: &Actor,
+    ) -> Result<Staging, RegistryError> {
+        for n in &parsed.notices {
+            let notice_id = NoticeKey::for_notice(n).aggregate_id().to_string();
+            // Revocations are commands on other notices, and an aggregate loaded twice in
+            // one batch would not see its staged events: `ingest` handles these.
+            if !n.revokes.is_empty() || batch.ids.contains(&notice_id) {
+                return Ok(Staging::OnItsOwn);
+            }
+            if let Some(number) = &n.document_number {
+                if !self.queries.notices_revoking(number).await?.is_empty() {
+                    return Ok(Staging::OnItsOwn);
+                }
+            }
+            let mut context = batch.store.load_aggregate(&notice_id).await?;
+            if let Some(conflict) = context.aggregate().conflict_with(n) {
+                return Err(conflict_with_hint(&conflict));
+            }
+            let sink = cqrs_es::event_sink::EventSink::default();
+            let command = NoticeCommand::Record {
+                notice: Box::new(n.clone()),
+                diagnostics: diagnostics_within(n, &parsed.diagnostics),
+            };
+            context
+                .aggregate()
+                .handle(command, &(), &sink)
+                .await
+                .map_err(AggregateError::UserError)?;
+            let events = sink.collect().await;
+            if events.is_empty() {
+                // Already recorded: `ingest` reports it as such.
+                return Ok(Staging::OnItsOwn);
+            }
+            let metadata = metadata_for(actor, n.document_number.as_deref());
+            batch.store.commit(events, context, metadata).await?;
+            batch.ids.insert(notice_id.clone());
+            batch.staged.push(Staged {
+                text: index,
+                notice_id,
+                document_number: n.document_number.clone(),
+                title: n.title.clone(),
+            });
+        }
+        Ok(Staging::Staged)
+    }
+
+    /// Appends the batch (its projection in the same transaction) and reports an outcome
+    /// per notice, as `ingest` would have.
+    async fn flush<T: AsRef<str>>(
+        &self,
+        batch: &mut Batch,
+        texts: &[T],
+        actor: &Actor,
+        outcomes: &mut Vec<IngestOutcome>,
+    ) -> Result<(), BulkError> {
+        let (staged, events) = batch.take();
+        let Some(first_text) = staged.first().map(|s| s.text) else {
+            return Ok(());
+        };
+        let failed =
+            |index: usize, error: RegistryError, outcomes: &mut Vec<IngestOutcome>| BulkError {
+                index,
+                error,
+                recorded: std::mem::take(outcomes),
+            };
+        let stored = match self.db.append(&events).await {
+            Ok(stored) => stored,
+            Err(StoreError::Conflict) => {
+                // Another writer recorded one of these notices first; nothing of the batch
+                // was stored. Each text on its own reports what happened to it.
+                tracing::debug!(
+                    notices = staged.len(),
+                    "a bulk batch lost a race with another writer; ingesting its texts one by one"
+                );
+                let mut texts_of_batch: Vec<usize> = staged.iter().map(|s| s.text).collect();
+                texts_of_batch.dedup();
+                for index in texts_of_batch {
+                    match self.ingest(texts[index].as_ref(), actor).await {
+                        Ok(recorded) => outcomes.extend(recorded),
+                        Err(error) => return Err(failed(index, error, outcomes)),
+                    }
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(failed(first_text, e.into(), outcomes)),
+        };
+        let reported = self.report(&staged, &stored).await;
+        match reported {
+            Ok(reported) => {
+                outcomes.extend(reported);
+                Ok(())
+            }
+            Err(error) => Err(failed(first_text, error, outcomes)),
+        }
+    }
+
+    /// Outcomes of the staged notices, whose events were appended as `stored`.
+    async fn report(
+        &self,
+        staged: &[Staged],
+        stored: &[crate::store::StoredEvent],
+    ) -> Result<Vec<IngestOutcome>, RegistryError> {
+        let (Some(first), Some(last)) = (stored.first(), stored.last()) else {
+            return Ok(Vec::new());
+        };
+        // The append projected itself unless the read models were behind.
+        self.projector.catch_up().await?;
+        let mut warnings = self
+            .queries
+            .warnings_between(first.position, last.position)
+            .await?
+            .into_iter()
+            .peekable();
+        let mut events = stored.iter().peekable();
+        let mut outcomes = Vec::with_capacity(staged.len());
+        for s in staged {
+            // A notice's events are consecutive, in the order the notices were staged.
+            let mut positions = Vec::new();
+            while let Some(e) = events.next_if(|e| e.aggregate_id == s.notice_id) {
+                positions.push(e.position);
+            }
+            let (first, last) = (positions.first().copied(), positions.last().copied());
+            // Warnings raised by its events (`ingest` reports the notice's own warnings from
+            // its first position on, read right after its append).
+            let mut own = Vec::new();
+            while let Some((notice_id, w)) = warnings.next_if(|(_, w)| Some(w.position) <= last) {
+                if notice_id == s.notice_id {
+                    own.push(w);
+                }
+            }
+            outcomes.push(IngestOutcome {
+                notice_id: s.notice_id.clone(),
+                document_number: s.document_number.clone(),
+                title: s.title.clone(),
+                already_recorded: false,
+                corrected: false,
+                events_appended: positions.len(),
+                first_position: first,
+                last_position: last,
+                warnings: own,
+                revoked_notices: Vec::new(),
+                notes: Vec::new(),
+            });
+        }
+        Ok(outcomes)
+    }
+}

@@ -1,0 +1,242 @@
+//! Bulk ingest (`Registry::ingest_all`, what `renmian ingest FILE…` runs) against ingesting
+//! the same texts one after the other with `Registry::ingest`: the same outcomes, the same
+//! events at the same positions, the same read models; a refused text stops it with every
+//! text before it recorded and nothing of it; two bulk ingests of the same texts at once
+//! record each notice once. On SQLite, and on PostgreSQL when `RENMIAN_TEST_DATABASE_URL`
+//! is set.
+
+mod common;
+
+use common::{actor, generated_notice, notice_text, TestDb};
+use renmian::projections::export::{export, to_json, ExportedTable};
+use renmian::registry::{IngestOutcome, Registry, RegistryError};
+use renmian::workload::{generate, WorkloadConfig};
+
+/// A notice of 临湘市人民政府 (临政人〔2024〕`number`号) revoking 临政人〔2024〕`revoked`号.
+fn revocation_text(number: u32, revoked: u32) -> String {
+    format!(
+        "临湘市人民政府\n关于撤销《临湘市人民政府关于人员职务任免的通知》的通知\n(临政人〔2024〕{number}号)\n\n\
+         各镇人民政府、街道办事处，市直各单位：\n\n经市人民政府研究决定，撤销《临湘市人民政府关于人员职务任免的通知》\
+         （临政人〔2024〕{revoked}号）。\n\n临湘市人民政府\n\n2024年5月1日\n"
+    )
+}
+
+/// A generated history with every case bulk ingest hands to `ingest` mixed in: a notice
+/// ingested twice (later, and right after itself), a revocation of an earlier notice, a
+/// revocation that arrives before the notice it revokes, a text of two notices, and a removal from a post nobody was recorded in (a warning).
+fn texts() -> Vec<String> {
+    let config = WorkloadConfig {
+        jurisdictions: 3,
+        years: 2,
+        ..WorkloadConfig::new(20261128, 160)
+    };
+    let mut texts: Vec<String> = generate(&config).map(|n| n.text).collect();
+    let two_notices = format!("{}\n\n{}", generated_notice(9006), generated_notice(9007));
+    let specials = [
+        (12, generated_notice(9001)),
+        (20, texts[3].clone()),
+        (21, generated_notice(9002)),
+        (22, generated_notice(9002)),
+        (30, revocation_text(9003, 9001)),
+        (41, revocation_text(9004, 9005)),
+        (60, generated_notice(9005)),
+        (75, two_notices),
+        (
+            90,
+            notice_text(9008, "2024年4月1日", &["免去路人甲同志市统计局局长职务"]),
+        ),
+    ];
+    for (at, text) in specials {
+        texts.insert(at, text);
+    }
+    texts
+}
+
+/// The same database, empty, on the same backend.
+async fn another(db: &TestDb) -> TestDb {
+    match db.backend {
+        "sqlite" => TestDb::sqlite(),
+        _ => TestDb::postgres()
+            .await
+            .expect("a second PostgreSQL database"),
+    }
+}
+
+/// Every event without the columns a clock sets (`recorded_at`, and the hashes over it).
+async fn events(registry: &Registry) -> Vec<String> {
+    let all = registry
+        .database()
+        .events_after(0, 1_000_000)
+        .await
+        .unwrap();
+    all.iter()
+        .map(|e| {
+            format!(
+                "{} {} {} {} {} {} {} {} {} {:?} {:?} {:?}",
+                e.position,
+                e.aggregate_type,
+                e.aggregate_id,
+                e.sequence,
+                e.event_type,
+                e.event_version,
+                e.payload,
+                e.metadata,
+                e.actor,
+                e.document_number,
+                e.source_line,
+                e.clause
+            )
+        })
+        .collect()
+}
+
+/// Every read model, with the columns a clock sets (`…_at`) blanked.
+async fn read_models(registry: &Registry) -> String {
+    let mut tables: Vec<ExportedTable> = export(registry.database()).await.unwrap();
+    for table in &mut tables {
+        let clocked: Vec<usize> = (0..table.columns.len())
+            .filter(|&i| table.columns[i].ends_with("_at"))
+            .collect();
+        for row in &mut table.rows {
+            for &i in &clocked {
+                row[i] = serde_json::Value::Null;
+            }
+        }
+        table
+            .rows
+            .sort_by_key(|row| serde_json::to_string(row).unwrap());
+    }
+    serde_json::to_string(&to_json(&tables)).unwrap()
+}
+
+async fn one_after_the_other(registry: &Registry, texts: &[String]) -> Vec<IngestOutcome> {
+    let mut outcomes = Vec::new();
+    for text in texts {
+        outcomes.extend(registry.ingest(text, &actor()).await.expect("ingest"));
+    }
+    outcomes
+}
+
+async fn bulk_ingest_is_ingest_one_text_after_the_other(db: TestDb) {
+    let texts = texts();
+    assert_eq!(renmian::notice::parse(&texts[75]).notices.len(), 2);
+    let sequential = Registry::open(&db.url).await.unwrap();
+    let expected = one_after_the_other(&sequential, &texts).await;
+
+    let other = another(&db).await;
+    let bulk = Registry::open(&other.url).await.unwrap();
+    let outcomes = bulk
+        .ingest_all(&texts, &actor())
+        .await
+        .expect("bulk ingest");
+
+    assert_eq!(outcomes, expected);
+    // The mixed-in cases happened, so each path was taken.
+    assert!(outcomes.iter().any(|o| o.already_recorded));
+    assert!(outcomes.iter().any(|o| !o.revoked_notices.is_empty()));
+    assert!(outcomes.iter().any(|o| !o.notes.is_empty()));
+    assert!(outcomes.iter().any(|o| !o.warnings.is_empty()));
+    assert!(outcomes.len() > texts.len());
+    assert_eq!(events(&bulk).await, events(&sequential).await);
+    let projected = read_models(&bulk).await;
+    assert!(
+        projected == read_models(&sequential).await,
+        "read models differ"
+    );
+    bulk.projector().rebuild().await.unwrap();
+    assert!(projected == read_models(&bulk).await, "a rebuild disagrees");
+
+    // Ingesting everything again records nothing.
+    let again = bulk.ingest_all(&texts, &actor()).await.unwrap();
+    assert!(again.iter().all(|o| o.already_recorded));
+    assert_eq!(events(&bulk).await, events(&sequential).await);
+}
+
+async fn a_refused_text_stops_the_bulk_ingest_after_the_texts_before_it(db: TestDb) {
+    let registry = Registry::open(&db.url).await.unwrap();
+    let conflicting = notice_text(9001, "2024年3月1日", &["王五同志任市商务局局长"]);
+    let texts = vec![
+        generated_notice(9001),
+        generated_notice(9002),
+        generated_notice(9003),
+        conflicting,
+        generated_notice(9004),
+    ];
+    let refused = registry.ingest_all(&texts, &actor()).await.unwrap_err();
+    assert_eq!(refused.index, 3);
+    assert!(
+        matches!(refused.error, RegistryError::Conflict(_)),
+        "{:?}",
+        refused.error
+    );
+    assert_eq!(refused.recorded.len(), 3);
+    let recorded = registry.queries().notices(0, 100, false).await.unwrap();
+    let numbers: Vec<_> = recorded
+        .iter()
+        .filter_map(|n| n.document_number.clone())
+        .collect();
+    assert_eq!(
+        numbers,
+        [
+            "临政人〔2024〕9001号",
+            "临政人〔2024〕9002号",
+            "临政人〔2024〕9003号"
+        ]
+    );
+
+    // Text without a notice: refused as `ingest` refuses it, nothing of it stored.
+    let texts = vec![generated_notice(9005), "not a notice".to_string()];
+    let refused = registry.ingest_all(&texts, &actor()).await.unwrap_err();
+    assert_eq!(refused.index, 1);
+    assert!(matches!(
+        refused.error,
+        RegistryError::InvalidArgument { field: "text", .. }
+    ));
+    assert_eq!(refused.recorded.len(), 1);
+    assert_eq!(
+        registry
+            .queries()
+            .notices(0, 100, false)
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+}
+
+async fn concurrent_bulk_ingests_record_each_notice_once(db: TestDb) {
+    let texts: Vec<String> = (1..=120).map(generated_notice).collect();
+    let reference = another(&db).await;
+    let sequential = Registry::open(&reference.url).await.unwrap();
+    one_after_the_other(&sequential, &texts).await;
+    let expected_events = sequential.database().head_position().await.unwrap();
+
+    let (a, b) = (
+        Registry::open(&db.url).await.unwrap(),
+        Registry::open(&db.url).await.unwrap(),
+    );
+    let reversed: Vec<String> = texts.iter().rev().cloned().collect();
+    let who = actor();
+    let (from_a, from_b) = tokio::join!(a.ingest_all(&texts, &who), b.ingest_all(&reversed, &who));
+    let (from_a, from_b) = (from_a.unwrap(), from_b.unwrap());
+    assert_eq!(a.database().head_position().await.unwrap(), expected_events);
+    for text in &texts {
+        let (id, events) = common::expectation(text);
+        let appended: Vec<&IngestOutcome> = from_a
+            .iter()
+            .chain(&from_b)
+            .filter(|o| o.notice_id == id && !o.already_recorded)
+            .collect();
+        assert_eq!(appended.len(), 1, "{id} appended {appended:?}");
+        assert_eq!(appended[0].events_appended as i64, events);
+    }
+    let projected = read_models(&a).await;
+    b.projector().rebuild().await.unwrap();
+    assert!(projected == read_models(&a).await, "a rebuild disagrees");
+}
+
+backend_suite!(
+    bulk_ingest_is_ingest_one_text_after_the_other,
+    a_refused_text_stops_the_bulk_ingest_after_the_texts_before_it,
+    concurrent_bulk_ingests_record_each_notice_once,
+);
