@@ -13,6 +13,10 @@
 //!    notice, vs the ceiling: a raw sqlx INSERT of the very same rows (all 15 columns of
 //!    `events`, read back afterwards) into a bare table of a fresh database, one transaction
 //!    per notice, multi-row statements;
+//!    Bulk ingest: events/s through `Registry::ingest_all` (what `renmian ingest FILE…`
+//!    runs: one append transaction per batch of `BULK_BATCH_EVENTS`) of the same texts into
+//!    a fresh database, vs the same raw INSERT with one transaction per batch of whole
+//!    notices of that size;
 //! 2. rebuild: events/s of `Projector::rebuild` vs the ceiling: one ordered scan of the
 //!    events table decoding every payload with serde_json into `RegistryEvent`;
 //! 3. in-process query latency, p50/p99 of `holders` and `holdings` over random lookups;
@@ -38,7 +42,7 @@ use std::time::{Duration, Instant};
 use chrono::NaiveDate;
 use futures::TryStreamExt;
 use renmian::domain::RegistryEvent;
-use renmian::registry::{Actor, Registry};
+use renmian::registry::{Actor, Registry, BULK_BATCH_EVENTS};
 use renmian::store::log::placeholders;
 use renmian::store::{Backend, Database, NewEvent, StoredEvent};
 use renmian::workload::{generate, WorkloadConfig};
@@ -93,6 +97,11 @@ struct Report {
     parse: Duration,
     ingest: Duration,
     raw_insert: Duration,
+    /// `Registry::ingest_all` (what `renmian ingest FILE…` runs) of the same texts into a
+    /// fresh database, and its ceiling: the raw INSERT with the same transaction per batch.
+    bulk_ingest: Duration,
+    raw_insert_bulk: Duration,
+    rss_bulk_kib: u64,
     /// `Database::append` of the same events into a fresh renmian database with no
     /// projection: the event store alone, comparable to the Python peer's append.
     store_append: Duration,
@@ -131,7 +140,8 @@ fn main() {
             let url = format!("sqlite://{}", path.display());
             let raw = dir.path().join("ceiling.db");
             let store = format!("sqlite://{}", dir.path().join("append.db").display());
-            reports.push(run("SQLite", &url, Ceiling::Sqlite(raw), &store, &o).await);
+            let bulk = format!("sqlite://{}", dir.path().join("bulk.db").display());
+            reports.push(run("SQLite", &url, Ceiling::Sqlite(raw), &store, &bulk, &o).await);
         }
         if o.only.as_deref() != Some("sqlite") {
             match &o.postgres {
@@ -139,18 +149,20 @@ fn main() {
                     let db = fresh_pg(admin, "run").await;
                     let raw = fresh_pg(admin, "ceiling").await;
                     let store = fresh_pg(admin, "append").await;
+                    let bulk = fresh_pg(admin, "bulk").await;
                     let report = run(
                         "PostgreSQL",
                         &db,
                         Ceiling::Postgres(raw.clone()),
                         &store,
+                        &bulk,
                         &o,
                     )
                     .await;
                     reports.push(report);
-                    drop_pg(admin, &db).await;
-                    drop_pg(admin, &raw).await;
-                    drop_pg(admin, &store).await;
+                    for url in [&db, &raw, &store, &bulk] {
+                        drop_pg(admin, url).await;
+                    }
                 }
                 None => eprintln!(
                     "PostgreSQL skipped: pass --postgres URL or set RENMIAN_BENCH_DATABASE_URL"
@@ -171,6 +183,7 @@ async fn run(
     url: &str,
     ceiling: Ceiling,
     store_url: &str,
+    bulk_url: &str,
     o: &Options,
 ) -> Report {
     let config = WorkloadConfig::new(o.seed, o.notices);
@@ -230,8 +243,13 @@ async fn run(
     r.rss_rebuild_kib = rss_kib("VmHWM");
     r.anon_rebuild_kib = rss_kib("RssAnon");
 
-    eprintln!("[{backend}] ceiling: raw INSERT of the same rows");
-    r.raw_insert = raw_insert(&registry, ceiling).await;
+    eprintln!("[{backend}] bulk ingest (ingest_all) into a fresh database");
+    r.bulk_ingest = bulk_ingest(&config, bulk_url, r.events, &mut r.rss_bulk_kib).await;
+
+    eprintln!("[{backend}] ceiling: raw INSERT of the same rows, a transaction per notice");
+    r.raw_insert = raw_insert(&registry, &ceiling, 0).await;
+    eprintln!("[{backend}] ceiling: raw INSERT of the same rows, a transaction per bulk batch");
+    r.raw_insert_bulk = raw_insert(&registry, &ceiling, BULK_BATCH_EVENTS).await;
     eprintln!("[{backend}] event store alone: Database::append of the same events");
     r.store_append = store_append(&registry, store_url).await;
     eprintln!("[{backend}] ceiling: raw ordered scan + decode");
@@ -243,6 +261,37 @@ async fn run(
     lookups(&registry, o, first_date, last_date, &mut r).await;
     registry.database().close().await;
     r
+}
+
+/// Texts per `ingest_all` call: bounds the texts held in memory; `renmian ingest` passes all
+/// its files in one call, which differs only in where the last batch of a call ends.
+const BULK_TEXTS_PER_CALL: usize = 5000;
+
+/// `Registry::ingest_all` of the generated texts into the fresh database at `url`; checks it
+/// appended `events` events. Generating the texts is not timed.
+async fn bulk_ingest(config: &WorkloadConfig, url: &str, events: usize, rss: &mut u64) -> Duration {
+    let registry = Registry::open(url).await.expect("open bulk registry");
+    let actor = Actor::named("bench");
+    reset_peak_rss();
+    let mut texts = generate(config).map(|n| n.text).peekable();
+    let (mut timed, mut appended) = (Duration::ZERO, 0);
+    while texts.peek().is_some() {
+        let chunk: Vec<String> = texts.by_ref().take(BULK_TEXTS_PER_CALL).collect();
+        let started = Instant::now();
+        let outcomes = registry
+            .ingest_all(&chunk, &actor)
+            .await
+            .expect("bulk ingest");
+        timed += started.elapsed();
+        appended += outcomes.iter().map(|o| o.events_appended).sum::<usize>();
+    }
+    assert_eq!(
+        appended, events,
+        "bulk ingest appended other events than ingest"
+    );
+    *rss = rss_kib("VmHWM");
+    registry.database().close().await;
+    timed
 }
 
 /// Binds the 15 columns of each event, in `events` column order.
@@ -352,9 +401,11 @@ async fn store_append(registry: &Registry, url: &str) -> Duration {
     timed
 }
 
-/// Inserts every stored event again, notice by notice (one transaction each), into a bare
-/// table of a fresh database. Only the INSERTs are timed; reading the rows back is not.
-async fn raw_insert(registry: &Registry, ceiling: Ceiling) -> Duration {
+/// Inserts every stored event again into a bare table of a fresh database, one transaction
+/// per notice (`batch_events` 0) or per group of whole notices of at least `batch_events`
+/// events (how a bulk ingest batches them). Only the INSERTs are timed; reading the rows
+/// back is not.
+async fn raw_insert(registry: &Registry, ceiling: &Ceiling, batch_events: usize) -> Duration {
     enum Pool {
         Sqlite(sqlx::SqlitePool),
         Postgres(sqlx::PgPool),
@@ -368,7 +419,7 @@ async fn raw_insert(registry: &Registry, ceiling: Ceiling) -> Duration {
     let pool = match ceiling {
         Ceiling::Sqlite(path) => {
             let options = SqliteConnectOptions::new()
-                .filename(path)
+                .filename(path.with_extension(format!("{batch_events}.db")))
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full);
@@ -381,16 +432,25 @@ async fn raw_insert(registry: &Registry, ceiling: Ceiling) -> Duration {
             Pool::Sqlite(pool)
         }
         Ceiling::Postgres(url) => {
-            let pool = sqlx::PgPool::connect(&url).await.expect("ceiling postgres");
+            let pool = sqlx::PgPool::connect(url).await.expect("ceiling postgres");
+            sqlx::query("DROP TABLE IF EXISTS events_raw")
+                .execute(&pool)
+                .await
+                .expect("drop");
             sqlx::query(ddl).execute(&pool).await.expect("ddl");
             Pool::Postgres(pool)
         }
     };
     let mut timed = Duration::ZERO;
     let mut groups = NoticeGroups::new(registry);
-    while let Some(mut group) = groups.next().await {
-        timed += flush(&pool, &mut group).await;
+    let mut batch = Vec::new();
+    while let Some(group) = groups.next().await {
+        batch.extend(group);
+        if batch.len() >= batch_events {
+            timed += flush(&pool, &mut batch).await;
+        }
     }
+    timed += flush(&pool, &mut batch).await;
     return timed;
 
     async fn flush(pool: &Pool, group: &mut Vec<StoredEvent>) -> Duration {
@@ -680,6 +740,19 @@ fn print_report(o: &Options, reports: &[Report]) {
             100.0 * r.raw_insert.as_secs_f64() / r.ingest.as_secs_f64()
         )
     });
+    row("bulk ingest (`ingest_all`), events/s", &|r| {
+        format!("{:.0}", rate(r.events, r.bulk_ingest))
+    });
+    row(
+        "ceiling: raw INSERT, a transaction per batch, events/s",
+        &|r| format!("{:.0}", rate(r.events, r.raw_insert_bulk)),
+    );
+    row("**bulk ingest / its ceiling**", &|r| {
+        format!(
+            "**{:.1}%**",
+            100.0 * r.raw_insert_bulk.as_secs_f64() / r.bulk_ingest.as_secs_f64()
+        )
+    });
     row("rebuild, events/s", &|r| {
         format!("{:.0}", rate(r.events, r.rebuild))
     });
@@ -722,6 +795,7 @@ fn print_report(o: &Options, reports: &[Report]) {
     row("RSS before ingest", &|r| mib(r.rss_base_kib));
     row("peak RSS during ingest", &|r| mib(r.rss_ingest_kib));
     row("peak RSS during rebuild", &|r| mib(r.rss_rebuild_kib));
+    row("peak RSS during bulk ingest", &|r| mib(r.rss_bulk_kib));
     row("RssAnon after ingest", &|r| mib(r.anon_ingest_kib));
     row("RssAnon after rebuild", &|r| mib(r.anon_rebuild_kib));
     println!();

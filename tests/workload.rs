@@ -266,3 +266,85 @@ async fn partial_models_project_what_a_rebuild_projects_postgres() {
     };
     partial_models_project_what_a_rebuild_projects(db).await;
 }
+
+/// `holders` answers the common case in one statement (the organization as named, resolved
+/// inline) and falls back to full resolution otherwise; as of the log's head it always takes
+/// the general path. Both must answer alike — tenures or the same error — for every name an
+/// organization is known by (canonical, as written in notices, ambiguous short forms), for
+/// posts held, vacant and unknown, on dates across the history.
+async fn holders_answer_alike_on_the_fast_and_the_general_path(db: TestDb) {
+    let registry = Registry::open(&db.url).await.expect("open registry");
+    let texts: Vec<String> = generate(&config(200)).map(|n| n.text).collect();
+    registry
+        .ingest_all(&texts, &Actor::named("workload-test"))
+        .await
+        .expect("ingest");
+    // A name that is the canonical name of one organization and an alias of another, both
+    // with holders of the same post (read models written directly: only the queries'
+    // handling of such a name is under test).
+    // (Every canonical name is recorded as an alias of itself; B's now names A.)
+    let changed = sqlx::query(
+        "UPDATE rm_organization_aliases SET canonical_name = (\
+         SELECT a.organization FROM rm_tenures a JOIN rm_tenures b ON b.post = a.post \
+         AND b.organization > a.organization WHERE a.version_to IS NULL \
+         AND b.version_to IS NULL AND a.end_date IS NULL AND b.end_date IS NULL \
+         ORDER BY a.organization, b.organization LIMIT 1) \
+         WHERE alias = (SELECT b.organization FROM rm_tenures a JOIN rm_tenures b \
+         ON b.post = a.post AND b.organization > a.organization WHERE a.version_to IS NULL \
+         AND b.version_to IS NULL AND a.end_date IS NULL AND b.end_date IS NULL \
+         ORDER BY a.organization, b.organization LIMIT 1)",
+    )
+    .execute(registry.database().pool())
+    .await
+    .unwrap();
+    assert_eq!(changed.rows_affected(), 1);
+    let head = registry.database().head_position().await.unwrap();
+    let now = registry.queries().clone();
+    let general = registry.queries().as_of_position(head).unwrap();
+    let pairs = sqlx::query(
+        "SELECT a.alias, p.post FROM rm_organization_aliases a \
+         JOIN rm_posts p ON p.organization = a.canonical_name \
+         UNION SELECT p.organization, p.post FROM rm_posts p \
+         UNION SELECT a.alias, '没有这个职务' FROM rm_organization_aliases a \
+         UNION SELECT '市教育体育局', p.post FROM rm_posts p ORDER BY 1, 2",
+    )
+    .fetch_all(registry.database().pool())
+    .await
+    .unwrap();
+    assert!(pairs.len() > 100, "{} pairs", pairs.len());
+    let (mut held, mut refused, mut ambiguous) = (0, 0, 0);
+    for pair in &pairs {
+        let (org, post): (String, String) = (pair.get(0), pair.get(1));
+        for on in ["2023-06-30", "2024-12-31", "2025-06-30"] {
+            let on = chrono::NaiveDate::parse_from_str(on, "%Y-%m-%d").unwrap();
+            let fast = now.holders(&org, &post, on).await;
+            let slow = general.holders(&org, &post, on).await;
+            assert_eq!(
+                format!("{fast:?}"),
+                format!("{slow:?}"),
+                "{org} {post} on {on}"
+            );
+            match fast {
+                Ok(t) if !t.is_empty() => held += 1,
+                Err(QueryError::Ambiguous { .. }) => ambiguous += 1,
+                Err(_) => refused += 1,
+                Ok(_) => {}
+            }
+        }
+    }
+    assert!(held > 50 && refused > 50, "held {held}, refused {refused}");
+    assert!(ambiguous > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holders_answer_alike_on_the_fast_and_the_general_path_sqlite() {
+    holders_answer_alike_on_the_fast_and_the_general_path(TestDb::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holders_answer_alike_on_the_fast_and_the_general_path_postgres() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    holders_answer_alike_on_the_fast_and_the_general_path(db).await;
+}

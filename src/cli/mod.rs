@@ -341,10 +341,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         } => {
             let actor = Actor::named(actor);
-            let texts = paths
-                .iter()
-                .map(read_text)
-                .collect::<Result<Vec<_>, _>>()?;
+            let texts = paths.iter().map(read_text).collect::<Result<Vec<_>, _>>()?;
             let all = match &correct {
                 Some(reason) => {
                     let mut all = Vec::new();
