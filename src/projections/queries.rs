@@ -514,79 +514,9 @@ impl Queries {
         on: NaiveDate,
     ) -> Result<Vec<Tenure>, QueryError> {
         let post = require("post", post)?;
-        let mut tenures = match self.holders_as_named(organization, &post, on).await? {
-            Some(tenures) => tenures,
-            None => self.holders_of_resolved(organization, &post, on).await?,
-        };
-        tenures.sort_by(|a, b| {
-            (a.start_date.as_deref().unwrap_or(""), a.tenure_id)
-                .cmp(&(b.start_date.as_deref().unwrap_or(""), b.tenure_id))
-        });
-        // A one-seat post with several holders: accepted, recorded, and flagged here.
-        if tenures.len() > 1 && crate::domain::posts::is_head_post(&post) {
-            for t in &mut tenures {
-                t.seat_conflict = true;
-            }
-        }
-        Ok(tenures)
-    }
-
-    /// The common case of [`Queries::holders`] in one statement (one round trip instead of
-    /// two; on SQLite each is a hand-off to the connection's thread): the organization
-    /// resolved as named — the first step of [`Queries::resolve_organization`] — and its
-    /// holders now. `None` when that does not settle it (no holder, a name that is not
-    /// known as written, or one that names several organizations), for the general path
-    /// to answer.
-    async fn holders_as_named(
-        &self,
-        organization: &str,
-        post: &str,
-        on: NaiveDate,
-    ) -> Result<Option<Vec<Tenure>>, QueryError> {
-        if self.as_of.is_some() {
-            return Ok(None);
-        }
-        let name = require("organization", organization)?;
-        let post_now = "t.version_to IS NULL AND t.withdrawn_position IS NULL \
-             AND t.organization = (SELECT canonical_name FROM org LIMIT 1) AND t.post = $3 \
-             AND (t.start_date IS NULL OR t.start_date <= $1)";
-        let sql = format!(
-            "WITH org AS (SELECT canonical_name FROM rm_organization_aliases WHERE alias = $2 \
-             UNION SELECT canonical_name FROM rm_organizations WHERE canonical_name = $2) \
-             SELECT h.*, (SELECT COUNT(*) FROM org) AS organizations FROM (\
-             {TENURE_SELECT} WHERE {post_now} AND t.end_date IS NULL \
-             AND t.ended_position IS NULL \
-             UNION ALL {TENURE_SELECT} WHERE {post_now} AND t.end_date > $1) h"
-        );
-        let rows = self
-            .db
-            .read_all(sqlx::query(&sql).bind(iso(on)).bind(&name).bind(post))
-            .await?;
-        let Some(first) = rows.first() else {
-            return Ok(None);
-        };
-        if first.try_get::<i64, _>("organizations")? != 1 {
-            return Ok(None);
-        }
-        Ok(Some(
-            rows.iter()
-                .map(Tenure::from_row)
-                .collect::<Result<_, _>>()?,
-        ))
-    }
-
-    /// [`Queries::holders`] after resolving the organization in full, with the reason when
-    /// nobody holds the post.
-    async fn holders_of_resolved(
-        &self,
-        organization: &str,
-        post: &str,
-        on: NaiveDate,
-    ) -> Result<Vec<Tenure>, QueryError> {
-        let post = post.to_string();
         let org = self.resolve_organization(organization).await?;
         let binds: [&str; 3] = [&iso(on), &org, &post];
-        let tenures = match self.as_of {
+        let mut tenures = match self.as_of {
             // Now: the open tenures and those ending after `on`, as two index range reads of
             // `rm_tenures_holding` (migration 0008) instead of every current version of the
             // post (a head post has hundreds at 1M events). `OR` would keep SQLite from
@@ -610,6 +540,10 @@ impl Queries {
                 .await?
             }
         };
+        tenures.sort_by(|a, b| {
+            (a.start_date.as_deref().unwrap_or(""), a.tenure_id)
+                .cmp(&(b.start_date.as_deref().unwrap_or(""), b.tenure_id))
+        });
         if tenures.is_empty() {
             // Nobody holds it on `on`: say so, or say the post was never recorded.
             let known = self
@@ -626,6 +560,12 @@ impl Queries {
                 return Err(QueryError::NotFound(format!(
                     "no post {post:?} is recorded at {org}"
                 )));
+            }
+        }
+        // A one-seat post with several holders: accepted, recorded, and flagged here.
+        if tenures.len() > 1 && crate::domain::posts::is_head_post(&post) {
+            for t in &mut tenures {
+                t.seat_conflict = true;
             }
         }
         Ok(tenures)
