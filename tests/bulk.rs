@@ -240,3 +240,46 @@ backend_suite!(
     a_refused_text_stops_the_bulk_ingest_after_the_texts_before_it,
     concurrent_bulk_ingests_record_each_notice_once,
 );
+
+/// PostgreSQL: a bulk load refreshes the planner's statistics as the tables grow, so the
+/// per-notice reads do not keep the plans of empty tables (sequential scans) until
+/// autovacuum gets round to it — if it runs at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bulk_load_refreshes_planner_statistics_on_postgres() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let registry = Registry::open(&db.url).await.unwrap();
+    let analyzed = || async {
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(analyze_count), 0) AS BIGINT) AS n FROM pg_stat_user_tables \
+             WHERE relname IN ('rm_notices', 'rm_tenures', 'rm_persons')",
+        )
+        .fetch_one(registry.database().pool())
+        .await
+        .unwrap();
+        sqlx::Row::get::<i64, _>(&row, "n")
+    };
+    // Small loads leave statistics alone.
+    let small: Vec<String> = (9101..=9120).map(generated_notice).collect();
+    registry.ingest_all(&small, &actor()).await.unwrap();
+    assert_eq!(analyzed().await, 0);
+    let config = WorkloadConfig {
+        jurisdictions: 3,
+        years: 2,
+        ..WorkloadConfig::new(7, 600)
+    };
+    let texts: Vec<String> = generate(&config).map(|n| n.text).collect();
+    registry.ingest_all(&texts, &actor()).await.unwrap();
+    assert!(registry.database().head_position().await.unwrap() > 10_000);
+    // The statistics collector reports asynchronously; give it a moment.
+    let mut n = 0;
+    for _ in 0..50 {
+        n = analyzed().await;
+        if n > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(n >= 3, "analyze_count {n}");
+}

@@ -224,12 +224,13 @@ impl Projector {
         Ok(checkpoint)
     }
 
-    /// PostgreSQL: fresh planner statistics for tables a rebuild (or `load-events`) just
-    /// filled. Without them the planner costs a 1M-row table as nearly empty: measured at
-    /// 1M events, a holdings query took 590 ms on a bitmap scan of the wrong index instead of
-    /// 0.2 ms on `rm_tenures_person`, until autovacuum got round to it. Best effort: the
-    /// rebuild is committed, and a failure here only leaves statistics to autovacuum.
-    async fn analyze(&self) {
+    /// PostgreSQL: fresh planner statistics for tables a rebuild (or `load-events`, or a
+    /// bulk ingest) just filled. Without them the planner costs a 1M-row table as nearly
+    /// empty: measured at 1M events, a holdings query took 590 ms on a bitmap scan of the
+    /// wrong index instead of 0.2 ms on `rm_tenures_person`, until autovacuum got round to
+    /// it. Best effort: the writes are committed, and a failure here only leaves statistics
+    /// to autovacuum.
+    pub(crate) async fn analyze(&self) {
         if self.db.backend() != Backend::Postgres {
             return;
         }
