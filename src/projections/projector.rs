@@ -9,6 +9,7 @@
 //! it left it, so a busy server's ingest reads the read models only for keys it has not
 //! seen; a rebuild starts from empty tables and never reads them.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{Months, NaiveDate};
@@ -56,6 +57,9 @@ pub struct Projector {
     kept: Arc<Mutex<Option<Model>>>,
     /// The model of an append's projection, kept once that append has committed.
     appended: Arc<Mutex<Option<Model>>>,
+    /// Log head when this process last refreshed PostgreSQL's statistics (or first saw the
+    /// log); 0 before that. See [`Projector::keep_statistics_fresh`].
+    analyzed_at: Arc<AtomicI64>,
 }
 
 impl std::fmt::Debug for Projector {
@@ -99,6 +103,7 @@ impl Projector {
             upcasters: Arc::new(crate::store::upcasters()),
             kept: Arc::new(Mutex::new(None)),
             appended: Arc::new(Mutex::new(None)),
+            analyzed_at: Arc::new(AtomicI64::new(0)),
         }
     }
 
@@ -224,27 +229,47 @@ impl Projector {
         Ok(checkpoint)
     }
 
-    /// PostgreSQL: fresh planner statistics for tables a rebuild (or `load-events`, or a
-    /// bulk ingest) just filled. Without them the planner costs a 1M-row table as nearly
-    /// empty: measured at 1M events, a holdings query took 590 ms on a bitmap scan of the
-    /// wrong index instead of 0.2 ms on `rm_tenures_person`, until autovacuum got round to
-    /// it. Best effort: the writes are committed, and a failure here only leaves statistics
-    /// to autovacuum.
-    pub(crate) async fn analyze(&self) {
+    /// PostgreSQL: fresh planner statistics for tables a rebuild (or `load-events`) just
+    /// filled. Without them the planner costs a 1M-row table as nearly empty: measured at
+    /// 1M events, a holdings query took 590 ms on a bitmap scan of the wrong index instead of
+    /// 0.2 ms on `rm_tenures_person`, until autovacuum got round to it. Best effort: the
+    /// rebuild is committed, and a failure here only leaves statistics to autovacuum.
+    async fn analyze(&self) {
+        analyze(&self.db).await;
+    }
+
+    /// PostgreSQL: refreshes the planner's statistics, in the background, each time the log
+    /// has doubled since this process last did, from [`ANALYZE_FROM_EVENTS`] events on; the
+    /// first call only notes where the log stands. `head`: a position just appended and
+    /// projected. Appends grow the tables from nothing, and with the statistics of nearly
+    /// empty tables the planner keeps choosing sequential scans: a 1M-event bulk load with
+    /// autovacuum off ran 40 004 scans of `rm_notices` reading 798M rows and took 482.8 s
+    /// instead of 141.8 s (BENCHMARKS.md, session 5). Autovacuum may be off or late.
+    pub fn keep_statistics_fresh(&self, head: i64) {
         if self.db.backend() != Backend::Postgres {
             return;
         }
-        let tables = READ_MODEL_TABLES
-            .iter()
-            .copied()
-            .chain(["events"])
-            .collect::<Vec<_>>()
-            .join(", ");
-        if let Err(e) = sqlx::query(&format!("ANALYZE {tables}"))
-            .execute(self.db.pool())
-            .await
+        let seen = self.analyzed_at.load(Ordering::Relaxed);
+        if seen == 0 {
+            let _ = self.analyzed_at.compare_exchange(
+                0,
+                head.max(1),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            return;
+        }
+        if head < ANALYZE_FROM_EVENTS.max(seen.saturating_mul(2)) {
+            return;
+        }
+        // One refresh per doubling, whoever gets here first.
+        if self
+            .analyzed_at
+            .compare_exchange(seen, head, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
         {
-            tracing::warn!(error = %e, "ANALYZE after rebuild failed; autovacuum will do it");
+            let db = self.db.clone();
+            tokio::spawn(async move { analyze(&db).await });
         }
     }
 
@@ -369,6 +394,29 @@ impl AppendObserver for Projector {
         }
     }
 }
+
+/// `ANALYZE` of the read models and the event log (PostgreSQL; best effort, a failure is
+/// logged and leaves statistics to autovacuum).
+async fn analyze(db: &Database) {
+    if db.backend() != Backend::Postgres {
+        return;
+    }
+    let tables = READ_MODEL_TABLES
+        .iter()
+        .copied()
+        .chain(["events"])
+        .collect::<Vec<_>>()
+        .join(", ");
+    if let Err(e) = sqlx::query(&format!("ANALYZE {tables}"))
+        .execute(db.pool())
+        .await
+    {
+        tracing::warn!(error = %e, "ANALYZE failed; autovacuum will refresh statistics");
+    }
+}
+
+/// Log size from which [`Projector::keep_statistics_fresh`] refreshes statistics.
+const ANALYZE_FROM_EVENTS: i64 = 10_000;
 
 /// A rebuild's events, batch after batch, read on the database's read connections by a task
 /// of their own while the rebuild applies the previous batch: reading and decoding rows is

@@ -28,19 +28,12 @@ use super::{
 use crate::domain::{NoticeAggregate, NoticeCommand, NoticeKey};
 use crate::notice::ParseOutput;
 use crate::store::repository::Deferred;
-use crate::store::{Backend, Database, SqlEventRepository, StoreError};
+use crate::store::{Database, SqlEventRepository, StoreError};
 
 /// Events staged before a batch is appended: about 80 generated notices. Larger batches
 /// save little more (a batch's statements are already a few per notice) and hold the write
 /// lock longer.
 pub const BULK_BATCH_EVENTS: usize = 2_000;
-
-/// PostgreSQL: a bulk ingest refreshes the planner's statistics each time the log has
-/// doubled since it last did, from this size on. A bulk load into an empty database grows
-/// every table from nothing; with statistics of the empty tables the planner chose
-/// sequential scans for the per-notice reads (at 1M events, 40 004 scans of `rm_notices`
-/// reading 798M rows; BENCHMARKS.md, session 5), and autovacuum may be off or late.
-const ANALYZE_FROM_EVENTS: i64 = 10_000;
 
 /// A bulk ingest stopped at text `index`: every text before it is recorded (`recorded`
 /// holds their outcomes), nothing of it or of the texts after it was stored by this call.
@@ -68,8 +61,6 @@ struct Batch {
     store: PersistedEventStore<SqlEventRepository, NoticeAggregate>,
     staged: Vec<Staged>,
     ids: HashSet<String>,
-    /// Log head when statistics were last refreshed (PostgreSQL), or when the ingest began.
-    analyzed_at: i64,
 }
 
 impl Batch {
@@ -85,7 +76,6 @@ impl Batch {
             store,
             staged: Vec::new(),
             ids: HashSet::new(),
-            analyzed_at: 0,
         }
     }
 
@@ -134,13 +124,6 @@ impl Registry {
     ) -> Result<Vec<IngestOutcome>, BulkError> {
         let mut batch = Batch::new(&self.db);
         let mut outcomes = Vec::with_capacity(texts.len());
-        if self.db.backend() == Backend::Postgres {
-            batch.analyzed_at = self.db.head_position().await.map_err(|e| BulkError {
-                index: 0,
-                error: e.into(),
-                recorded: Vec::new(),
-            })?;
-        }
         for (index, text) in texts.iter().enumerate() {
             let staging = self.stage(&mut batch, index, text.as_ref(), actor).await;
             let on_its_own = match staging {
@@ -290,13 +273,6 @@ impl Registry {
             }
             Err(e) => return Err(failed(first_text, e.into(), outcomes)),
         };
-        let head = stored.last().map_or(0, |e| e.position);
-        if self.db.backend() == Backend::Postgres
-            && head >= ANALYZE_FROM_EVENTS.max(2 * batch.analyzed_at)
-        {
-            self.projector.analyze().await;
-            batch.analyzed_at = head;
-        }
         let reported = self.report(&staged, &stored).await;
         match reported {
             Ok(reported) => {
@@ -318,6 +294,7 @@ impl Registry {
         };
         // The append projected itself unless the read models were behind.
         self.projector.catch_up().await?;
+        self.projector.keep_statistics_fresh(last.position);
         let mut warnings = self
             .queries
             .warnings_between(first.position, last.position)

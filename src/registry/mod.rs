@@ -392,6 +392,9 @@ impl Registry {
                 .collect(),
             None => Vec::new(),
         };
+        if let Some(&last) = new.last() {
+            self.projector.keep_statistics_fresh(last);
+        }
         let view = self.queries.notice_summary(aggregate_id).await?;
         let first = new.first().copied();
         Ok(IngestOutcome {
