@@ -277,7 +277,7 @@ async fn a_bulk_load_refreshes_statistics_and_vacuums_on_postgres() {
     let mut n = 0;
     for _ in 0..50 {
         n = analyzed().await;
-        if n > 0 {
+        if n >= 3 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
