@@ -338,3 +338,55 @@ impl Registry {
         Ok(outcomes)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small notice of 临湘市人民政府 numbered 临政人〔2024〕`number`号 with one clause.
+    fn notice(number: u32, clause: &str) -> String {
+        format!(
+            "临湘市人民政府\n关于人员职务任免的通知\n(临政人〔2024〕{number}号)\n\n\
+             各镇人民政府、街道办事处，市直各单位：\n\n经市人民政府研究决定：\n\n{clause}。\n\n\
+             临湘市人民政府\n\n2024年3月1日\n"
+        )
+    }
+
+    /// A batch another writer overtook — one of its notices recorded between staging and
+    /// append — is refused whole by the unique (aggregate, sequence) index, and each of its
+    /// texts is then ingested on its own and reports what happened to it.
+    #[tokio::test]
+    async fn a_batch_overtaken_by_another_writer_is_replayed_text_by_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("b.db").display());
+        let registry = Registry::open(&url).await.unwrap();
+        let other = Registry::open(&url).await.unwrap();
+        let actor = Actor::named("test");
+        let texts = [
+            notice(1, "张三同志任市财政局副局长"),
+            notice(2, "李四同志任市商务局局长"),
+            notice(3, "王五同志任市统计局副局长"),
+        ];
+        let mut batch = Batch::new(&registry.db);
+        for (i, text) in texts.iter().enumerate() {
+            let staged = registry.stage(&mut batch, i, text, &actor).await.unwrap();
+            assert!(matches!(staged, Staging::Staged));
+        }
+        let first = other.ingest(&texts[1], &actor).await.unwrap();
+        assert_eq!(first[0].first_position, Some(1));
+
+        let mut outcomes = Vec::new();
+        registry
+            .flush(&mut batch, &texts, &actor, &mut outcomes)
+            .await
+            .unwrap();
+        let already: Vec<bool> = outcomes.iter().map(|o| o.already_recorded).collect();
+        assert_eq!(already, [false, true, false]);
+        // Each notice once, the overtaken batch's in text order after the other writer's.
+        let appended: usize = outcomes.iter().map(|o| o.events_appended).sum();
+        let head = registry.db.head_position().await.unwrap();
+        assert_eq!(head as usize, first[0].events_appended + appended);
+        assert_eq!(outcomes[0].first_position, Some(head - appended as i64 + 1));
+        assert_eq!(outcomes[2].last_position, Some(head));
+    }
+}
