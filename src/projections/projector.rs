@@ -225,26 +225,22 @@ impl Projector {
         tx.commit().await?;
         *self.kept.lock().unwrap_or_else(|e| e.into_inner()) =
             model.worth_keeping().then_some(model);
-        self.analyze().await;
-        Ok(checkpoint)
-    }
-
-    /// PostgreSQL, after a rebuild (or `load-events`) committed: fresh planner statistics
-    /// for the tables it filled, and the rows it deleted vacuumed away. Without statistics
-    /// the planner costs a 1M-row table as nearly empty: measured at 1M events, a holdings
-    /// query took 590 ms on a bitmap scan of the wrong index instead of 0.2 ms on
-    /// `rm_tenures_person`, until autovacuum got round to it.
-    async fn analyze(&self) {
+        // PostgreSQL: statistics for the tables just filled (without them the planner costs
+        // a 1M-row table as nearly empty: a holdings query took 590 ms on the wrong index
+        // instead of 0.2 ms, until autovacuum got round to it), and the deleted rows
+        // vacuumed away.
         vacuum_analyze(&self.db).await;
+        Ok(checkpoint)
     }
 
     /// PostgreSQL: refreshes the planner's statistics and vacuums the read models, in the
     /// background, each time the log has doubled since this process last did, from
-    /// [`ANALYZE_FROM_EVENTS`] events on; the first call only notes where the log stands. `head`: a position just appended and
-    /// projected. Appends grow the tables from nothing, and with the statistics of nearly
-    /// empty tables the planner keeps choosing sequential scans: a 1M-event bulk load with
-    /// autovacuum off ran 40 004 scans of `rm_notices` reading 798M rows and took 482.8 s
-    /// instead of 141.8 s (BENCHMARKS.md, session 5). Autovacuum may be off or late.
+    /// [`ANALYZE_FROM_EVENTS`] events on; the first call only notes where the log stands.
+    /// `head`: a position just appended and projected. Appends grow the tables from
+    /// nothing, and with the statistics of nearly empty tables the planner keeps choosing
+    /// sequential scans: a 1M-event bulk load with autovacuum off ran 40 004 scans of
+    /// `rm_notices` reading 798M rows and took 482.8 s instead of 141.8 s (BENCHMARKS.md,
+    /// session 5). Autovacuum may be off or late.
     pub fn keep_statistics_fresh(&self, head: i64) {
         if self.db.backend() != Backend::Postgres {
             return;

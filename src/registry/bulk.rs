@@ -49,6 +49,17 @@ pub struct BulkError {
     pub recorded: Vec<IngestOutcome>,
 }
 
+impl BulkError {
+    /// Stopped at text `index` by `error`, with the outcomes recorded so far.
+    fn at(index: usize, error: RegistryError, recorded: &mut Vec<IngestOutcome>) -> Self {
+        Self {
+            index,
+            error,
+            recorded: std::mem::take(recorded),
+        }
+    }
+}
+
 /// A new notice whose events are staged in the batch.
 struct Staged {
     text: usize,
@@ -133,32 +144,16 @@ impl Registry {
                 Ok(Staging::Staged) => false,
                 Ok(Staging::OnItsOwn) => true,
                 Err(error) => {
-                    return Err(
-                        match self.flush(&mut batch, texts, actor, &mut outcomes).await {
-                            Ok(()) => BulkError {
-                                index,
-                                error,
-                                recorded: outcomes,
-                            },
-                            Err(earlier) => earlier,
-                        },
-                    );
+                    self.flush(&mut batch, texts, actor, &mut outcomes).await?;
+                    return Err(BulkError::at(index, error, &mut outcomes));
                 }
             };
             if on_its_own || batch.event_count() >= BULK_BATCH_EVENTS {
                 self.flush(&mut batch, texts, actor, &mut outcomes).await?;
             }
             if on_its_own {
-                match self.ingest(text.as_ref(), actor).await {
-                    Ok(recorded) => outcomes.extend(recorded),
-                    Err(error) => {
-                        return Err(BulkError {
-                            index,
-                            error,
-                            recorded: outcomes,
-                        })
-                    }
-                }
+                self.ingest_on_its_own(index, text.as_ref(), actor, &mut outcomes)
+                    .await?;
             }
         }
         self.flush(&mut batch, texts, actor, &mut outcomes).await?;
@@ -249,12 +244,6 @@ impl Registry {
         let Some(first_text) = staged.first().map(|s| s.text) else {
             return Ok(());
         };
-        let failed =
-            |index: usize, error: RegistryError, outcomes: &mut Vec<IngestOutcome>| BulkError {
-                index,
-                error,
-                recorded: std::mem::take(outcomes),
-            };
         let stored = match self.db.append(&events).await {
             Ok(stored) => stored,
             Err(StoreError::Conflict) => {
@@ -267,22 +256,36 @@ impl Registry {
                 let mut texts_of_batch: Vec<usize> = staged.iter().map(|s| s.text).collect();
                 texts_of_batch.dedup();
                 for index in texts_of_batch {
-                    match self.ingest(texts[index].as_ref(), actor).await {
-                        Ok(recorded) => outcomes.extend(recorded),
-                        Err(error) => return Err(failed(index, error, outcomes)),
-                    }
+                    self.ingest_on_its_own(index, texts[index].as_ref(), actor, outcomes)
+                        .await?;
                 }
                 return Ok(());
             }
-            Err(e) => return Err(failed(first_text, e.into(), outcomes)),
+            Err(e) => return Err(BulkError::at(first_text, e.into(), outcomes)),
         };
-        let reported = self.report(&staged, &stored).await;
-        match reported {
+        match self.report(&staged, &stored).await {
             Ok(reported) => {
                 outcomes.extend(reported);
                 Ok(())
             }
-            Err(error) => Err(failed(first_text, error, outcomes)),
+            Err(error) => Err(BulkError::at(first_text, error, outcomes)),
+        }
+    }
+
+    /// Text `index` through [`Registry::ingest`], its outcomes added to `outcomes`.
+    async fn ingest_on_its_own(
+        &self,
+        index: usize,
+        text: &str,
+        actor: &Actor,
+        outcomes: &mut Vec<IngestOutcome>,
+    ) -> Result<(), BulkError> {
+        match self.ingest(text, actor).await {
+            Ok(recorded) => {
+                outcomes.extend(recorded);
+                Ok(())
+            }
+            Err(error) => Err(BulkError::at(index, error, outcomes)),
         }
     }
 
