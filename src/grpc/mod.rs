@@ -248,11 +248,17 @@ pub async fn run_server(
         config.verify_interval,
         stopping.clone(),
     ));
+    // ListHolders from memory once loaded; until then (or if loading fails) from the database.
+    let holders = registry.resident_holders();
+    if let Err(e) = holders.load().await {
+        tracing::warn!("holders answered from the database: loading them in memory failed: {e}");
+    }
     let registry_service = pb::registry_server::RegistryServer::new(RegistryService::new(
         registry.clone(),
         head_advanced,
         stopping,
         gate,
+        holders,
     ))
     .max_decoding_message_size(limit);
 

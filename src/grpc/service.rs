@@ -18,6 +18,7 @@ use super::paging::Page;
 use super::pb;
 use super::pb::registry_server::Registry as RegistryApi;
 use crate::domain::{content_hash, NoticeKey};
+use crate::projections::resident::ResidentHolders;
 use crate::projections::Queries;
 use crate::registry::{Actor, Registry, RegistryError};
 use crate::store::StoredEvent;
@@ -39,6 +40,8 @@ pub struct RegistryService {
     stopping: watch::Receiver<bool>,
     /// Closed while the log holds tampering nobody acknowledged; consulted by every write.
     writes: WriteGate,
+    /// ListHolders (now) from process memory, fenced to be as fresh as the database.
+    holders: ResidentHolders,
 }
 
 impl RegistryService {
@@ -47,12 +50,14 @@ impl RegistryService {
         head_advanced: watch::Sender<u64>,
         stopping: watch::Receiver<bool>,
         writes: WriteGate,
+        holders: ResidentHolders,
     ) -> Self {
         Self {
             registry,
             head_advanced,
             stopping,
             writes,
+            holders,
         }
     }
 
@@ -254,12 +259,16 @@ impl RegistryApi for RegistryService {
         ];
         let page = Page::parse(r.page_size, &r.page_token, &scope, 0)?;
         let on = date_or_today("on_date", &r.on_date)?;
-        let tenures = self
-            .queries_at(r.as_of.as_ref())
-            .await?
-            .holders(&r.organization, &r.post, on)
-            .await
-            .map_err(|e| query_status(e, "organization"))?;
+        let tenures = match r.as_of.as_ref() {
+            None => self.holders.holders(&r.organization, &r.post, on).await,
+            Some(as_of) => {
+                self.queries_at(Some(as_of))
+                    .await?
+                    .holders(&r.organization, &r.post, on)
+                    .await
+            }
+        }
+        .map_err(|e| query_status(e, "organization"))?;
         let (tenures, next_page_token) = page.slice(tenures);
         Ok(Response::new(pb::ListHoldersResponse {
             tenures,

@@ -6,6 +6,8 @@
 //!   every read model and replays the whole log.
 //! - [`queries`]: the HR and audit questions (holders, holdings, history, probations,
 //!   notices), shared by the CLI and the gRPC API.
+//! - [`resident`]: the holders read model kept in process memory for `serve`, fenced by
+//!   a checkpoint read per batch of requests so it answers as fresh as the database.
 //! - [`export`]: a deterministic dump of every read model, to prove rebuild identity.
 //!
 //! Architecture invariant: read models are written only by the projector; a rebuild from the
@@ -15,6 +17,7 @@ pub mod export;
 mod model;
 pub mod projector;
 pub mod queries;
+pub mod resident;
 
 pub use projector::{Projector, CHECKPOINT};
 pub use queries::{

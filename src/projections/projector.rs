@@ -29,6 +29,17 @@ use crate::store::{
 /// Name of the registry projection's row in `projection_checkpoint`.
 pub const CHECKPOINT: &str = "registry";
 
+/// Last position applied to the read models, read on a read connection.
+pub(crate) async fn read_checkpoint(db: &Database) -> Result<i64, StoreError> {
+    let row = db
+        .read_one(
+            sqlx::query("SELECT position FROM projection_checkpoint WHERE name = $1")
+                .bind(CHECKPOINT),
+        )
+        .await?;
+    Ok(row.try_get("position")?)
+}
+
 /// Events read per query during catch-up and rebuild (and applied per transaction during
 /// catch-up).
 const BATCH: i64 = 2000;
@@ -109,14 +120,7 @@ impl Projector {
 
     /// Last position applied to the read models.
     pub async fn checkpoint(&self) -> Result<i64, StoreError> {
-        let row = self
-            .db
-            .read_one(
-                sqlx::query("SELECT position FROM projection_checkpoint WHERE name = $1")
-                    .bind(CHECKPOINT),
-            )
-            .await?;
-        Ok(row.try_get("position")?)
+        read_checkpoint(&self.db).await
     }
 
     /// Applies every event after the checkpoint. Returns the new checkpoint.

@@ -96,7 +96,7 @@ pub struct Tenure {
 impl Tenure {
     /// A tenure version as `TENURE_SELECT` reads it: the stored columns, decoded once by
     /// [`TenureRow`], plus when each fact was recorded.
-    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
+    pub(crate) fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
         let TenureRow {
             tenure_id,
             person_id,
@@ -161,6 +161,17 @@ impl Tenure {
             seat_conflict: false,
         }
         .with_end_cause())
+    }
+
+    /// Whether this version holds on `on` (`YYYY-MM-DD`): what [`HOLDS_ON`] asks of a row,
+    /// for read models kept in memory.
+    pub(crate) fn holds_on(&self, on: &str) -> bool {
+        self.withdrawn_position.is_none()
+            && self.start_date.as_deref().is_none_or(|start| start <= on)
+            && match self.end_date.as_deref() {
+                None => self.ended_position.is_none(),
+                Some(end) => end > on,
+            }
     }
 
     fn with_end_cause(mut self) -> Self {
@@ -270,7 +281,7 @@ pub struct NoticeView {
     pub events: Vec<StoredEvent>,
 }
 
-const TENURE_SELECT: &str = "SELECT t.*, e1.recorded_at AS recorded_at, \
+pub(crate) const TENURE_SELECT: &str = "SELECT t.*, e1.recorded_at AS recorded_at, \
      e2.recorded_at AS ended_recorded_at, e3.recorded_at AS withdrawn_at, \
      e3.actor AS withdrawn_by FROM rm_tenures t \
      LEFT JOIN events e1 ON e1.position = t.recorded_position \
@@ -299,7 +310,7 @@ pub struct Queries {
     as_of: Option<i64>,
 }
 
-fn require(field: &'static str, value: &str) -> Result<String, QueryError> {
+pub(crate) fn require(field: &'static str, value: &str) -> Result<String, QueryError> {
     let trimmed: String = value.chars().filter(|c| !c.is_whitespace()).collect();
     if trimmed.is_empty() {
         return Err(QueryError::InvalidArgument {
@@ -328,8 +339,82 @@ pub fn parse_date(field: &'static str, value: &str) -> Result<NaiveDate, QueryEr
         })
 }
 
-fn iso(date: NaiveDate) -> String {
+pub(crate) fn iso(date: NaiveDate) -> String {
     date.format("%Y-%m-%d").to_string()
+}
+
+/// The names an organization asked for as `name` may be recorded under: the name itself,
+/// then its alias expansions. Also returns the name, trimmed (refused when empty).
+pub(crate) fn organization_candidates(
+    aliases: &AliasTable,
+    name: &str,
+) -> Result<(String, Vec<String>), QueryError> {
+    let name = require("organization", name)?;
+    let mut candidates = vec![name.clone()];
+    for expanded in aliases.expand(&name) {
+        if !candidates.contains(&expanded) {
+            candidates.push(expanded);
+        }
+    }
+    Ok((name, candidates))
+}
+
+/// 市X / 县X / 区X as written in some jurisdiction's notices: the candidates qualified by
+/// every known jurisdiction, as the parser qualifies them by a notice's issuer.
+pub(crate) fn qualified_candidates(
+    candidates: &[String],
+    jurisdictions: &[String],
+    aliases: &AliasTable,
+) -> Vec<String> {
+    let mut qualified = Vec::new();
+    for jurisdiction in jurisdictions {
+        for name in candidates {
+            let q = notice::canonical_organization(name, Some(jurisdiction), aliases);
+            if !candidates.contains(&q) && !qualified.contains(&q) {
+                qualified.push(q);
+            }
+        }
+    }
+    qualified
+}
+
+/// The one canonical name found for `name`, or why there is none.
+pub(crate) fn organization_found(
+    name: String,
+    mut found: Vec<String>,
+) -> Result<String, QueryError> {
+    match found.len() {
+        0 => Err(QueryError::NotFound(format!(
+            "no organization named {name:?} is recorded"
+        ))),
+        1 => Ok(found.remove(0)),
+        _ => {
+            found.sort();
+            Err(QueryError::Ambiguous {
+                name,
+                candidates: found,
+            })
+        }
+    }
+}
+
+pub(crate) fn post_not_recorded(organization: &str, post: &str) -> QueryError {
+    QueryError::NotFound(format!("no post {post:?} is recorded at {organization}"))
+}
+
+/// The holders of `post` in answer order (earliest start first), each flagged when `post`
+/// is a one-seat post and more than one holds it: accepted, recorded, and flagged here.
+pub(crate) fn holders_in_order(mut tenures: Vec<Tenure>, post: &str) -> Vec<Tenure> {
+    tenures.sort_by(|a, b| {
+        (a.start_date.as_deref().unwrap_or(""), a.tenure_id)
+            .cmp(&(b.start_date.as_deref().unwrap_or(""), b.tenure_id))
+    });
+    if tenures.len() > 1 && crate::domain::posts::is_head_post(post) {
+        for t in &mut tenures {
+            t.seat_conflict = true;
+        }
+    }
+    tenures
 }
 
 impl Queries {
@@ -402,13 +487,7 @@ impl Queries {
     /// Resolves an organization named as written (市教育体育局), canonically
     /// (临湘市教育体育局) or by alias (市教体局, 市人民防空办公室) to its canonical name.
     pub async fn resolve_organization(&self, name: &str) -> Result<String, QueryError> {
-        let name = require("organization", name)?;
-        let mut candidates = vec![name.clone()];
-        for expanded in self.aliases.expand(&name) {
-            if !candidates.contains(&expanded) {
-                candidates.push(expanded);
-            }
-        }
+        let (name, candidates) = organization_candidates(&self.aliases, name)?;
         // The name as given (or its first expansion that is known) wins; only when none is
         // known do the jurisdiction-qualified forms count, all of them, so that 市教育体育局
         // in two jurisdictions is reported as ambiguous.
@@ -422,40 +501,20 @@ impl Queries {
             }
         }
         if found.is_empty() {
-            // 市X / 县X / 区X as written in some jurisdiction's notices: qualify by every
-            // known jurisdiction, as the parser does for the notice's issuer.
-            let jurisdictions = self
+            let rows = self
                 .db
                 .read_all(sqlx::query(
                     "SELECT jurisdiction FROM rm_jurisdictions ORDER BY 1",
                 ))
                 .await?;
-            let mut qualified = Vec::new();
-            for row in &jurisdictions {
-                let jurisdiction: String = row.try_get("jurisdiction")?;
-                for name in &candidates {
-                    let q =
-                        notice::canonical_organization(name, Some(&jurisdiction), &self.aliases);
-                    if !candidates.contains(&q) && !qualified.contains(&q) {
-                        qualified.push(q);
-                    }
-                }
-            }
+            let jurisdictions = rows
+                .iter()
+                .map(|row| row.try_get::<String, _>("jurisdiction"))
+                .collect::<Result<Vec<_>, _>>()?;
+            let qualified = qualified_candidates(&candidates, &jurisdictions, &self.aliases);
             found = self.canonical_names_for(&qualified).await?;
         }
-        match found.len() {
-            0 => Err(QueryError::NotFound(format!(
-                "no organization named {name:?} is recorded"
-            ))),
-            1 => Ok(found.remove(0)),
-            _ => {
-                found.sort();
-                Err(QueryError::Ambiguous {
-                    name,
-                    candidates: found,
-                })
-            }
-        }
+        organization_found(name, found)
     }
 
     /// Canonical names of the organizations known by any of `names` (alias or canonical),
@@ -516,7 +575,7 @@ impl Queries {
         let post = require("post", post)?;
         let org = self.resolve_organization(organization).await?;
         let binds: [&str; 3] = [&iso(on), &org, &post];
-        let mut tenures = match self.as_of {
+        let tenures = match self.as_of {
             // Now: the open tenures and those ending after `on`, as two index range reads of
             // `rm_tenures_holding` (migration 0008) instead of every current version of the
             // post (a head post has hundreds at 1M events). `OR` would keep SQLite from
@@ -540,10 +599,6 @@ impl Queries {
                 .await?
             }
         };
-        tenures.sort_by(|a, b| {
-            (a.start_date.as_deref().unwrap_or(""), a.tenure_id)
-                .cmp(&(b.start_date.as_deref().unwrap_or(""), b.tenure_id))
-        });
         if tenures.is_empty() {
             // Nobody holds it on `on`: say so, or say the post was never recorded.
             let known = self
@@ -557,18 +612,10 @@ impl Queries {
                 )
                 .await?;
             if known.is_none() {
-                return Err(QueryError::NotFound(format!(
-                    "no post {post:?} is recorded at {org}"
-                )));
+                return Err(post_not_recorded(&org, &post));
             }
         }
-        // A one-seat post with several holders: accepted, recorded, and flagged here.
-        if tenures.len() > 1 && crate::domain::posts::is_head_post(&post) {
-            for t in &mut tenures {
-                t.seat_conflict = true;
-            }
-        }
-        Ok(tenures)
+        Ok(holders_in_order(tenures, &post))
     }
 
     /// Person records as the registry knew them (merged ones excluded), by name.

@@ -18,6 +18,7 @@ use crate::domain::{
     PersonError,
 };
 use crate::notice::{self, AliasTable, Diagnostic, Notice, ParseOutput};
+use crate::projections::resident::ResidentHolders;
 use crate::projections::{NoticeWarning, Projector, Queries, QueryError};
 use crate::store::repository::{META_ACTOR, META_DOCUMENT_NUMBER};
 use crate::store::{Database, SqlEventRepository, StoreError};
@@ -203,6 +204,12 @@ impl Registry {
 
     pub fn queries(&self) -> &Queries {
         &self.queries
+    }
+
+    /// A holders read model in process memory over this registry's database (what `serve`
+    /// answers ListHolders from); it loads itself on first use.
+    pub fn resident_holders(&self) -> ResidentHolders {
+        ResidentHolders::new(self.db.clone(), self.aliases.clone())
     }
 
     pub fn projector(&self) -> &Projector {

@@ -1,0 +1,445 @@
+//! ListHolders answered from process memory, as fresh as the database.
+//!
+//! [`ResidentHolders`] keeps, per server, what the holders query reads: every organization,
+//! alias, jurisdiction and post, and the current version of every tenure that was not
+//! withdrawn, grouped by post. A query costs no round trip of its own to the database:
+//!
+//! - **Fence.** Before answering, the model needs the projection checkpoint as read by a
+//!   statement that *started after the request arrived*. One task reads it for every
+//!   request waiting at that moment ([`Fence`]: requests that arrive while a read is under
+//!   way wait for the next one), so at concurrency 16 one checkpoint read serves many
+//!   requests. An ingest is acknowledged only after its projection committed, so a request
+//!   that starts after any server acknowledged a write sees a checkpoint at or past it:
+//!   read-your-writes holds across servers exactly as for the SQL path.
+//! - **Refresh.** When the checkpoint is past the model, one refresh (the others wait for
+//!   it) reads what changed in between: tenure versions by `version_from`, organizations,
+//!   aliases and posts by `first_position` (indexes of migration 0010). Every row a
+//!   projection writes up to checkpoint `C` commits with `C`, and a tenure row is never
+//!   changed afterwards except to close it when its next version is inserted, so the
+//!   versions up to `C`, applied in position order, are the read models at `C`.
+//! - **Fallback.** Until the first load has finished, and whenever the fence or the refresh
+//!   fails, the query goes to the database ([`Queries::holders`]), which then reports the
+//!   error, if any, exactly as before.
+//!
+//! Invariant: for every request, the answer equals `Queries::holders` at a checkpoint read
+//! after the request arrived (`tests/resident.rs`, both databases, including writes through
+//! another server and revocations). Queries as of a past position are not served here.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use chrono::NaiveDate;
+use sqlx::Row;
+use tokio::sync::{mpsc, oneshot};
+
+use super::queries::{
+    holders_in_order, iso, organization_candidates, organization_found, post_not_recorded,
+    qualified_candidates, require, TENURE_SELECT,
+};
+use super::{Queries, QueryError, Tenure};
+use crate::notice::AliasTable;
+use crate::store::Database;
+
+/// Batches reads of a position so that each request waits for a read that started after it
+/// arrived, and concurrent requests share one read.
+pub struct Fence {
+    requests: mpsc::UnboundedSender<oneshot::Sender<Option<i64>>>,
+}
+
+impl Fence {
+    /// Spawns the reading task; `read` answers `None` when it could not read.
+    pub fn spawn<F, Fut>(read: F) -> Self
+    where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: Future<Output = Option<i64>> + Send,
+    {
+        let (requests, mut queue) = mpsc::unbounded_channel::<oneshot::Sender<Option<i64>>>();
+        tokio::spawn(async move {
+            while let Some(first) = queue.recv().await {
+                // Everything queued now arrived before the read below starts.
+                let mut waiting = vec![first];
+                while let Ok(more) = queue.try_recv() {
+                    waiting.push(more);
+                }
+                let position = read().await;
+                for waiter in waiting {
+                    // A request that gave up (cancelled) no longer listens.
+                    let _ = waiter.send(position);
+                }
+            }
+        });
+        Self { requests }
+    }
+
+    /// A position read by a statement that started after this call; `None` when the read
+    /// failed.
+    pub async fn position(&self) -> Option<i64> {
+        let (reply, answer) = oneshot::channel();
+        self.requests.send(reply).ok()?;
+        answer.await.ok().flatten()
+    }
+}
+
+/// What the holders query reads, at one checkpoint.
+#[derive(Default)]
+struct State {
+    position: i64,
+    organizations: HashSet<String>,
+    jurisdictions: BTreeSet<String>,
+    aliases: HashMap<String, String>,
+    posts: HashMap<(String, String), Post>,
+    /// Where the current version of each tenure is filed.
+    tenure_posts: HashMap<i64, (String, String)>,
+}
+
+#[derive(Default)]
+struct Post {
+    /// In `rm_posts` (a tenure's post always is; this keeps the two apart all the same).
+    recorded: bool,
+    /// Current, not withdrawn versions.
+    tenures: Vec<Tenure>,
+}
+
+/// The rows that changed between two checkpoints.
+struct Changes {
+    organizations: Vec<(String, Option<String>)>,
+    aliases: Vec<(String, String)>,
+    posts: Vec<(String, String)>,
+    /// In position order: a later version of a tenure replaces an earlier one.
+    tenures: Vec<Tenure>,
+}
+
+impl Changes {
+    /// Rows recorded after `from` up to checkpoint `to`. From 0, only the tenure versions
+    /// current at `to` (the first load); otherwise every version in between, withdrawn ones
+    /// included, since they remove what they replace.
+    async fn read(db: &Database, from: i64, to: i64) -> Result<Self, QueryError> {
+        let recorded = "first_position > $1 AND first_position <= $2";
+        let rows =
+            |sql: String| async move { db.read_all(sqlx::query(&sql).bind(from).bind(to)).await };
+        let organizations = rows(format!(
+            "SELECT canonical_name, jurisdiction FROM rm_organizations WHERE {recorded}"
+        ))
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get("canonical_name")?, r.try_get("jurisdiction")?)))
+        .collect::<Result<_, sqlx::Error>>()?;
+        let aliases = rows(format!(
+            "SELECT alias, canonical_name FROM rm_organization_aliases WHERE {recorded}"
+        ))
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get("alias")?, r.try_get("canonical_name")?)))
+        .collect::<Result<_, sqlx::Error>>()?;
+        let posts = rows(format!(
+            "SELECT organization, post FROM rm_posts WHERE {recorded}"
+        ))
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get("organization")?, r.try_get("post")?)))
+        .collect::<Result<_, sqlx::Error>>()?;
+        let versions = if from == 0 {
+            "t.version_from <= $2 AND (t.version_to IS NULL OR t.version_to > $2) \
+             AND t.withdrawn_position IS NULL AND $1 = 0"
+        } else {
+            "t.version_from > $1 AND t.version_from <= $2"
+        };
+        let tenures = rows(format!(
+            "{TENURE_SELECT} WHERE {versions} ORDER BY t.version_from, t.tenure_id"
+        ))
+        .await?
+        .iter()
+        .map(Tenure::from_row)
+        .collect::<Result<_, _>>()?;
+        Ok(Self {
+            organizations,
+            aliases,
+            posts,
+            tenures,
+        })
+    }
+}
+
+impl State {
+    fn apply(&mut self, changes: Changes, position: i64) {
+        for (organization, jurisdiction) in changes.organizations {
+            self.jurisdictions.extend(jurisdiction);
+            self.organizations.insert(organization);
+        }
+        self.aliases.extend(changes.aliases);
+        for key in changes.posts {
+            self.posts.entry(key).or_default().recorded = true;
+        }
+        for tenure in changes.tenures {
+            if let Some(key) = self.tenure_posts.remove(&tenure.tenure_id) {
+                if let Some(post) = self.posts.get_mut(&key) {
+                    post.tenures.retain(|t| t.tenure_id != tenure.tenure_id);
+                }
+            }
+            if tenure.withdrawn_position.is_none() {
+                let key = (tenure.organization.clone(), tenure.post.clone());
+                self.tenure_posts.insert(tenure.tenure_id, key.clone());
+                self.posts.entry(key).or_default().tenures.push(tenure);
+            }
+        }
+        self.position = position;
+    }
+
+    /// [`Queries::resolve_organization`], on the names in memory.
+    fn resolve_organization(&self, aliases: &AliasTable, name: &str) -> Result<String, QueryError> {
+        let (name, candidates) = organization_candidates(aliases, name)?;
+        let mut found = Vec::new();
+        for candidate in &candidates {
+            found = self.canonical_names_for(std::slice::from_ref(candidate));
+            if !found.is_empty() {
+                break;
+            }
+        }
+        if found.is_empty() {
+            let jurisdictions: Vec<String> = self.jurisdictions.iter().cloned().collect();
+            let qualified = qualified_candidates(&candidates, &jurisdictions, aliases);
+            found = self.canonical_names_for(&qualified);
+        }
+        organization_found(name, found)
+    }
+
+    fn canonical_names_for(&self, names: &[String]) -> Vec<String> {
+        let mut found = BTreeSet::new();
+        for name in names {
+            found.extend(self.aliases.get(name));
+            if self.organizations.contains(name) {
+                found.insert(name);
+            }
+        }
+        found.into_iter().cloned().collect()
+    }
+
+    /// [`Queries::holders`] (now), on the tenures in memory.
+    fn holders(
+        &self,
+        aliases: &AliasTable,
+        organization: &str,
+        post: &str,
+        on: NaiveDate,
+    ) -> Result<Vec<Tenure>, QueryError> {
+        let post = require("post", post)?;
+        let organization = self.resolve_organization(aliases, organization)?;
+        let on = iso(on);
+        let key = (organization, post);
+        let entry = self.posts.get(&key);
+        let holders: Vec<Tenure> = entry
+            .map(|p| {
+                p.tenures
+                    .iter()
+                    .filter(|t| t.holds_on(&on))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        if holders.is_empty() && !entry.is_some_and(|p| p.recorded) {
+            return Err(post_not_recorded(&key.0, &key.1));
+        }
+        Ok(holders_in_order(holders, &key.1))
+    }
+}
+
+/// The holders read model in process memory; see the module documentation.
+#[derive(Clone)]
+pub struct ResidentHolders {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Database,
+    queries: Queries,
+    aliases: Arc<AliasTable>,
+    fence: Fence,
+    /// `None` until the first load has finished.
+    state: RwLock<Option<State>>,
+    /// Held by the one refresh under way.
+    refresh: tokio::sync::Mutex<()>,
+    loading: AtomicBool,
+}
+
+impl ResidentHolders {
+    /// An empty model over `db`; it loads itself in the background on first use (or on
+    /// [`warm`](Self::warm)). Must be called inside a tokio runtime.
+    pub fn new(db: Database, aliases: Arc<AliasTable>) -> Self {
+        let reader = db.clone();
+        let fence = Fence::spawn(move || {
+            let db = reader.clone();
+            async move {
+                match super::projector::read_checkpoint(&db).await {
+                    Ok(position) => Some(position),
+                    Err(e) => {
+                        tracing::warn!("resident holders: reading the checkpoint failed: {e}");
+                        None
+                    }
+                }
+            }
+        });
+        Self {
+            inner: Arc::new(Inner {
+                queries: Queries::new(db.clone(), aliases.clone()),
+                db,
+                aliases,
+                fence,
+                state: RwLock::new(None),
+                refresh: tokio::sync::Mutex::new(()),
+                loading: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Starts the first load in the background unless it is done or under way.
+    pub fn warm(&self) {
+        if self.loaded() || self.inner.loading.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = this.load().await {
+                tracing::warn!("resident holders: first load failed: {e}");
+            }
+            this.inner.loading.store(false, Ordering::Release);
+        });
+    }
+
+    /// Loads the model now (the first load), or brings it to the checkpoint.
+    pub async fn load(&self) -> Result<(), QueryError> {
+        let started = std::time::Instant::now();
+        self.refresh(None).await?;
+        tracing::info!(
+            position = self.position(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "resident holders loaded"
+        );
+        Ok(())
+    }
+
+    /// Whether the first load has finished (until then queries go to the database).
+    pub fn loaded(&self) -> bool {
+        self.read_state().is_some()
+    }
+
+    /// The checkpoint the model stands at (0 before the first load).
+    pub fn position(&self) -> i64 {
+        self.read_state().as_ref().map_or(0, |s| s.position)
+    }
+
+    /// Who holds `post` at `organization` on `on`, as [`Queries::holders`] answers now.
+    pub async fn holders(
+        &self,
+        organization: &str,
+        post: &str,
+        on: NaiveDate,
+    ) -> Result<Vec<Tenure>, QueryError> {
+        if self.fresh().await {
+            if let Some(state) = self.read_state().as_ref() {
+                return state.holders(&self.inner.aliases, organization, post, on);
+            }
+        }
+        self.inner.queries.holders(organization, post, on).await
+    }
+
+    /// Brings the model to a checkpoint read after this call; `false` when it cannot (not
+    /// loaded yet, or the database failed), and the caller asks the database instead.
+    async fn fresh(&self) -> bool {
+        if !self.loaded() {
+            self.warm();
+            return false;
+        }
+        let Some(checkpoint) = self.inner.fence.position().await else {
+            return false;
+        };
+        if self.position() >= checkpoint {
+            return true;
+        }
+        match self.refresh(Some(checkpoint)).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!("resident holders: refresh failed: {e}");
+                false
+            }
+        }
+    }
+
+    /// Reads what changed up to `to` (`None`: the checkpoint now) and applies it. One at a
+    /// time; a refresh that finds the model already there reads nothing.
+    async fn refresh(&self, to: Option<i64>) -> Result<(), QueryError> {
+        let _one = self.inner.refresh.lock().await;
+        let to = match to {
+            Some(to) => to,
+            None => super::projector::read_checkpoint(&self.inner.db).await?,
+        };
+        let from = self.position();
+        if self.loaded() && from >= to {
+            return Ok(());
+        }
+        let changes = Changes::read(&self.inner.db, from, to).await?;
+        let mut state = self.inner.state.write().unwrap_or_else(|e| e.into_inner());
+        state.get_or_insert_with(State::default).apply(changes, to);
+        Ok(())
+    }
+
+    fn read_state(&self) -> std::sync::RwLockReadGuard<'_, Option<State>> {
+        self.inner.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicI64;
+    use std::time::Duration;
+
+    /// A request that arrives while a read is under way waits for the next read, and the
+    /// requests waiting together share it.
+    #[tokio::test]
+    async fn a_request_waits_for_a_read_that_started_after_it() {
+        let reads = Arc::new(AtomicI64::new(0));
+        let (gate, gates) = mpsc::unbounded_channel::<()>();
+        let gates = Arc::new(tokio::sync::Mutex::new(gates));
+        let counter = reads.clone();
+        let fence = Arc::new(Fence::spawn(move || {
+            let counter = counter.clone();
+            let gates = gates.clone();
+            async move {
+                // The read's number is taken when it starts; it ends when the test says.
+                let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                gates.lock().await.recv().await;
+                Some(n)
+            }
+        }));
+        let first = tokio::spawn({
+            let fence = fence.clone();
+            async move { fence.position().await }
+        });
+        while reads.load(Ordering::SeqCst) < 1 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // Read 1 is under way: these two arrived after it started.
+        let later: Vec<_> = (0..2)
+            .map(|_| {
+                let fence = fence.clone();
+                tokio::spawn(async move { fence.position().await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        gate.send(()).unwrap();
+        assert_eq!(first.await.unwrap(), Some(1));
+        gate.send(()).unwrap();
+        for request in later {
+            assert_eq!(request.await.unwrap(), Some(2));
+        }
+        assert_eq!(reads.load(Ordering::SeqCst), 2, "the two shared one read");
+    }
+
+    #[tokio::test]
+    async fn a_failed_read_answers_none() {
+        let fence = Fence::spawn(|| async { None });
+        assert_eq!(fence.position().await, None);
+    }
+}

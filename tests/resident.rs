@@ -1,0 +1,236 @@
+//! The holders read model kept in process memory (`projections::resident`, what `serve`
+//! answers ListHolders from) against the SQL query it stands in for: the same answer and the
+//! same errors for every recorded post on dates across the history, for organizations named
+//! canonically, by alias, as written (市X, qualified by jurisdiction, possibly ambiguous) and
+//! not at all; and, after writes through *another* registry on the same database (another
+//! server), at once: a request that starts after the write was acknowledged sees it. On
+//! SQLite, and on PostgreSQL when `RENMIAN_TEST_DATABASE_URL` is set.
+
+mod common;
+
+use chrono::NaiveDate;
+use common::{actor, notice_text, TestDb};
+use renmian::projections::resident::ResidentHolders;
+use renmian::projections::{QueryError, Tenure};
+use renmian::registry::Registry;
+use renmian::workload::{generate, WorkloadConfig};
+use sqlx::Row;
+
+fn texts() -> Vec<String> {
+    let config = WorkloadConfig {
+        jurisdictions: 3,
+        years: 3,
+        ..WorkloadConfig::new(20261128, 150)
+    };
+    generate(&config).map(|n| n.text).collect()
+}
+
+async fn strings(registry: &Registry, sql: &str) -> Vec<String> {
+    registry
+        .database()
+        .read_all(sqlx::query(sql))
+        .await
+        .expect(sql)
+        .iter()
+        .map(|r| r.try_get::<String, _>(0).expect("a text column"))
+        .collect()
+}
+
+/// Every recorded post, as (organization, post).
+async fn recorded_posts(registry: &Registry) -> Vec<(String, String)> {
+    let rows = registry
+        .database()
+        .read_all(sqlx::query(
+            "SELECT organization, post FROM rm_posts ORDER BY organization, post",
+        ))
+        .await
+        .expect("posts");
+    rows.iter()
+        .map(|r| (r.get("organization"), r.get("post")))
+        .collect()
+}
+
+/// Dates across the history: every 7th distinct start date, and one before and after all.
+async fn dates(registry: &Registry) -> Vec<NaiveDate> {
+    let starts = strings(
+        registry,
+        "SELECT DISTINCT start_date FROM rm_tenures WHERE start_date IS NOT NULL ORDER BY 1",
+    )
+    .await;
+    let mut dates: Vec<NaiveDate> = starts.iter().step_by(7).map(|d| common::date(d)).collect();
+    dates.push(common::date("1990-01-01"));
+    dates.push(common::date("2099-12-31"));
+    dates
+}
+
+fn outcome(result: Result<Vec<Tenure>, QueryError>) -> Result<Vec<Tenure>, String> {
+    result.map_err(|e| e.to_string())
+}
+
+/// Asks both for each (organization as named, post) on each date; returns how many answers
+/// named at least one holder (so a test can tell it compared something).
+async fn same_answers(
+    resident: &ResidentHolders,
+    sql: &Registry,
+    questions: &[(String, String)],
+    dates: &[NaiveDate],
+) -> usize {
+    let mut with_holders = 0;
+    for (organization, post) in questions {
+        for on in dates {
+            let expected = outcome(sql.queries().holders(organization, post, *on).await);
+            let got = outcome(resident.holders(organization, post, *on).await);
+            assert_eq!(
+                got, expected,
+                "holders of {post:?} at {organization:?} on {on}"
+            );
+            with_holders += usize::from(expected.is_ok_and(|t| !t.is_empty()));
+        }
+    }
+    with_holders
+}
+
+async fn resident_holders_answer_as_the_database_does(db: TestDb) {
+    let texts = texts();
+    let (first, rest) = texts.split_at(100);
+    let writer = Registry::open(&db.url).await.expect("open");
+    writer.ingest_all(first, &actor()).await.expect("ingest");
+
+    // The server's registry and its model: loaded once, then fenced per request.
+    let server = Registry::open(&db.url).await.expect("open");
+    let resident = server.resident_holders();
+    resident.load().await.expect("load");
+    assert!(resident.loaded());
+
+    let dates = dates(&server).await;
+    let posts = recorded_posts(&server).await;
+    assert!(posts.len() > 50, "{} posts", posts.len());
+    let compared = same_answers(&resident, &server, &posts, &dates).await;
+    assert!(compared > 100, "only {compared} answers with holders");
+
+    // Organizations as callers name them: aliases, as written in notices (relative names
+    // qualified by every jurisdiction, ambiguous across three), and unknown or empty names,
+    // with one post of each and one that is not recorded.
+    let mut names = strings(
+        &server,
+        "SELECT DISTINCT alias FROM rm_organization_aliases",
+    )
+    .await;
+    names.extend(
+        strings(
+            &server,
+            "SELECT DISTINCT organization_as_written FROM rm_tenures ORDER BY 1",
+        )
+        .await,
+    );
+    names.extend(["无此单位".to_string(), " ".to_string(), String::new()]);
+    let mut questions = Vec::new();
+    for name in &names {
+        for post in ["局长", "副局长", "主任", "无此职务", ""] {
+            questions.push((name.clone(), post.to_string()));
+        }
+    }
+    let today = [common::date("2024-06-30")];
+    same_answers(&resident, &server, &questions, &today).await;
+
+    // Writes through the other registry (another server): each is answered at once,
+    // without waiting for a notification.
+    let last_day = [common::date("2099-12-31"), common::date("2024-12-31")];
+    for text in rest.iter().take(8) {
+        writer.ingest(text, &actor()).await.expect("ingest");
+        let before = resident.position();
+        same_answers(
+            &resident,
+            &server,
+            &recorded_posts(&server).await,
+            &last_day,
+        )
+        .await;
+        assert!(
+            resident.position() > before,
+            "the model moved with the write"
+        );
+    }
+    // A revocation withdraws tenures, a removal of someone never recorded opens one with an
+    // unknown start, a new organization and post appear.
+    let notice_id = strings(
+        &server,
+        "SELECT notice_id FROM rm_notices ORDER BY recorded_position DESC",
+    )
+    .await
+    .remove(0);
+    writer
+        .revoke(&notice_id, "测试撤销", None, &actor())
+        .await
+        .expect("revoke");
+    writer
+        .ingest(
+            &notice_text(
+                9101,
+                "2024年12月1日",
+                &["免去路人甲同志市统计局局长职务", "王新同志任市新设局局长"],
+            ),
+            &actor(),
+        )
+        .await
+        .expect("ingest");
+    writer
+        .ingest_all(&rest[8..], &actor())
+        .await
+        .expect("ingest the rest");
+    let posts = recorded_posts(&server).await;
+    let compared = same_answers(&resident, &server, &posts, &dates).await;
+    assert!(compared > 100, "only {compared} answers with holders");
+    assert_eq!(
+        outcome(
+            resident
+                .holders("市新设局", "局长", common::date("2024-12-31"))
+                .await
+        )
+        .map(|t| t.into_iter().map(|t| t.person).collect::<Vec<_>>()),
+        Ok(vec!["王新".to_string()])
+    );
+}
+
+/// Until its first load, the model answers from the database (and starts loading).
+async fn an_unloaded_model_answers_from_the_database(db: TestDb) {
+    let registry = Registry::open(&db.url).await.expect("open");
+    registry
+        .ingest(
+            &notice_text(9201, "2024年3月1日", &["李四同志任市统计局局长"]),
+            &actor(),
+        )
+        .await
+        .expect("ingest");
+    let resident = registry.resident_holders();
+    let on = common::date("2024-06-30");
+    let answer = resident
+        .holders("市统计局", "局长", on)
+        .await
+        .expect("holders");
+    assert_eq!(
+        answer,
+        registry
+            .queries()
+            .holders("市统计局", "局长", on)
+            .await
+            .unwrap()
+    );
+    assert_eq!(answer.len(), 1);
+    for _ in 0..500 {
+        if resident.loaded() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(resident.loaded(), "the first use started the load");
+    assert_eq!(
+        resident.holders("市统计局", "局长", on).await.unwrap(),
+        answer
+    );
+}
+
+backend_suite!(
+    resident_holders_answer_as_the_database_does,
+    an_unloaded_model_answers_from_the_database
+);
