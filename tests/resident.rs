@@ -98,7 +98,8 @@ async fn resident_holders_answer_as_the_database_does(db: TestDb) {
 
     // The server's registry and its model: loaded once, then fenced per request.
     let server = Registry::open(&db.url).await.expect("open");
-    let resident = server.resident_holders();
+    // Tenures that held on 2023-01-01 or later are kept; earlier dates go to the database.
+    let resident = server.resident_holders(common::date("2023-01-01"));
     resident.load().await.expect("load");
     assert!(resident.loaded());
 
@@ -107,6 +108,12 @@ async fn resident_holders_answer_as_the_database_does(db: TestDb) {
     assert!(posts.len() > 50, "{} posts", posts.len());
     let compared = same_answers(&resident, &server, &posts, &dates).await;
     assert!(compared > 100, "only {compared} answers with holders");
+    // The first load in reads of 7 rows comes out the same.
+    let chunked = server
+        .resident_holders(common::date("2023-01-01"))
+        .with_load_chunk(7);
+    chunked.load().await.expect("load");
+    same_answers(&chunked, &server, &posts, &[common::date("2024-06-30")]).await;
 
     // Organizations as callers name them: aliases, as written in notices (relative names
     // qualified by every jurisdiction, ambiguous across three), and unknown or empty names,
@@ -190,6 +197,11 @@ async fn resident_holders_answer_as_the_database_does(db: TestDb) {
         .map(|t| t.into_iter().map(|t| t.person).collect::<Vec<_>>()),
         Ok(vec!["王新".to_string()])
     );
+    let (from_memory, from_database) = resident.answered();
+    assert!(
+        from_memory > 1000 && from_database > 1000,
+        "{from_memory} answers from memory, {from_database} from the database"
+    );
 }
 
 /// Until its first load, the model answers from the database (and starts loading).
@@ -202,7 +214,7 @@ async fn an_unloaded_model_answers_from_the_database(db: TestDb) {
         )
         .await
         .expect("ingest");
-    let resident = registry.resident_holders();
+    let resident = registry.resident_holders(common::date("2000-01-01"));
     let on = common::date("2024-06-30");
     let answer = resident
         .holders("市统计局", "局长", on)

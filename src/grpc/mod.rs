@@ -99,6 +99,11 @@ pub struct ServeArgs {
     /// it finds tampering no operator has acknowledged (`renmian verify --acknowledge`).
     #[arg(long, default_value_t = 300)]
     pub verify_interval_secs: u64,
+    /// ListHolders for dates from January 1st this many years back on is answered from a
+    /// copy of the holders kept in memory (brought up to the database's projection
+    /// checkpoint on every call); earlier dates, and 0, go to the database.
+    #[arg(long, default_value_t = 5)]
+    pub holders_in_memory_years: u32,
 }
 
 /// A TLS certificate chain and its private key, PEM-encoded.
@@ -134,6 +139,9 @@ pub struct ServerConfig {
     pub verify_interval: Duration,
     /// Serve TLS with this identity; plaintext when `None`.
     pub tls: Option<TlsPem>,
+    /// ListHolders for dates from January 1st this many years back on comes from memory
+    /// (`projections::resident`); 0 keeps it on the database.
+    pub holders_in_memory_years: u32,
 }
 
 impl Default for ServerConfig {
@@ -146,6 +154,7 @@ impl Default for ServerConfig {
             watch_poll_interval: Duration::from_millis(250),
             verify_interval: Duration::from_secs(300),
             tls: None,
+            holders_in_memory_years: 5,
         }
     }
 }
@@ -161,6 +170,7 @@ impl From<&ServeArgs> for ServerConfig {
             max_request_bytes: args.max_request_bytes,
             request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
             verify_interval: Duration::from_secs(args.verify_interval_secs.max(1)),
+            holders_in_memory_years: args.holders_in_memory_years,
             ..Self::default()
         }
     }
@@ -201,6 +211,17 @@ pub async fn serve(database: &str, args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     run_server(registry, listener, config, shutdown_signal()).await
+}
+
+/// The first day whose holders `serve` answers from memory: January 1st, `years` years
+/// back; with 0, a date no question reaches.
+fn holders_horizon(years: u32) -> chrono::NaiveDate {
+    use chrono::Datelike;
+    if years == 0 {
+        return chrono::NaiveDate::MAX;
+    }
+    let year = chrono::Local::now().year() - i32::try_from(years.min(9999)).unwrap_or(9999);
+    chrono::NaiveDate::from_ymd_opt(year, 1, 1).unwrap_or(chrono::NaiveDate::MIN)
 }
 
 /// Serves the registry on `listener` until `shutdown` completes, then lets in-flight calls
@@ -249,9 +270,11 @@ pub async fn run_server(
         stopping.clone(),
     ));
     // ListHolders from memory once loaded; until then (or if loading fails) from the database.
-    let holders = registry.resident_holders();
-    if let Err(e) = holders.load().await {
-        tracing::warn!("holders answered from the database: loading them in memory failed: {e}");
+    let holders = registry.resident_holders(holders_horizon(config.holders_in_memory_years));
+    if config.holders_in_memory_years > 0 {
+        if let Err(e) = holders.load().await {
+            tracing::warn!("holders answered from the database: loading them failed: {e}");
+        }
     }
     let registry_service = pb::registry_server::RegistryServer::new(RegistryService::new(
         registry.clone(),

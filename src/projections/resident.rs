@@ -2,7 +2,11 @@
 //!
 //! [`ResidentHolders`] keeps, per server, what the holders query reads: every organization,
 //! alias, jurisdiction and post, and the current version of every tenure that was not
-//! withdrawn, grouped by post. A query costs no round trip of its own to the database:
+//! withdrawn and still held on its *horizon* date or later (open, or ending after it),
+//! grouped by post. A question about a date on or after the horizon costs no round trip of
+//! its own to the database (one about an earlier date goes to the database: a tenure that
+//! holds on `D` is open or ends after `D`, so the tenures kept answer exactly the dates from
+//! the horizon on, and a 1M-event history keeps a few years of it instead of thirty):
 //!
 //! - **Fence.** Before answering, the model needs the projection checkpoint as read by a
 //!   statement that *started after the request arrived*. One task reads it for every
@@ -27,7 +31,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use chrono::NaiveDate;
@@ -102,6 +106,18 @@ struct Post {
     tenures: Vec<Tenure>,
 }
 
+/// Rows per read of the first load.
+pub const LOAD_CHUNK: usize = 5_000;
+
+/// Whether a tenure version can hold on `since` or later: open, or ending after it.
+fn held_since(tenure: &Tenure, since: &str) -> bool {
+    tenure.withdrawn_position.is_none()
+        && match tenure.end_date.as_deref() {
+            None => tenure.ended_position.is_none(),
+            Some(end) => end > since,
+        }
+}
+
 /// The rows that changed between two checkpoints.
 struct Changes {
     organizations: Vec<(String, Option<String>)>,
@@ -113,9 +129,15 @@ struct Changes {
 
 impl Changes {
     /// Rows recorded after `from` up to checkpoint `to`. From 0, only the tenure versions
-    /// current at `to` (the first load); otherwise every version in between, withdrawn ones
-    /// included, since they remove what they replace.
-    async fn read(db: &Database, from: i64, to: i64) -> Result<Self, QueryError> {
+    /// current at `to` that can hold on `since` or later (the first load); otherwise every
+    /// version in between, withdrawn and ended ones included, since they remove what they
+    /// replace.
+    async fn read(
+        db: &Database,
+        (from, to): (i64, i64),
+        since: &str,
+        chunk: usize,
+    ) -> Result<Self, QueryError> {
         let recorded = "first_position > $1 AND first_position <= $2";
         let rows =
             |sql: String| async move { db.read_all(sqlx::query(&sql).bind(from).bind(to)).await };
@@ -140,19 +162,18 @@ impl Changes {
         .iter()
         .map(|r| Ok((r.try_get("organization")?, r.try_get("post")?)))
         .collect::<Result<_, sqlx::Error>>()?;
-        let versions = if from == 0 {
-            "t.version_from <= $2 AND (t.version_to IS NULL OR t.version_to > $2) \
-             AND t.withdrawn_position IS NULL AND $1 = 0"
+        let tenures = if from == 0 {
+            Self::current_tenures(db, to, since, chunk).await?
         } else {
-            "t.version_from > $1 AND t.version_from <= $2"
+            rows(format!(
+                "{TENURE_SELECT} WHERE t.version_from > $1 AND t.version_from <= $2 \
+                 ORDER BY t.version_from, t.tenure_id"
+            ))
+            .await?
+            .iter()
+            .map(Tenure::from_row)
+            .collect::<Result<_, _>>()?
         };
-        let tenures = rows(format!(
-            "{TENURE_SELECT} WHERE {versions} ORDER BY t.version_from, t.tenure_id"
-        ))
-        .await?
-        .iter()
-        .map(Tenure::from_row)
-        .collect::<Result<_, _>>()?;
         Ok(Self {
             organizations,
             aliases,
@@ -162,8 +183,47 @@ impl Changes {
     }
 }
 
+impl Changes {
+    /// The tenure versions current at `to` that can hold on `since` or later, read `chunk`
+    /// rows at a time (in position order, resuming after the last one read) so
+    /// that the rows of a big history are never all in memory at once beside the tenures.
+    async fn current_tenures(
+        db: &Database,
+        to: i64,
+        since: &str,
+        chunk: usize,
+    ) -> Result<Vec<Tenure>, QueryError> {
+        let sql = format!(
+            "{TENURE_SELECT} WHERE t.version_from <= $1 \
+             AND (t.version_to IS NULL OR t.version_to > $1) \
+             AND t.withdrawn_position IS NULL \
+             AND ((t.end_date IS NULL AND t.ended_position IS NULL) OR t.end_date > $2) \
+             AND (t.version_from > $3 OR (t.version_from = $3 AND t.tenure_id > $4)) \
+             ORDER BY t.version_from, t.tenure_id LIMIT {chunk}"
+        );
+        let mut tenures: Vec<Tenure> = Vec::new();
+        loop {
+            let (after_version, after_tenure) = tenures
+                .last()
+                .map_or((0, 0), |t| (t.version_from, t.tenure_id));
+            let query = sqlx::query(&sql)
+                .bind(to)
+                .bind(since)
+                .bind(after_version)
+                .bind(after_tenure);
+            let rows = db.read_all(query).await?;
+            for row in &rows {
+                tenures.push(Tenure::from_row(row)?);
+            }
+            if rows.len() < chunk {
+                return Ok(tenures);
+            }
+        }
+    }
+}
+
 impl State {
-    fn apply(&mut self, changes: Changes, position: i64) {
+    fn apply(&mut self, changes: Changes, position: i64, since: &str) {
         for (organization, jurisdiction) in changes.organizations {
             self.jurisdictions.extend(jurisdiction);
             self.organizations.insert(organization);
@@ -178,7 +238,7 @@ impl State {
                     post.tenures.retain(|t| t.tenure_id != tenure.tenure_id);
                 }
             }
-            if tenure.withdrawn_position.is_none() {
+            if held_since(&tenure, since) {
                 let key = (tenure.organization.clone(), tenure.post.clone());
                 self.tenure_posts.insert(tenure.tenure_id, key.clone());
                 self.posts.entry(key).or_default().tenures.push(tenure);
@@ -255,18 +315,27 @@ struct Inner {
     db: Database,
     queries: Queries,
     aliases: Arc<AliasTable>,
+    /// The horizon: questions about earlier dates go to the database.
+    since: NaiveDate,
+    /// `since` as stored dates are written.
+    since_iso: String,
     fence: Fence,
     /// `None` until the first load has finished.
     state: RwLock<Option<State>>,
     /// Held by the one refresh under way.
     refresh: tokio::sync::Mutex<()>,
     loading: AtomicBool,
+    /// Rows per read of the first load.
+    load_chunk: usize,
+    from_memory: AtomicU64,
+    from_database: AtomicU64,
 }
 
 impl ResidentHolders {
-    /// An empty model over `db`; it loads itself in the background on first use (or on
-    /// [`warm`](Self::warm)). Must be called inside a tokio runtime.
-    pub fn new(db: Database, aliases: Arc<AliasTable>) -> Self {
+    /// An empty model over `db` for questions about `since` or later; it loads itself in the
+    /// background on first use (or on [`warm`](Self::warm)). Must be called inside a tokio
+    /// runtime.
+    pub fn new(db: Database, aliases: Arc<AliasTable>, since: NaiveDate) -> Self {
         let reader = db.clone();
         let fence = Fence::spawn(move || {
             let db = reader.clone();
@@ -285,12 +354,26 @@ impl ResidentHolders {
                 queries: Queries::new(db.clone(), aliases.clone()),
                 db,
                 aliases,
+                since,
+                since_iso: iso(since),
                 fence,
                 state: RwLock::new(None),
                 refresh: tokio::sync::Mutex::new(()),
                 loading: AtomicBool::new(false),
+                load_chunk: LOAD_CHUNK,
+                from_memory: AtomicU64::new(0),
+                from_database: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// The same model reading its first load `rows` rows at a time (tests: more than one
+    /// read on a small history). Before first use only.
+    pub fn with_load_chunk(mut self, rows: usize) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.load_chunk = rows.max(1);
+        }
+        self
     }
 
     /// Starts the first load in the background unless it is done or under way.
@@ -336,12 +419,22 @@ impl ResidentHolders {
         post: &str,
         on: NaiveDate,
     ) -> Result<Vec<Tenure>, QueryError> {
-        if self.fresh().await {
+        if on >= self.inner.since && self.fresh().await {
             if let Some(state) = self.read_state().as_ref() {
+                self.inner.from_memory.fetch_add(1, Ordering::Relaxed);
                 return state.holders(&self.inner.aliases, organization, post, on);
             }
         }
+        self.inner.from_database.fetch_add(1, Ordering::Relaxed);
         self.inner.queries.holders(organization, post, on).await
+    }
+
+    /// How many questions were answered from memory and how many from the database.
+    pub fn answered(&self) -> (u64, u64) {
+        (
+            self.inner.from_memory.load(Ordering::Relaxed),
+            self.inner.from_database.load(Ordering::Relaxed),
+        )
     }
 
     /// Brings the model to a checkpoint read after this call; `false` when it cannot (not
@@ -378,9 +471,13 @@ impl ResidentHolders {
         if self.loaded() && from >= to {
             return Ok(());
         }
-        let changes = Changes::read(&self.inner.db, from, to).await?;
+        let since = &self.inner.since_iso;
+        let changes =
+            Changes::read(&self.inner.db, (from, to), since, self.inner.load_chunk).await?;
         let mut state = self.inner.state.write().unwrap_or_else(|e| e.into_inner());
-        state.get_or_insert_with(State::default).apply(changes, to);
+        state
+            .get_or_insert_with(State::default)
+            .apply(changes, to, since);
         Ok(())
     }
 

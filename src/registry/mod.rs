@@ -206,10 +206,11 @@ impl Registry {
         &self.queries
     }
 
-    /// A holders read model in process memory over this registry's database (what `serve`
-    /// answers ListHolders from); it loads itself on first use.
-    pub fn resident_holders(&self) -> ResidentHolders {
-        ResidentHolders::new(self.db.clone(), self.aliases.clone())
+    /// A holders read model in process memory over this registry's database, for questions
+    /// about `since` or later (what `serve` answers ListHolders from); it loads itself on
+    /// first use.
+    pub fn resident_holders(&self, since: chrono::NaiveDate) -> ResidentHolders {
+        ResidentHolders::new(self.db.clone(), self.aliases.clone(), since)
     }
 
     pub fn projector(&self) -> &Projector {
