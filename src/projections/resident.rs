@@ -109,6 +109,32 @@ struct Post {
 /// Rows per read of the first load.
 pub const LOAD_CHUNK: usize = 5_000;
 
+/// A model further behind than this many events loads afresh (current versions only,
+/// in chunks) instead of reading every version in between: after a bulk load through another
+/// server, the versions in between are most of the log.
+pub const RELOAD_AFTER_EVENTS: i64 = 100_000;
+
+/// How a model at `at` (`None`: not loaded) reaches checkpoint `to`.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// Nothing to read: the model is at `to`, or past it (another request's fence read was
+    /// later than this one's).
+    Current,
+    /// Read the versions and names recorded after `from`.
+    Apply { from: i64 },
+    /// Read the state at `to` into a new model.
+    Load,
+}
+
+fn step(at: Option<i64>, to: i64, reload_after: i64) -> Step {
+    match at {
+        None => Step::Load,
+        Some(at) if at >= to => Step::Current,
+        Some(at) if to - at <= reload_after => Step::Apply { from: at },
+        Some(_) => Step::Load,
+    }
+}
+
 /// Whether a tenure version can hold on `since` or later: open, or ending after it.
 fn held_since(tenure: &Tenure, since: &str) -> bool {
     tenure.withdrawn_position.is_none()
@@ -327,6 +353,8 @@ struct Inner {
     loading: AtomicBool,
     /// Rows per read of the first load.
     load_chunk: usize,
+    /// See [`RELOAD_AFTER_EVENTS`].
+    reload_after: i64,
     from_memory: AtomicU64,
     from_database: AtomicU64,
 }
@@ -361,6 +389,7 @@ impl ResidentHolders {
                 refresh: tokio::sync::Mutex::new(()),
                 loading: AtomicBool::new(false),
                 load_chunk: LOAD_CHUNK,
+                reload_after: RELOAD_AFTER_EVENTS,
                 from_memory: AtomicU64::new(0),
                 from_database: AtomicU64::new(0),
             }),
@@ -372,6 +401,15 @@ impl ResidentHolders {
     pub fn with_load_chunk(mut self, rows: usize) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.load_chunk = rows.max(1);
+        }
+        self
+    }
+
+    /// The same model loading afresh when more than `events` behind (tests: a reload on a
+    /// small history). Before first use only.
+    pub fn with_reload_after(mut self, events: i64) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.reload_after = events.max(0);
         }
         self
     }
@@ -459,22 +497,27 @@ impl ResidentHolders {
         }
     }
 
-    /// Reads what changed up to `to` (`None`: the checkpoint now) and applies it. One at a
-    /// time; a refresh that finds the model already there reads nothing.
+    /// Brings the model to `to` (`None`: the checkpoint now). One at a time; a refresh
+    /// that finds the model already there reads nothing.
     async fn refresh(&self, to: Option<i64>) -> Result<(), QueryError> {
         let _one = self.inner.refresh.lock().await;
         let to = match to {
             Some(to) => to,
             None => super::projector::read_checkpoint(&self.inner.db).await?,
         };
-        let from = self.position();
-        if self.loaded() && from >= to {
-            return Ok(());
-        }
+        let at = self.loaded().then(|| self.position());
+        let (from, fresh_state) = match step(at, to, self.inner.reload_after) {
+            Step::Current => return Ok(()),
+            Step::Apply { from } => (from, false),
+            Step::Load => (0, true),
+        };
         let since = &self.inner.since_iso;
         let changes =
             Changes::read(&self.inner.db, (from, to), since, self.inner.load_chunk).await?;
         let mut state = self.inner.state.write().unwrap_or_else(|e| e.into_inner());
+        if fresh_state {
+            *state = None;
+        }
         state
             .get_or_insert_with(State::default)
             .apply(changes, to, since);
@@ -532,6 +575,16 @@ mod tests {
             assert_eq!(request.await.unwrap(), Some(2));
         }
         assert_eq!(reads.load(Ordering::SeqCst), 2, "the two shared one read");
+    }
+
+    #[test]
+    fn a_model_far_behind_loads_afresh() {
+        assert_eq!(step(None, 10, 100), Step::Load);
+        assert_eq!(step(Some(10), 10, 100), Step::Current);
+        assert_eq!(step(Some(12), 10, 100), Step::Current);
+        assert_eq!(step(Some(10), 110, 100), Step::Apply { from: 10 });
+        assert_eq!(step(Some(10), 111, 100), Step::Load);
+        assert_eq!(step(Some(0), 5, 100), Step::Apply { from: 0 });
     }
 
     #[tokio::test]
