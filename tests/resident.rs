@@ -1,16 +1,18 @@
-//! The holders read model kept in process memory (`projections::resident`, what `serve`
-//! answers ListHolders from) against the SQL query it stands in for: the same answer and the
-//! same errors for every recorded post on dates across the history, for organizations named
-//! canonically, by alias, as written (市X, qualified by jurisdiction, possibly ambiguous) and
-//! not at all; and, after writes through *another* registry on the same database (another
-//! server), at once: a request that starts after the write was acknowledged sees it. On
+//! The tenures read model kept in process memory (`projections::resident`, what `serve`
+//! answers ListHolders and ListHoldings from) against the SQL queries it stands in for: the
+//! same answer and the same errors for every recorded post on dates across the history, for
+//! organizations named canonically, by alias, as written (市X, qualified by jurisdiction,
+//! possibly ambiguous) and not at all, and for persons named by name (同名: ambiguous), by
+//! `#id` and `name#id` (right and wrong), merged and split; and, after writes through
+//! *another* registry on the same database (another server), at once: a request that starts
+//! after the write was acknowledged sees it. On
 //! SQLite, and on PostgreSQL when `RENMIAN_TEST_DATABASE_URL` is set.
 
 mod common;
 
 use chrono::NaiveDate;
 use common::{actor, notice_text, TestDb};
-use renmian::projections::resident::ResidentHolders;
+use renmian::projections::resident::ResidentTenures;
 use renmian::projections::{QueryError, Tenure};
 use renmian::registry::Registry;
 use renmian::workload::{generate, WorkloadConfig};
@@ -70,7 +72,7 @@ fn outcome(result: Result<Vec<Tenure>, QueryError>) -> Result<Vec<Tenure>, Strin
 /// Asks both for each (organization as named, post) on each date; returns how many answers
 /// named at least one holder (so a test can tell it compared something).
 async fn same_answers(
-    resident: &ResidentHolders,
+    resident: &ResidentTenures,
     sql: &Registry,
     questions: &[(String, String)],
     dates: &[NaiveDate],
@@ -90,7 +92,54 @@ async fn same_answers(
     with_holders
 }
 
-async fn resident_holders_answer_as_the_database_does(db: TestDb) {
+/// Asks both for the holdings of each person (as named) on each date; returns how many
+/// answers named at least one tenure.
+async fn same_holdings(
+    resident: &ResidentTenures,
+    sql: &Registry,
+    persons: &[String],
+    dates: &[NaiveDate],
+) -> usize {
+    let mut with_tenures = 0;
+    for person in persons {
+        for on in dates {
+            let expected = outcome(sql.queries().holdings(person, *on).await);
+            let got = outcome(resident.holdings(person, *on).await);
+            assert_eq!(got, expected, "holdings of {person:?} on {on}");
+            with_tenures += usize::from(expected.is_ok_and(|t| !t.is_empty()));
+        }
+    }
+    with_tenures
+}
+
+/// Persons as callers name them: every third name, every fifth record as `#id` and as
+/// `name#id`, a wrong `name#id`, an unknown name and id, and malformed ones.
+async fn person_questions(registry: &Registry) -> Vec<String> {
+    let mut names: Vec<String> =
+        strings(registry, "SELECT DISTINCT name FROM rm_persons ORDER BY 1")
+            .await
+            .into_iter()
+            .step_by(3)
+            .collect();
+    let rows = registry
+        .database()
+        .read_all(sqlx::query(
+            "SELECT person_id, name FROM rm_persons ORDER BY person_id",
+        ))
+        .await
+        .expect("persons");
+    for r in rows.iter().step_by(5) {
+        let id: i64 = r.get("person_id");
+        let name: String = r.get("name");
+        names.push(format!("#{id}"));
+        names.push(format!("{name}#{id}"));
+        names.push(format!("无此人#{id}"));
+    }
+    names.extend(["无此人", "#999999999", "#", "王伟#x", " ", ""].map(String::from));
+    names
+}
+
+async fn resident_tenures_answer_as_the_database_does(db: TestDb) {
     let texts = texts();
     let (first, rest) = texts.split_at(100);
     let writer = Registry::open(&db.url).await.expect("open");
@@ -99,7 +148,7 @@ async fn resident_holders_answer_as_the_database_does(db: TestDb) {
     // The server's registry and its model: loaded once, then fenced per request.
     let server = Registry::open(&db.url).await.expect("open");
     // Tenures that held on 2023-01-01 or later are kept; earlier dates go to the database.
-    let resident = server.resident_holders(common::date("2023-01-01"));
+    let resident = server.resident_tenures(common::date("2023-01-01"));
     resident.load().await.expect("load");
     assert!(resident.loaded());
 
@@ -108,10 +157,23 @@ async fn resident_holders_answer_as_the_database_does(db: TestDb) {
     assert!(posts.len() > 50, "{} posts", posts.len());
     let compared = same_answers(&resident, &server, &posts, &dates).await;
     assert!(compared > 100, "only {compared} answers with holders");
+    let holdings_dates = [
+        common::date("2020-06-30"),
+        common::date("2024-06-30"),
+        common::date("2099-12-31"),
+    ];
+    let compared = same_holdings(
+        &resident,
+        &server,
+        &person_questions(&server).await,
+        &holdings_dates,
+    )
+    .await;
+    assert!(compared > 100, "only {compared} holdings with tenures");
     // The first load in reads of 7 rows comes out the same; this model loads afresh when
     // more than 100 events behind (checked again at the end, after many more).
     let chunked = server
-        .resident_holders(common::date("2023-01-01"))
+        .resident_tenures(common::date("2023-01-01"))
         .with_load_chunk(7)
         .with_reload_after(100);
     chunked.load().await.expect("load");
@@ -189,6 +251,56 @@ async fn resident_holders_answer_as_the_database_does(db: TestDb) {
         .ingest_all(&rest[8..], &actor())
         .await
         .expect("ingest the rest");
+    // Two records of one name merged (the name stops being ambiguous, `#id` of the merged
+    // one means the other), and a person's current tenure split off to a new record.
+    let shared = server
+        .database()
+        .read_all(sqlx::query(
+            "SELECT name, MIN(person_id) AS a, MAX(person_id) AS b FROM rm_persons \
+             WHERE merged_into IS NULL GROUP BY name HAVING COUNT(*) > 1 ORDER BY 2",
+        ))
+        .await
+        .expect("shared names");
+    let (a, b): (i64, i64) = (shared[0].get("a"), shared[0].get("b"));
+    writer
+        .merge_persons(a, b, "同一人", &actor())
+        .await
+        .expect("merge");
+    let held = server
+        .database()
+        .read_all(sqlx::query(
+            "SELECT person_id, tenure_id FROM rm_tenures WHERE version_to IS NULL \
+             AND end_date IS NULL AND withdrawn_position IS NULL ORDER BY tenure_id DESC",
+        ))
+        .await
+        .expect("open tenures");
+    let (split_person, split_tenure): (i64, i64) =
+        (held[0].get("person_id"), held[0].get("tenure_id"));
+    let new_person = writer
+        .split_person(split_person, vec![split_tenure], "不是同一人", &actor())
+        .await
+        .expect("split");
+    let mut persons = person_questions(&server).await;
+    for id in [a, b, split_person, new_person] {
+        persons.push(format!("#{id}"));
+    }
+    persons.push(shared[0].get("name"));
+    let compared = same_holdings(&resident, &server, &persons, &holdings_dates).await;
+    assert!(compared > 100, "only {compared} holdings with tenures");
+    assert_eq!(
+        outcome(
+            resident
+                .holdings(&format!("#{a}"), common::date("2099-12-31"))
+                .await
+        ),
+        outcome(
+            resident
+                .holdings(&format!("#{b}"), common::date("2099-12-31"))
+                .await
+        ),
+        "a merged record stands for the one it was merged into"
+    );
+
     let posts = recorded_posts(&server).await;
     let compared = same_answers(&resident, &server, &posts, &dates).await;
     assert!(compared > 100, "only {compared} answers with holders");
@@ -203,6 +315,7 @@ async fn resident_holders_answer_as_the_database_does(db: TestDb) {
     );
     let recent = [common::date("2024-06-30"), common::date("2099-12-31")];
     same_answers(&chunked, &server, &posts, &recent).await;
+    same_holdings(&chunked, &server, &persons, &recent).await;
     let (from_memory, from_database) = resident.answered();
     assert!(
         from_memory > 1000 && from_database > 1000,
@@ -220,7 +333,7 @@ async fn an_unloaded_model_answers_from_the_database(db: TestDb) {
         )
         .await
         .expect("ingest");
-    let resident = registry.resident_holders(common::date("2000-01-01"));
+    let resident = registry.resident_tenures(common::date("2000-01-01"));
     let on = common::date("2024-06-30");
     let answer = resident
         .holders("市统计局", "局长", on)
@@ -249,6 +362,6 @@ async fn an_unloaded_model_answers_from_the_database(db: TestDb) {
 }
 
 backend_suite!(
-    resident_holders_answer_as_the_database_does,
+    resident_tenures_answer_as_the_database_does,
     an_unloaded_model_answers_from_the_database
 );

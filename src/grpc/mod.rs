@@ -99,11 +99,11 @@ pub struct ServeArgs {
     /// it finds tampering no operator has acknowledged (`renmian verify --acknowledge`).
     #[arg(long, default_value_t = 300)]
     pub verify_interval_secs: u64,
-    /// ListHolders for dates from January 1st this many years back on is answered from a
-    /// copy of the holders kept in memory (brought up to the database's projection
-    /// checkpoint on every call); earlier dates, and 0, go to the database.
+    /// ListHolders and ListHoldings for dates from January 1st this many years back on are
+    /// answered from a copy of the tenures kept in memory (brought up to the database's
+    /// projection checkpoint on every call); earlier dates, and 0, go to the database.
     #[arg(long, default_value_t = 5)]
-    pub holders_in_memory_years: u32,
+    pub lookups_in_memory_years: u32,
 }
 
 /// A TLS certificate chain and its private key, PEM-encoded.
@@ -139,9 +139,9 @@ pub struct ServerConfig {
     pub verify_interval: Duration,
     /// Serve TLS with this identity; plaintext when `None`.
     pub tls: Option<TlsPem>,
-    /// ListHolders for dates from January 1st this many years back on comes from memory
-    /// (`projections::resident`); 0 keeps it on the database.
-    pub holders_in_memory_years: u32,
+    /// ListHolders and ListHoldings for dates from January 1st this many years back on come
+    /// from memory (`projections::resident`); 0 keeps them on the database.
+    pub lookups_in_memory_years: u32,
 }
 
 impl Default for ServerConfig {
@@ -154,7 +154,7 @@ impl Default for ServerConfig {
             watch_poll_interval: Duration::from_millis(250),
             verify_interval: Duration::from_secs(300),
             tls: None,
-            holders_in_memory_years: 5,
+            lookups_in_memory_years: 5,
         }
     }
 }
@@ -170,7 +170,7 @@ impl From<&ServeArgs> for ServerConfig {
             max_request_bytes: args.max_request_bytes,
             request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
             verify_interval: Duration::from_secs(args.verify_interval_secs.max(1)),
-            holders_in_memory_years: args.holders_in_memory_years,
+            lookups_in_memory_years: args.lookups_in_memory_years,
             ..Self::default()
         }
     }
@@ -213,9 +213,9 @@ pub async fn serve(database: &str, args: ServeArgs) -> anyhow::Result<()> {
     run_server(registry, listener, config, shutdown_signal()).await
 }
 
-/// The first day whose holders `serve` answers from memory: January 1st, `years` years
+/// The first day whose holders and holdings `serve` answers from memory: January 1st, `years` years
 /// back; with 0, a date no question reaches.
-fn holders_horizon(years: u32) -> chrono::NaiveDate {
+fn lookups_horizon(years: u32) -> chrono::NaiveDate {
     use chrono::Datelike;
     if years == 0 {
         return chrono::NaiveDate::MAX;
@@ -269,11 +269,12 @@ pub async fn run_server(
         config.verify_interval,
         stopping.clone(),
     ));
-    // ListHolders from memory once loaded; until then (or if loading fails) from the database.
-    let holders = registry.resident_holders(holders_horizon(config.holders_in_memory_years));
-    if config.holders_in_memory_years > 0 {
-        if let Err(e) = holders.load().await {
-            tracing::warn!("holders answered from the database: loading them failed: {e}");
+    // ListHolders and ListHoldings from memory once loaded; until then (or if loading
+    // fails) from the database.
+    let resident = registry.resident_tenures(lookups_horizon(config.lookups_in_memory_years));
+    if config.lookups_in_memory_years > 0 {
+        if let Err(e) = resident.load().await {
+            tracing::warn!("lookups answered from the database: loading tenures failed: {e}");
         }
     }
     let registry_service = pb::registry_server::RegistryServer::new(RegistryService::new(
@@ -281,7 +282,7 @@ pub async fn run_server(
         head_advanced,
         stopping,
         gate,
-        holders,
+        resident,
     ))
     .max_decoding_message_size(limit);
 

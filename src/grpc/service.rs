@@ -18,7 +18,7 @@ use super::paging::Page;
 use super::pb;
 use super::pb::registry_server::Registry as RegistryApi;
 use crate::domain::{content_hash, NoticeKey};
-use crate::projections::resident::ResidentHolders;
+use crate::projections::resident::ResidentTenures;
 use crate::projections::Queries;
 use crate::registry::{Actor, Registry, RegistryError};
 use crate::store::StoredEvent;
@@ -40,8 +40,9 @@ pub struct RegistryService {
     stopping: watch::Receiver<bool>,
     /// Closed while the log holds tampering nobody acknowledged; consulted by every write.
     writes: WriteGate,
-    /// ListHolders (now) from process memory, fenced to be as fresh as the database.
-    holders: ResidentHolders,
+    /// ListHolders and ListHoldings (now) from process memory, fenced to be as fresh as the
+    /// database.
+    resident: ResidentTenures,
 }
 
 impl RegistryService {
@@ -50,14 +51,14 @@ impl RegistryService {
         head_advanced: watch::Sender<u64>,
         stopping: watch::Receiver<bool>,
         writes: WriteGate,
-        holders: ResidentHolders,
+        resident: ResidentTenures,
     ) -> Self {
         Self {
             registry,
             head_advanced,
             stopping,
             writes,
-            holders,
+            resident,
         }
     }
 
@@ -260,7 +261,7 @@ impl RegistryApi for RegistryService {
         let page = Page::parse(r.page_size, &r.page_token, &scope, 0)?;
         let on = date_or_today("on_date", &r.on_date)?;
         let tenures = match r.as_of.as_ref() {
-            None => self.holders.holders(&r.organization, &r.post, on).await,
+            None => self.resident.holders(&r.organization, &r.post, on).await,
             Some(as_of) => {
                 self.queries_at(Some(as_of))
                     .await?
@@ -285,12 +286,16 @@ impl RegistryApi for RegistryService {
         let scope = ["holdings", r.person.as_str(), r.on_date.as_str(), &as_of];
         let page = Page::parse(r.page_size, &r.page_token, &scope, 0)?;
         let on = date_or_today("on_date", &r.on_date)?;
-        let tenures = self
-            .queries_at(r.as_of.as_ref())
-            .await?
-            .holdings(&r.person, on)
-            .await
-            .map_err(|e| query_status(e, "person"))?;
+        let tenures = match r.as_of.as_ref() {
+            None => self.resident.holdings(&r.person, on).await,
+            Some(as_of) => {
+                self.queries_at(Some(as_of))
+                    .await?
+                    .holdings(&r.person, on)
+                    .await
+            }
+        }
+        .map_err(|e| query_status(e, "person"))?;
         let (tenures, next_page_token) = page.slice(tenures);
         Ok(Response::new(pb::ListHoldingsResponse {
             tenures,

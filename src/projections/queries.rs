@@ -398,6 +398,105 @@ pub(crate) fn organization_found(
     }
 }
 
+/// A person as a query names them.
+pub(crate) enum PersonReference {
+    /// `#123` or `王伟#123` (`name` empty for the former).
+    Id {
+        name: String,
+        id: i64,
+    },
+    Name(String),
+}
+
+pub(crate) fn person_reference(person: &str) -> Result<PersonReference, QueryError> {
+    let text = require("person", person)?;
+    match text.rsplit_once('#') {
+        Some((name, id)) => {
+            let id = id.parse().map_err(|_| QueryError::InvalidArgument {
+                field: "person",
+                message: format!("{text:?}: a person id is `#` and digits"),
+            })?;
+            Ok(PersonReference::Id {
+                name: name.to_string(),
+                id,
+            })
+        }
+        None => Ok(PersonReference::Name(text)),
+    }
+}
+
+/// What resolving `#id` needs of a person record.
+#[derive(Debug, Clone)]
+pub(crate) struct PersonLink {
+    pub name: String,
+    pub merged_into: Option<i64>,
+    pub merged_position: Option<i64>,
+}
+
+/// `name#id` resolved against record `id` (`None`: not recorded), as of `as_of` (`None`:
+/// now): a record merged by then stands for the one it was merged into.
+pub(crate) fn person_by_id(
+    name: &str,
+    id: i64,
+    record: Option<&PersonLink>,
+    as_of: Option<i64>,
+) -> Result<i64, QueryError> {
+    let record =
+        record.ok_or_else(|| QueryError::NotFound(format!("no person #{id} is recorded")))?;
+    if !name.is_empty() && name != record.name {
+        return Err(QueryError::NotFound(format!(
+            "person #{id} is {}, not {name}",
+            record.name
+        )));
+    }
+    let merged_then = record
+        .merged_position
+        .is_some_and(|m| as_of.is_none_or(|p| m <= p));
+    Ok(if merged_then {
+        record.merged_into.unwrap_or(id)
+    } else {
+        id
+    })
+}
+
+/// The one record (not merged away) of `name`, or why there is not exactly one.
+pub(crate) fn one_person(name: String, records: &[PersonRecord]) -> Result<i64, QueryError> {
+    match records {
+        [] => Err(QueryError::NotFound(format!(
+            "no person named {name:?} is recorded"
+        ))),
+        [one] => Ok(one.person_id),
+        many => Err(QueryError::Ambiguous {
+            name,
+            candidates: many
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{}#{} ({})",
+                        p.name,
+                        p.person_id,
+                        p.jurisdiction.as_deref().unwrap_or("?")
+                    )
+                })
+                .collect(),
+        }),
+    }
+}
+
+/// A person's holdings in answer order: principal posts before concurrent (兼) ones, then
+/// by organization, post and tenure (in Rust, so that no database collation decides it).
+pub(crate) fn holdings_in_order(mut tenures: Vec<Tenure>) -> Vec<Tenure> {
+    tenures.sort_by(|a, b| {
+        (a.concurrent, &a.organization, &a.post, a.tenure_id).cmp(&(
+            b.concurrent,
+            &b.organization,
+            &b.post,
+            b.tenure_id,
+        ))
+    });
+    tenures
+}
+
 pub(crate) fn post_not_recorded(organization: &str, post: &str) -> QueryError {
     QueryError::NotFound(format!("no post {post:?} is recorded at {organization}"))
 }
@@ -652,68 +751,46 @@ impl Queries {
     /// The person a query means: `王伟`, or `#123` / `王伟#123` for one record when several
     /// people share the name (同名). A merged record stands for the one it was merged into.
     pub async fn resolve_person(&self, person: &str) -> Result<i64, QueryError> {
-        let text = require("person", person)?;
-        if let Some((name, id)) = text.rsplit_once('#') {
-            let id: i64 = id.parse().map_err(|_| QueryError::InvalidArgument {
-                field: "person",
-                message: format!("{text:?}: a person id is `#` and digits"),
-            })?;
-            let row = self.db.read_optional(sqlx::query(
-                "SELECT name, merged_into, merged_position FROM rm_persons WHERE person_id = $1",
-            )
-            .bind(id)
-            )
-            .await?
-            .ok_or_else(|| QueryError::NotFound(format!("no person #{id} is recorded")))?;
-            let recorded: String = row.try_get("name")?;
-            if !name.is_empty() && name != recorded {
-                return Err(QueryError::NotFound(format!(
-                    "person #{id} is {recorded}, not {name}"
-                )));
-            }
-            let merged_into: Option<i64> = row.try_get("merged_into")?;
-            let merged_at: Option<i64> = row.try_get("merged_position")?;
-            let merged_then = merged_at.is_some_and(|m| self.as_of.is_none_or(|p| m <= p));
-            return Ok(if merged_then {
-                merged_into.unwrap_or(id)
-            } else {
-                id
-            });
-        }
-        let records = self.persons(&text).await?;
-        match records.as_slice() {
-            [] => Err(QueryError::NotFound(format!(
-                "no person named {text:?} is recorded"
-            ))),
-            [one] => Ok(one.person_id),
-            many => Err(QueryError::Ambiguous {
-                name: text.clone(),
-                candidates: many
-                    .iter()
-                    .map(|p| {
-                        format!(
-                            "{}#{} ({})",
-                            p.name,
-                            p.person_id,
-                            p.jurisdiction.as_deref().unwrap_or("?")
+        match person_reference(person)? {
+            PersonReference::Id { name, id } => {
+                let row = self
+                    .db
+                    .read_optional(
+                        sqlx::query(
+                            "SELECT name, merged_into, merged_position FROM rm_persons \
+                             WHERE person_id = $1",
                         )
+                        .bind(id),
+                    )
+                    .await?;
+                let record = row
+                    .map(|r| {
+                        Ok::<_, sqlx::Error>(PersonLink {
+                            name: r.try_get("name")?,
+                            merged_into: r.try_get("merged_into")?,
+                            merged_position: r.try_get("merged_position")?,
+                        })
                     })
-                    .collect(),
-            }),
+                    .transpose()?;
+                person_by_id(&name, id, record.as_ref(), self.as_of)
+            }
+            PersonReference::Name(name) => {
+                let records = self.persons(&name).await?;
+                one_person(name, &records)
+            }
         }
     }
 
     /// Every post `person` holds on `on`, concurrent (兼) posts included.
     pub async fn holdings(&self, person: &str, on: NaiveDate) -> Result<Vec<Tenure>, QueryError> {
         let person_id = self.resolve_person(person).await?;
-        self.tenures(
-            &format!(
-                "{HOLDS_ON} AND t.person_id = CAST($2 AS BIGINT) \
-                 ORDER BY t.concurrent, t.organization, t.post, t.tenure_id"
-            ),
-            &[&iso(on), &person_id.to_string()],
-        )
-        .await
+        let tenures = self
+            .tenures(
+                &format!("{HOLDS_ON} AND t.person_id = CAST($2 AS BIGINT)"),
+                &[&iso(on), &person_id.to_string()],
+            )
+            .await?;
+        Ok(holdings_in_order(tenures))
     }
 
     /// Every tenure of a post (or of every post of an organization), oldest first,

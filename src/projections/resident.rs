@@ -1,9 +1,9 @@
-//! ListHolders answered from process memory, as fresh as the database.
+//! ListHolders and ListHoldings answered from process memory, as fresh as the database.
 //!
-//! [`ResidentHolders`] keeps, per server, what the holders query reads: every organization,
-//! alias, jurisdiction and post, and the current version of every tenure that was not
-//! withdrawn and still held on its *horizon* date or later (open, or ending after it),
-//! grouped by post. A question about a date on or after the horizon costs no round trip of
+//! [`ResidentTenures`] keeps, per server, what the holders and holdings queries read: every
+//! organization, alias, jurisdiction, post and person record, and the current version of
+//! every tenure that was not withdrawn and still held on its *horizon* date or later (open,
+//! or ending after it), by post and by person. A question about a date on or after the horizon costs no round trip of
 //! its own to the database (one about an earlier date goes to the database: a tenure that
 //! holds on `D` is open or ends after `D`, so the tenures kept answer exactly the dates from
 //! the horizon on, and a 1M-event history keeps a few years of it instead of thirty):
@@ -17,7 +17,8 @@
 //!   read-your-writes holds across servers exactly as for the SQL path.
 //! - **Refresh.** When the checkpoint is past the model, one refresh (the others wait for
 //!   it) reads what changed in between: tenure versions by `version_from`, organizations,
-//!   aliases and posts by `first_position` (indexes of migration 0010). Every row a
+//!   aliases, posts and persons by `first_position`, merged persons by `merged_position`
+//!   (indexes of migrations 0010 and 0011). Every row a
 //!   projection writes up to checkpoint `C` commits with `C`, and a tenure row is never
 //!   changed afterwards except to close it when its next version is inserted, so the
 //!   versions up to `C`, applied in position order, are the read models at `C`.
@@ -25,8 +26,8 @@
 //!   fails, the query goes to the database ([`Queries::holders`]), which then reports the
 //!   error, if any, exactly as before.
 //!
-//! Invariant: for every request, the answer equals `Queries::holders` at a checkpoint read
-//! after the request arrived (`tests/resident.rs`, both databases, including writes through
+//! Invariant: for every request, the answer equals `Queries::holders` (`holdings`) at a
+//! checkpoint read after the request arrived (`tests/resident.rs`, both databases, including writes through
 //! another server and revocations). Queries as of a past position are not served here.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -39,10 +40,11 @@ use sqlx::Row;
 use tokio::sync::{mpsc, oneshot};
 
 use super::queries::{
-    holders_in_order, iso, organization_candidates, organization_found, post_not_recorded,
-    qualified_candidates, require, TENURE_SELECT,
+    holders_in_order, holdings_in_order, iso, one_person, organization_candidates,
+    organization_found, person_by_id, person_reference, post_not_recorded, qualified_candidates,
+    require, PersonLink, PersonReference, TENURE_SELECT,
 };
-use super::{Queries, QueryError, Tenure};
+use super::{PersonRecord, Queries, QueryError, Tenure};
 use crate::notice::AliasTable;
 use crate::store::Database;
 
@@ -93,17 +95,30 @@ struct State {
     organizations: HashSet<String>,
     jurisdictions: BTreeSet<String>,
     aliases: HashMap<String, String>,
+    /// Every person record, by id.
+    persons: HashMap<i64, Person>,
+    /// Person ids by name, ascending.
+    names: HashMap<String, Vec<i64>>,
+    /// The current version of each tenure kept, by tenure id.
+    tenures: HashMap<i64, Tenure>,
     posts: HashMap<(String, String), Post>,
-    /// Where the current version of each tenure is filed.
-    tenure_posts: HashMap<i64, (String, String)>,
+    /// Tenure ids kept, by person id.
+    held_by: HashMap<i64, Vec<i64>>,
 }
 
 #[derive(Default)]
 struct Post {
     /// In `rm_posts` (a tenure's post always is; this keeps the two apart all the same).
     recorded: bool,
-    /// Current, not withdrawn versions.
-    tenures: Vec<Tenure>,
+    /// Tenure ids kept.
+    tenures: Vec<i64>,
+}
+
+/// A person record as resolving a name or `#id` reads it.
+struct Person {
+    link: PersonLink,
+    gender: Option<String>,
+    jurisdiction: Option<String>,
 }
 
 /// Rows per read of the first load.
@@ -147,6 +162,8 @@ fn held_since(tenure: &Tenure, since: &str) -> bool {
 /// The rows that changed between two checkpoints.
 struct Changes {
     organizations: Vec<(String, Option<String>)>,
+    /// Records created or merged in between.
+    persons: Vec<(i64, Person)>,
     aliases: Vec<(String, String)>,
     posts: Vec<(String, String)>,
     /// In position order: a later version of a tenure replaces an earlier one.
@@ -188,6 +205,33 @@ impl Changes {
         .iter()
         .map(|r| Ok((r.try_get("organization")?, r.try_get("post")?)))
         .collect::<Result<_, sqlx::Error>>()?;
+        let persons = db
+            .read_all(
+                sqlx::query(
+                    "SELECT person_id, name, gender, jurisdiction, merged_into, merged_position \
+                     FROM rm_persons WHERE first_position > $1 AND first_position <= $2 \
+                     UNION SELECT person_id, name, gender, jurisdiction, merged_into, \
+                     merged_position FROM rm_persons \
+                     WHERE merged_position > $1 AND merged_position <= $2",
+                )
+                .bind(from)
+                .bind(to),
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                let person = Person {
+                    link: PersonLink {
+                        name: r.try_get("name")?,
+                        merged_into: r.try_get("merged_into")?,
+                        merged_position: r.try_get("merged_position")?,
+                    },
+                    gender: r.try_get("gender")?,
+                    jurisdiction: r.try_get("jurisdiction")?,
+                };
+                Ok((r.try_get("person_id")?, person))
+            })
+            .collect::<Result<_, sqlx::Error>>()?;
         let tenures = if from == 0 {
             Self::current_tenures(db, to, since, chunk).await?
         } else {
@@ -202,6 +246,7 @@ impl Changes {
         };
         Ok(Self {
             organizations,
+            persons,
             aliases,
             posts,
             tenures,
@@ -258,19 +303,75 @@ impl State {
         for key in changes.posts {
             self.posts.entry(key).or_default().recorded = true;
         }
+        for (id, person) in changes.persons {
+            if !self.persons.contains_key(&id) {
+                let ids = self.names.entry(person.link.name.clone()).or_default();
+                let at = ids.partition_point(|&other| other < id);
+                ids.insert(at, id);
+            }
+            self.persons.insert(id, person);
+        }
         for tenure in changes.tenures {
-            if let Some(key) = self.tenure_posts.remove(&tenure.tenure_id) {
+            let id = tenure.tenure_id;
+            if let Some(old) = self.tenures.remove(&id) {
+                let key = (old.organization, old.post);
                 if let Some(post) = self.posts.get_mut(&key) {
-                    post.tenures.retain(|t| t.tenure_id != tenure.tenure_id);
+                    post.tenures.retain(|&t| t != id);
+                }
+                if let Some(held) = self.held_by.get_mut(&old.person_id) {
+                    held.retain(|&t| t != id);
                 }
             }
             if held_since(&tenure, since) {
                 let key = (tenure.organization.clone(), tenure.post.clone());
-                self.tenure_posts.insert(tenure.tenure_id, key.clone());
-                self.posts.entry(key).or_default().tenures.push(tenure);
+                self.posts.entry(key).or_default().tenures.push(id);
+                self.held_by.entry(tenure.person_id).or_default().push(id);
+                self.tenures.insert(id, tenure);
             }
         }
         self.position = position;
+    }
+
+    /// The kept tenures among `ids` that hold on `on`.
+    fn holding<'a>(&self, ids: impl IntoIterator<Item = &'a i64>, on: &str) -> Vec<Tenure> {
+        ids.into_iter()
+            .filter_map(|id| self.tenures.get(id))
+            .filter(|t| t.holds_on(on))
+            .cloned()
+            .collect()
+    }
+
+    /// [`Queries::resolve_person`], on the records in memory.
+    fn resolve_person(&self, person: &str) -> Result<i64, QueryError> {
+        match person_reference(person)? {
+            PersonReference::Id { name, id } => {
+                person_by_id(&name, id, self.persons.get(&id).map(|p| &p.link), None)
+            }
+            PersonReference::Name(name) => {
+                let records: Vec<PersonRecord> = self
+                    .names
+                    .get(&name)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|id| Some((*id, self.persons.get(id)?)))
+                    .filter(|(_, p)| p.link.merged_into.is_none())
+                    .map(|(id, p)| PersonRecord {
+                        person_id: id,
+                        name: p.link.name.clone(),
+                        gender: p.gender.clone(),
+                        jurisdiction: p.jurisdiction.clone(),
+                    })
+                    .collect();
+                one_person(name, &records)
+            }
+        }
+    }
+
+    /// [`Queries::holdings`] (now), on the tenures in memory.
+    fn holdings(&self, person: &str, on: NaiveDate) -> Result<Vec<Tenure>, QueryError> {
+        let person_id = self.resolve_person(person)?;
+        let held = self.held_by.get(&person_id).into_iter().flatten();
+        Ok(holdings_in_order(self.holding(held, &iso(on))))
     }
 
     /// [`Queries::resolve_organization`], on the names in memory.
@@ -315,15 +416,7 @@ impl State {
         let on = iso(on);
         let key = (organization, post);
         let entry = self.posts.get(&key);
-        let holders: Vec<Tenure> = entry
-            .map(|p| {
-                p.tenures
-                    .iter()
-                    .filter(|t| t.holds_on(&on))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
+        let holders = self.holding(entry.into_iter().flat_map(|p| &p.tenures), &on);
         if holders.is_empty() && !entry.is_some_and(|p| p.recorded) {
             return Err(post_not_recorded(&key.0, &key.1));
         }
@@ -333,7 +426,7 @@ impl State {
 
 /// The holders read model in process memory; see the module documentation.
 #[derive(Clone)]
-pub struct ResidentHolders {
+pub struct ResidentTenures {
     inner: Arc<Inner>,
 }
 
@@ -359,7 +452,7 @@ struct Inner {
     from_database: AtomicU64,
 }
 
-impl ResidentHolders {
+impl ResidentTenures {
     /// An empty model over `db` for questions about `since` or later; it loads itself in the
     /// background on first use (or on [`warm`](Self::warm)). Must be called inside a tokio
     /// runtime.
@@ -457,14 +550,40 @@ impl ResidentHolders {
         post: &str,
         on: NaiveDate,
     ) -> Result<Vec<Tenure>, QueryError> {
+        self.answer(
+            on,
+            |state| state.holders(&self.inner.aliases, organization, post, on),
+            self.inner.queries.holders(organization, post, on),
+        )
+        .await
+    }
+
+    /// Every post `person` holds on `on`, as [`Queries::holdings`] answers now.
+    pub async fn holdings(&self, person: &str, on: NaiveDate) -> Result<Vec<Tenure>, QueryError> {
+        self.answer(
+            on,
+            |state| state.holdings(person, on),
+            self.inner.queries.holdings(person, on),
+        )
+        .await
+    }
+
+    /// A question about `on`: from memory when `on` is not before the horizon and the model
+    /// could be brought to the checkpoint, else from the database.
+    async fn answer<T>(
+        &self,
+        on: NaiveDate,
+        from_memory: impl FnOnce(&State) -> Result<T, QueryError>,
+        from_database: impl Future<Output = Result<T, QueryError>>,
+    ) -> Result<T, QueryError> {
         if on >= self.inner.since && self.fresh().await {
             if let Some(state) = self.read_state().as_ref() {
                 self.inner.from_memory.fetch_add(1, Ordering::Relaxed);
-                return state.holders(&self.inner.aliases, organization, post, on);
+                return from_memory(state);
             }
         }
         self.inner.from_database.fetch_add(1, Ordering::Relaxed);
-        self.inner.queries.holders(organization, post, on).await
+        from_database.await
     }
 
     /// How many questions were answered from memory and how many from the database.

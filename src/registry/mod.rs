@@ -18,7 +18,7 @@ use crate::domain::{
     PersonError,
 };
 use crate::notice::{self, AliasTable, Diagnostic, Notice, ParseOutput};
-use crate::projections::resident::ResidentHolders;
+use crate::projections::resident::ResidentTenures;
 use crate::projections::{NoticeWarning, Projector, Queries, QueryError};
 use crate::store::repository::{META_ACTOR, META_DOCUMENT_NUMBER};
 use crate::store::{Database, SqlEventRepository, StoreError};
@@ -206,11 +206,11 @@ impl Registry {
         &self.queries
     }
 
-    /// A holders read model in process memory over this registry's database, for questions
-    /// about `since` or later (what `serve` answers ListHolders from); it loads itself on
-    /// first use.
-    pub fn resident_holders(&self, since: chrono::NaiveDate) -> ResidentHolders {
-        ResidentHolders::new(self.db.clone(), self.aliases.clone(), since)
+    /// A read model of tenures in process memory over this registry's database, for
+    /// questions about `since` or later (what `serve` answers ListHolders and ListHoldings
+    /// from); it loads itself on first use.
+    pub fn resident_tenures(&self, since: chrono::NaiveDate) -> ResidentTenures {
+        ResidentTenures::new(self.db.clone(), self.aliases.clone(), since)
     }
 
     pub fn projector(&self) -> &Projector {
