@@ -464,7 +464,7 @@ impl ResidentTenures {
                 match super::projector::read_checkpoint(&db).await {
                     Ok(position) => Some(position),
                     Err(e) => {
-                        tracing::warn!("resident holders: reading the checkpoint failed: {e}");
+                        tracing::warn!("resident tenures: reading the checkpoint failed: {e}");
                         None
                     }
                 }
@@ -515,7 +515,7 @@ impl ResidentTenures {
         let this = self.clone();
         tokio::spawn(async move {
             if let Err(e) = this.load().await {
-                tracing::warn!("resident holders: first load failed: {e}");
+                tracing::warn!("resident tenures: first load failed: {e}");
             }
             this.inner.loading.store(false, Ordering::Release);
         });
@@ -528,7 +528,7 @@ impl ResidentTenures {
         tracing::info!(
             position = self.position(),
             elapsed_ms = started.elapsed().as_millis() as u64,
-            "resident holders loaded"
+            "resident tenures loaded"
         );
         Ok(())
     }
@@ -610,7 +610,7 @@ impl ResidentTenures {
         match self.refresh(Some(checkpoint)).await {
             Ok(()) => true,
             Err(e) => {
-                tracing::warn!("resident holders: refresh failed: {e}");
+                tracing::warn!("resident tenures: refresh failed: {e}");
                 false
             }
         }
