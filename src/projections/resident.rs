@@ -170,6 +170,27 @@ struct Changes {
     tenures: Vec<Tenure>,
 }
 
+/// Two columns of the rows of `table` recorded (`first_position`) after `from` up to `to`.
+async fn recorded_pairs<A, B>(
+    db: &Database,
+    (from, to): (i64, i64),
+    table: &str,
+    (a, b): (&str, &str),
+) -> Result<Vec<(A, B)>, QueryError>
+where
+    A: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+    B: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    let sql =
+        format!("SELECT {a}, {b} FROM {table} WHERE first_position > $1 AND first_position <= $2");
+    let rows = db.read_all(sqlx::query(&sql).bind(from).bind(to)).await?;
+    let pairs = rows
+        .iter()
+        .map(|r| Ok((r.try_get(a)?, r.try_get(b)?)))
+        .collect::<Result<_, sqlx::Error>>()?;
+    Ok(pairs)
+}
+
 impl Changes {
     /// Rows recorded after `from` up to checkpoint `to`. From 0, only the tenure versions
     /// current at `to` that can hold on `since` or later (the first load); otherwise every
@@ -181,30 +202,22 @@ impl Changes {
         since: &str,
         chunk: usize,
     ) -> Result<Self, QueryError> {
-        let recorded = "first_position > $1 AND first_position <= $2";
-        let rows =
-            |sql: String| async move { db.read_all(sqlx::query(&sql).bind(from).bind(to)).await };
-        let organizations = rows(format!(
-            "SELECT canonical_name, jurisdiction FROM rm_organizations WHERE {recorded}"
-        ))
-        .await?
-        .iter()
-        .map(|r| Ok((r.try_get("canonical_name")?, r.try_get("jurisdiction")?)))
-        .collect::<Result<_, sqlx::Error>>()?;
-        let aliases = rows(format!(
-            "SELECT alias, canonical_name FROM rm_organization_aliases WHERE {recorded}"
-        ))
-        .await?
-        .iter()
-        .map(|r| Ok((r.try_get("alias")?, r.try_get("canonical_name")?)))
-        .collect::<Result<_, sqlx::Error>>()?;
-        let posts = rows(format!(
-            "SELECT organization, post FROM rm_posts WHERE {recorded}"
-        ))
-        .await?
-        .iter()
-        .map(|r| Ok((r.try_get("organization")?, r.try_get("post")?)))
-        .collect::<Result<_, sqlx::Error>>()?;
+        let span = (from, to);
+        let organizations = recorded_pairs(
+            db,
+            span,
+            "rm_organizations",
+            ("canonical_name", "jurisdiction"),
+        )
+        .await?;
+        let aliases = recorded_pairs(
+            db,
+            span,
+            "rm_organization_aliases",
+            ("alias", "canonical_name"),
+        )
+        .await?;
+        let posts = recorded_pairs(db, span, "rm_posts", ("organization", "post")).await?;
         let persons = db
             .read_all(
                 sqlx::query(
@@ -235,14 +248,15 @@ impl Changes {
         let tenures = if from == 0 {
             Self::current_tenures(db, to, since, chunk).await?
         } else {
-            rows(format!(
+            let sql = format!(
                 "{TENURE_SELECT} WHERE t.version_from > $1 AND t.version_from <= $2 \
                  ORDER BY t.version_from, t.tenure_id"
-            ))
-            .await?
-            .iter()
-            .map(Tenure::from_row)
-            .collect::<Result<_, _>>()?
+            );
+            db.read_all(sqlx::query(&sql).bind(from).bind(to))
+                .await?
+                .iter()
+                .map(Tenure::from_row)
+                .collect::<Result<_, _>>()?
         };
         Ok(Self {
             organizations,
