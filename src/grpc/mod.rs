@@ -213,8 +213,8 @@ pub async fn serve(database: &str, args: ServeArgs) -> anyhow::Result<()> {
     run_server(registry, listener, config, shutdown_signal()).await
 }
 
-/// The first day whose holders and holdings `serve` answers from memory: January 1st, `years` years
-/// back; with 0, a date no question reaches.
+/// The first day whose holders and holdings `serve` answers from memory: January 1st,
+/// `years` years back; with 0, a date no question reaches.
 fn lookups_horizon(years: u32) -> chrono::NaiveDate {
     use chrono::Datelike;
     if years == 0 {
