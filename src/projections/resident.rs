@@ -3,10 +3,11 @@
 //! [`ResidentTenures`] keeps, per server, what the holders and holdings queries read: every
 //! organization, alias, jurisdiction, post and person record, and the current version of
 //! every tenure that was not withdrawn and still held on its *horizon* date or later (open,
-//! or ending after it), by post and by person. A question about a date on or after the horizon costs no round trip of
-//! its own to the database (one about an earlier date goes to the database: a tenure that
-//! holds on `D` is open or ends after `D`, so the tenures kept answer exactly the dates from
-//! the horizon on, and a 1M-event history keeps a few years of it instead of thirty):
+//! or ending after it), by post and by person. A question about a date on or after the
+//! horizon costs no round trip of its own to the database (one about an earlier date goes
+//! to the database: a tenure that holds on `D` is open or ends after `D`, so the tenures
+//! kept answer exactly the dates from the horizon on, and a 1M-event history keeps a few
+//! years of it instead of thirty):
 //!
 //! - **Fence.** Before answering, the model needs the projection checkpoint as read by a
 //!   statement that *started after the request arrived*. One task reads it for every
@@ -18,17 +19,18 @@
 //! - **Refresh.** When the checkpoint is past the model, one refresh (the others wait for
 //!   it) reads what changed in between: tenure versions by `version_from`, organizations,
 //!   aliases, posts and persons by `first_position`, merged persons by `merged_position`
-//!   (indexes of migrations 0010 and 0011). Every row a
-//!   projection writes up to checkpoint `C` commits with `C`, and a tenure row is never
-//!   changed afterwards except to close it when its next version is inserted, so the
-//!   versions up to `C`, applied in position order, are the read models at `C`.
+//!   (indexes of migrations 0010 and 0011). Every row a projection writes up to checkpoint
+//!   `C` commits with `C`; a tenure row is never changed afterwards except to close it when
+//!   its next version is inserted, and a person row only by a merge (read as of `C`), so
+//!   the rows up to `C`, applied in position order, are the read models at `C`.
 //! - **Fallback.** Until the first load has finished, and whenever the fence or the refresh
-//!   fails, the query goes to the database ([`Queries::holders`]), which then reports the
-//!   error, if any, exactly as before.
+//!   fails, the query goes to the database ([`Queries::holders`], [`Queries::holdings`]),
+//!   which then reports the error, if any, exactly as before.
 //!
 //! Invariant: for every request, the answer equals `Queries::holders` (`holdings`) at a
-//! checkpoint read after the request arrived (`tests/resident.rs`, both databases, including writes through
-//! another server and revocations). Queries as of a past position are not served here.
+//! checkpoint read after the request arrived (`tests/resident.rs`, both databases,
+//! including writes through another server, revocations, merges and splits). Queries as of
+//! a past position are not served here.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
@@ -88,7 +90,7 @@ impl Fence {
     }
 }
 
-/// What the holders query reads, at one checkpoint.
+/// What the holders and holdings queries read, at one checkpoint.
 #[derive(Default)]
 struct State {
     position: i64,
