@@ -166,11 +166,16 @@ impl Tenure {
     /// Whether this version holds on `on` (`YYYY-MM-DD`): what [`HOLDS_ON`] asks of a row,
     /// for read models kept in memory.
     pub(crate) fn holds_on(&self, on: &str) -> bool {
+        self.start_date.as_deref().is_none_or(|start| start <= on) && self.not_ended_by(on)
+    }
+
+    /// Not withdrawn, and open or ending after `date`: the version can hold on `date` or
+    /// any later day.
+    pub(crate) fn not_ended_by(&self, date: &str) -> bool {
         self.withdrawn_position.is_none()
-            && self.start_date.as_deref().is_none_or(|start| start <= on)
             && match self.end_date.as_deref() {
                 None => self.ended_position.is_none(),
-                Some(end) => end > on,
+                Some(end) => end > date,
             }
     }
 
@@ -361,9 +366,9 @@ pub(crate) fn organization_candidates(
 
 /// 市X / 县X / 区X as written in some jurisdiction's notices: the candidates qualified by
 /// every known jurisdiction, as the parser qualifies them by a notice's issuer.
-pub(crate) fn qualified_candidates(
+pub(crate) fn qualified_candidates<'a>(
     candidates: &[String],
-    jurisdictions: &[String],
+    jurisdictions: impl IntoIterator<Item = &'a String>,
     aliases: &AliasTable,
 ) -> Vec<String> {
     let mut qualified = Vec::new();

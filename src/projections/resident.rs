@@ -52,13 +52,13 @@ use crate::store::Database;
 
 /// Batches reads of a position so that each request waits for a read that started after it
 /// arrived, and concurrent requests share one read.
-pub struct Fence {
+struct Fence {
     requests: mpsc::UnboundedSender<oneshot::Sender<Option<i64>>>,
 }
 
 impl Fence {
     /// Spawns the reading task; `read` answers `None` when it could not read.
-    pub fn spawn<F, Fut>(read: F) -> Self
+    fn spawn<F, Fut>(read: F) -> Self
     where
         F: Fn() -> Fut + Send + 'static,
         Fut: Future<Output = Option<i64>> + Send,
@@ -83,7 +83,7 @@ impl Fence {
 
     /// A position read by a statement that started after this call; `None` when the read
     /// failed.
-    pub async fn position(&self) -> Option<i64> {
+    async fn position(&self) -> Option<i64> {
         let (reply, answer) = oneshot::channel();
         self.requests.send(reply).ok()?;
         answer.await.ok().flatten()
@@ -124,12 +124,12 @@ struct Person {
 }
 
 /// Rows per read of the first load.
-pub const LOAD_CHUNK: usize = 5_000;
+const LOAD_CHUNK: usize = 5_000;
 
 /// A model further behind than this many events loads afresh (current versions only,
 /// in chunks) instead of reading every version in between: after a bulk load through another
 /// server, the versions in between are most of the log.
-pub const RELOAD_AFTER_EVENTS: i64 = 100_000;
+const RELOAD_AFTER_EVENTS: i64 = 100_000;
 
 /// How a model at `at` (`None`: not loaded) reaches checkpoint `to`.
 #[derive(Debug, PartialEq, Eq)]
@@ -150,15 +150,6 @@ fn step(at: Option<i64>, to: i64, reload_after: i64) -> Step {
         Some(at) if to - at <= reload_after => Step::Apply { from: at },
         Some(_) => Step::Load,
     }
-}
-
-/// Whether a tenure version can hold on `since` or later: open, or ending after it.
-fn held_since(tenure: &Tenure, since: &str) -> bool {
-    tenure.withdrawn_position.is_none()
-        && match tenure.end_date.as_deref() {
-            None => tenure.ended_position.is_none(),
-            Some(end) => end > since,
-        }
 }
 
 /// The rows that changed between two checkpoints.
@@ -194,17 +185,18 @@ where
 }
 
 impl Changes {
-    /// Rows recorded after `from` up to checkpoint `to`. From 0, only the tenure versions
-    /// current at `to` that can hold on `since` or later (the first load); otherwise every
-    /// version in between, withdrawn and ended ones included, since they remove what they
-    /// replace.
+    /// Rows recorded after `after` up to checkpoint `to`: every tenure version in between,
+    /// withdrawn and ended ones included, since they remove what they replace. With no
+    /// `after` (a load), the state at `to`: only the tenure versions current then that can
+    /// hold on `since` or later, read `chunk` rows at a time.
     async fn read(
         db: &Database,
-        (from, to): (i64, i64),
+        after: Option<i64>,
+        to: i64,
         since: &str,
         chunk: usize,
     ) -> Result<Self, QueryError> {
-        let span = (from, to);
+        let span = (after.unwrap_or(0), to);
         let organizations = recorded_pairs(
             db,
             span,
@@ -220,9 +212,7 @@ impl Changes {
         )
         .await?;
         let posts = recorded_pairs(db, span, "rm_posts", ("organization", "post")).await?;
-        let persons = if from == 0 {
-            Self::persons_at(db, to, chunk).await?
-        } else {
+        let persons = if let Some(from) = after {
             // Created in between, or merged in between.
             let sql = format!(
                 "SELECT {PERSON_COLUMNS} FROM rm_persons \
@@ -232,10 +222,10 @@ impl Changes {
             );
             let rows = db.read_all(sqlx::query(&sql).bind(from).bind(to)).await?;
             rows.iter().map(person).collect::<Result<_, _>>()?
-        };
-        let tenures = if from == 0 {
-            Self::current_tenures(db, to, since, chunk).await?
         } else {
+            Self::persons_at(db, to, chunk).await?
+        };
+        let tenures = if let Some(from) = after {
             let sql = format!(
                 "{TENURE_SELECT} WHERE t.version_from > $1 AND t.version_from <= $2 \
                  ORDER BY t.version_from, t.tenure_id"
@@ -245,6 +235,8 @@ impl Changes {
                 .iter()
                 .map(Tenure::from_row)
                 .collect::<Result<_, _>>()?
+        } else {
+            Self::current_tenures(db, to, since, chunk).await?
         };
         Ok(Self {
             organizations,
@@ -367,7 +359,7 @@ impl State {
                     held.retain(|&t| t != id);
                 }
             }
-            if held_since(&tenure, since) {
+            if tenure.not_ended_by(since) {
                 let key = (tenure.organization.clone(), tenure.post.clone());
                 self.posts.entry(key).or_default().tenures.push(id);
                 self.held_by.entry(tenure.person_id).or_default().push(id);
@@ -430,8 +422,7 @@ impl State {
             }
         }
         if found.is_empty() {
-            let jurisdictions: Vec<String> = self.jurisdictions.iter().cloned().collect();
-            let qualified = qualified_candidates(&candidates, &jurisdictions, aliases);
+            let qualified = qualified_candidates(&candidates, &self.jurisdictions, aliases);
             found = self.canonical_names_for(&qualified);
         }
         organization_found(name, found)
@@ -481,8 +472,6 @@ struct Inner {
     aliases: Arc<AliasTable>,
     /// The horizon: questions about earlier dates go to the database.
     since: NaiveDate,
-    /// `since` as stored dates are written.
-    since_iso: String,
     fence: Fence,
     /// `None` until the first load has finished.
     state: RwLock<Option<State>>,
@@ -521,7 +510,6 @@ impl ResidentTenures {
                 db,
                 aliases,
                 since,
-                since_iso: iso(since),
                 fence,
                 state: RwLock::new(None),
                 refresh: tokio::sync::Mutex::new(()),
@@ -670,21 +658,21 @@ impl ResidentTenures {
             None => super::projector::read_checkpoint(&self.inner.db).await?,
         };
         let at = self.loaded().then(|| self.position());
-        let (from, fresh_state) = match step(at, to, self.inner.reload_after) {
+        let after = match step(at, to, self.inner.reload_after) {
             Step::Current => return Ok(()),
-            Step::Apply { from } => (from, false),
-            Step::Load => (0, true),
+            Step::Apply { from } => Some(from),
+            Step::Load => None,
         };
-        let since = &self.inner.since_iso;
+        let since = iso(self.inner.since);
         let changes =
-            Changes::read(&self.inner.db, (from, to), since, self.inner.load_chunk).await?;
+            Changes::read(&self.inner.db, after, to, &since, self.inner.load_chunk).await?;
         let mut state = self.inner.state.write().unwrap_or_else(|e| e.into_inner());
-        if fresh_state {
+        if after.is_none() {
             *state = None;
         }
         state
             .get_or_insert_with(State::default)
-            .apply(changes, to, since);
+            .apply(changes, to, &since);
         Ok(())
     }
 
@@ -793,15 +781,15 @@ mod tests {
             let (_, person) = changes.persons.iter().find(|(id, _)| *id == split).unwrap();
             person.link.merged_into
         };
-        for from in [0, split - 1] {
-            let before = Changes::read(db, (from, merged_at - 1), "2020-01-01", 100)
+        for from in [None, Some(split - 1)] {
+            let before = Changes::read(db, from, merged_at - 1, "2020-01-01", 100)
                 .await
                 .unwrap();
-            assert_eq!(merged(&before), None, "read from {from}");
-            let after = Changes::read(db, (from, merged_at), "2020-01-01", 100)
+            assert_eq!(merged(&before), None, "read after {from:?}");
+            let after = Changes::read(db, from, merged_at, "2020-01-01", 100)
                 .await
                 .unwrap();
-            assert_eq!(merged(&after), Some(first), "read from {from}");
+            assert_eq!(merged(&after), Some(first), "read after {from:?}");
         }
     }
 
