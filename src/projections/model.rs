@@ -24,7 +24,7 @@
 use std::collections::{HashMap, HashSet};
 
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, AnyConnection, Row};
 
 use crate::domain::events::PostFact;
 use crate::store::log::placeholders;
@@ -42,6 +42,31 @@ const KEEP_LIMIT: usize = 100_000;
 /// Keys per prefetch statement ([`Model::prefetch`]): IN lists stay well under SQLite's
 /// parameter limit, and sqlx's by-name binding on SQLite (linear per parameter) stays cheap.
 const PREFETCH_KEYS: usize = 200;
+
+/// The connection of the transaction a projection writes in, as the projection's code sees
+/// it; or none, while that connection writes a rebuild's previous rows and the rebuild goes
+/// on applying events that need no SQL (a complete model reads nothing; see
+/// `projector::applies_in_memory`).
+pub(super) struct Conn<'t>(Option<&'t mut AnyConnection>);
+
+impl<'t> Conn<'t> {
+    pub fn of(conn: &'t mut AnyConnection) -> Self {
+        Self(Some(conn))
+    }
+
+    /// No connection: any statement is an error, never a silent skip.
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    pub fn get(&mut self) -> Result<&mut AnyConnection, StoreError> {
+        self.0.as_deref_mut().ok_or_else(|| {
+            StoreError::Corrupt(
+                "a rebuild applied an event that needs SQL while it was writing (a bug)".into(),
+            )
+        })
+    }
+}
 
 /// A notice's context for the facts it states.
 #[derive(Debug, Clone)]
@@ -253,7 +278,7 @@ impl Rows {
     /// straight from the buffer; the buffer keeps its capacity for the next rows.
     async fn write(
         &mut self,
-        tx: &mut Transaction<'_, Any>,
+        conn: &mut AnyConnection,
         backend: Backend,
     ) -> Result<(), StoreError> {
         let (head, tail, columns) = (self.head, self.tail, self.columns);
@@ -262,7 +287,10 @@ impl Rows {
         while left > 0 {
             let n = left.min(INSERT_CHUNK * columns);
             left -= n;
-            let sql = format!("{head} {}{tail}", placeholders(backend, n / columns, columns));
+            let sql = format!(
+                "{head} {}{tail}",
+                placeholders(backend, n / columns, columns)
+            );
             let mut query = sqlx::query(&sql);
             for cell in cells.by_ref().take(n) {
                 query = match cell {
@@ -270,7 +298,7 @@ impl Rows {
                     Cell::Text(v) => query.bind(v),
                 };
             }
-            query.execute(&mut **tx).await?;
+            query.execute(&mut *conn).await?;
         }
         Ok(())
     }
@@ -280,7 +308,9 @@ impl Rows {
 const NOTICE_EVENT_COUNT: usize = 11;
 
 /// Rows and changes not written yet, in the order [`Model::flush`] writes them.
-struct Writes {
+pub(super) struct Writes {
+    /// Whose SQL dialect the statements use.
+    backend: Backend,
     notices: Rows,
     requests: Rows,
     warnings: Rows,
@@ -300,9 +330,10 @@ struct Writes {
     pending_notices: HashMap<String, usize>,
 }
 
-impl Default for Writes {
-    fn default() -> Self {
+impl Writes {
+    fn new(backend: Backend) -> Self {
         Self {
+            backend,
             notices: Rows::new(
                 "INSERT INTO rm_notices (notice_id, notice_key, document_number, issuer, title, \
                  issued_on, jurisdiction, content_hash, source_text, remarks, revokes, event_count, \
@@ -457,7 +488,7 @@ impl Model {
             ended_loaded: HashSet::new(),
             warning_seq: HashMap::new(),
             run: None,
-            out: Writes::default(),
+            out: Writes::new(backend),
             generation: 0,
         }
     }
@@ -513,7 +544,7 @@ impl Model {
     /// The notice's context; `None` when no such notice was recorded.
     pub async fn notice(
         &mut self,
-        tx: &mut Transaction<'_, Any>,
+        tx: &mut Conn<'_>,
         notice_id: &str,
     ) -> Result<Option<NoticeContext>, StoreError> {
         if let Some(known) = self.notices.get(notice_id) {
@@ -526,7 +557,7 @@ impl Model {
             "SELECT document_number, notice_key, jurisdiction FROM rm_notices WHERE notice_id = $1",
         )
         .bind(notice_id)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(tx.get()?)
         .await?
         else {
             return Ok(None);
@@ -568,7 +599,7 @@ impl Model {
     /// state is the newer one. A complete model reads nothing.
     pub async fn prefetch(
         &mut self,
-        tx: &mut Transaction<'_, Any>,
+        tx: &mut Conn<'_>,
         facts: &[&PostFact],
     ) -> Result<(), StoreError> {
         if self.complete || facts.is_empty() {
@@ -608,7 +639,7 @@ impl Model {
     /// The organization a name is an alias of, if any.
     pub async fn alias(
         &mut self,
-        tx: &mut Transaction<'_, Any>,
+        tx: &mut Conn<'_>,
         name: &str,
     ) -> Result<Option<String>, StoreError> {
         if !self.aliases.contains_key(name) {
@@ -620,11 +651,7 @@ impl Model {
     /// Learns which organization each of `names` the model does not know aliases (`None`
     /// when none), in one statement per [`PREFETCH_KEYS`] names; a complete model knows
     /// every alias there is, so it reads nothing.
-    async fn load_aliases(
-        &mut self,
-        tx: &mut Transaction<'_, Any>,
-        names: &[&str],
-    ) -> Result<(), StoreError> {
+    async fn load_aliases(&mut self, tx: &mut Conn<'_>, names: &[&str]) -> Result<(), StoreError> {
         let missing = unknown(names, |name| self.aliases.contains_key(name));
         for chunk in missing.chunks(PREFETCH_KEYS) {
             let mut found = HashMap::new();
@@ -634,7 +661,7 @@ impl Model {
                      WHERE alias IN ({})",
                     numbered(1, chunk.len())
                 );
-                for r in bound(&sql, chunk).fetch_all(&mut **tx).await? {
+                for r in bound(&sql, chunk).fetch_all(tx.get()?).await? {
                     found.insert(
                         r.try_get::<String, _>("alias")?,
                         r.try_get::<String, _>("canonical_name")?,
@@ -695,7 +722,7 @@ impl Model {
     /// The records of `name` not merged away, by id.
     pub async fn persons_named(
         &mut self,
-        tx: &mut Transaction<'_, Any>,
+        tx: &mut Conn<'_>,
         name: &str,
     ) -> Result<Vec<PersonRef>, StoreError> {
         if !self.persons.contains_key(name) {
@@ -706,11 +733,7 @@ impl Model {
 
     /// Loads the records (not merged away, by id) of each of `names` the model does not
     /// know, in one statement per [`PREFETCH_KEYS`] names; a complete model reads nothing.
-    async fn load_persons(
-        &mut self,
-        tx: &mut Transaction<'_, Any>,
-        names: &[&str],
-    ) -> Result<(), StoreError> {
+    async fn load_persons(&mut self, tx: &mut Conn<'_>, names: &[&str]) -> Result<(), StoreError> {
         let missing = unknown(names, |name| self.persons.contains_key(name));
         for chunk in missing.chunks(PREFETCH_KEYS) {
             let mut found: HashMap<String, Vec<PersonRef>> = HashMap::new();
@@ -720,7 +743,7 @@ impl Model {
                      WHERE name IN ({}) AND merged_into IS NULL ORDER BY person_id",
                     numbered(1, chunk.len())
                 );
-                for r in bound(&sql, chunk).fetch_all(&mut **tx).await? {
+                for r in bound(&sql, chunk).fetch_all(tx.get()?).await? {
                     found
                         .entry(r.try_get("name")?)
                         .or_default()
@@ -741,7 +764,7 @@ impl Model {
     /// A new person record; its id is the position of the event that introduced it.
     pub async fn add_person(
         &mut self,
-        tx: &mut Transaction<'_, Any>,
+        tx: &mut Conn<'_>,
         person_id: i64,
         name: &str,
         gender: Option<String>,
@@ -778,7 +801,7 @@ impl Model {
     /// them only when asked (`with_ended`).
     async fn load_post(
         &mut self,
-        tx: &mut Transaction<'_, Any>,
+        tx: &mut Conn<'_>,
         organization: &str,
         post: &str,
     ) -> Result<(), StoreError> {
@@ -791,11 +814,7 @@ impl Model {
 
     /// [`Model::load_post`] for every post of `keys` the model does not know, in one
     /// statement per [`PREFETCH_KEYS`] posts; a complete model reads nothing.
-    async fn load_posts(
-        &mut self,
-        tx: &mut Transaction<'_, Any>,
-        keys: &[PostKey],
-    ) -> Result<(), StoreError> {
+    async fn load_posts(&mut self, tx: &mut Conn<'_>, keys: &[PostKey]) -> Result<(), StoreError> {
         let mut seen = HashSet::new();
         let missing: Vec<&PostKey> = keys
             .iter()
@@ -837,7 +856,7 @@ impl Model {
     /// database.
     async fn read_versions(
         &self,
-        tx: &mut Transaction<'_, Any>,
+        tx: &mut Conn<'_>,
         filter: &str,
         binds: &[&str],
     ) -> Result<Vec<Version>, StoreError> {
@@ -846,7 +865,7 @@ impl Model {
              AND version_to IS NULL AND withdrawn_position IS NULL"
         );
         Ok(bound(&sql, binds)
-            .fetch_all(&mut **tx)
+            .fetch_all(tx.get()?)
             .await?
             .iter()
             .map(|r| {
@@ -863,7 +882,7 @@ impl Model {
     /// database holds them: call after a flush (the database then holds all the model does).
     pub async fn person_tenures(
         &self,
-        tx: &mut Transaction<'_, Any>,
+        tx: &mut Conn<'_>,
         person_id: i64,
     ) -> Result<Vec<TenureRow>, StoreError> {
         let id = person_id.to_string();
@@ -881,7 +900,7 @@ impl Model {
     /// open ones it loaded and every tenure it changed; a complete one holds all).
     async fn load_ended(
         &mut self,
-        tx: &mut Transaction<'_, Any>,
+        tx: &mut Conn<'_>,
         organization: &str,
         post: &str,
     ) -> Result<(), StoreError> {
@@ -906,7 +925,7 @@ impl Model {
     /// first: the open ones, and with `with_ended` the ended ones too.
     pub async fn post_tenures(
         &mut self,
-        tx: &mut Transaction<'_, Any>,
+        tx: &mut Conn<'_>,
         organization: &str,
         post: &str,
         with_ended: bool,
@@ -925,7 +944,7 @@ impl Model {
     /// the model does not hold it: never the post's whole history.
     pub async fn tenure(
         &mut self,
-        tx: &mut Transaction<'_, Any>,
+        tx: &mut Conn<'_>,
         organization: &str,
         post: &str,
         tenure_id: i64,
@@ -940,7 +959,7 @@ impl Model {
     /// tenure a partial model has not loaded).
     async fn load_tenure(
         &mut self,
-        tx: &mut Transaction<'_, Any>,
+        tx: &mut Conn<'_>,
         key: &PostKey,
         tenure_id: i64,
     ) -> Result<(), StoreError> {
@@ -964,7 +983,7 @@ impl Model {
     /// reads as a range. A head post's ended tenures (hundreds at 1M events) stay unread.
     pub async fn holders_on(
         &mut self,
-        tx: &mut Transaction<'_, Any>,
+        tx: &mut Conn<'_>,
         organization: &str,
         post: &str,
         date: &str,
@@ -1019,7 +1038,7 @@ impl Model {
     /// Records a new tenure's first version.
     pub async fn open_tenure(
         &mut self,
-        tx: &mut Transaction<'_, Any>,
+        tx: &mut Conn<'_>,
         row: TenureRow,
         position: i64,
     ) -> Result<(), StoreError> {
@@ -1049,7 +1068,7 @@ impl Model {
     /// closed, never changed otherwise, so earlier answers stay reproducible.
     pub async fn supersede(
         &mut self,
-        tx: &mut Transaction<'_, Any>,
+        tx: &mut Conn<'_>,
         row: TenureRow,
         position: i64,
     ) -> Result<(), StoreError> {
@@ -1090,7 +1109,7 @@ impl Model {
 
     pub async fn warn(
         &mut self,
-        tx: &mut Transaction<'_, Any>,
+        tx: &mut Conn<'_>,
         position: i64,
         notice_id: &str,
         line: Option<usize>,
@@ -1104,7 +1123,7 @@ impl Model {
             None if self.complete || seen => 0,
             None => sqlx::query("SELECT COUNT(*) AS n FROM rm_notice_warnings WHERE position = $1")
                 .bind(position)
-                .fetch_one(&mut **tx)
+                .fetch_one(tx.get()?)
                 .await?
                 .try_get("n")?,
         };
@@ -1122,30 +1141,44 @@ impl Model {
     // --- writing ---
 
     /// Writes every buffered row and change.
-    pub async fn flush(&mut self, tx: &mut Transaction<'_, Any>) -> Result<(), StoreError> {
+    pub async fn flush(&mut self, tx: &mut Conn<'_>) -> Result<(), StoreError> {
         if self.out.is_empty() {
             return Ok(());
         }
+        let mut writes = self.take_writes();
+        writes.write(tx.get()?).await
+    }
+
+    /// Takes every buffered row and change out of the model, to be written before anything
+    /// the model buffers next ([`Writes::write`]); the model goes on as after a flush.
+    pub fn take_writes(&mut self) -> Writes {
+        self.generation += 1;
+        let mut writes = std::mem::replace(&mut self.out, Writes::new(self.backend));
+        writes.pending_notices.clear();
+        writes
+    }
+}
+
+impl Writes {
+    /// Writes every row and change, in dependency order.
+    pub async fn write(&mut self, conn: &mut AnyConnection) -> Result<(), StoreError> {
         let backend = self.backend;
-        let out = &mut self.out;
-        out.pending_notices.clear();
-        out.notices.write(tx, backend).await?;
-        out.requests.write(tx, backend).await?;
-        out.warnings.write(tx, backend).await?;
-        out.organizations.write(tx, backend).await?;
-        out.jurisdictions.write(tx, backend).await?;
-        out.aliases.write(tx, backend).await?;
-        out.persons.write(tx, backend).await?;
-        out.posts.write(tx, backend).await?;
-        let closes = std::mem::take(&mut out.closes);
-        for chunk in closes.chunks(INSERT_CHUNK) {
-            close_versions(tx, backend, chunk).await?;
+        self.notices.write(conn, backend).await?;
+        self.requests.write(conn, backend).await?;
+        self.warnings.write(conn, backend).await?;
+        self.organizations.write(conn, backend).await?;
+        self.jurisdictions.write(conn, backend).await?;
+        self.aliases.write(conn, backend).await?;
+        self.persons.write(conn, backend).await?;
+        self.posts.write(conn, backend).await?;
+        for chunk in std::mem::take(&mut self.closes).chunks(INSERT_CHUNK) {
+            close_versions(conn, backend, chunk).await?;
         }
         // Converted to cells a statement's worth at a time: a rebuild flushes tens of
         // thousands of versions, and one buffer of them all (27 cells each, grown by
         // doubling) cost a fifth of its main thread in copies and page faults.
         let mut versions = Rows::new(TENURE_INSERT, 27, "");
-        let mut pending = out.tenures.drain(..);
+        let mut pending = self.tenures.drain(..);
         loop {
             for (from, to, row) in pending.by_ref().take(INSERT_CHUNK) {
                 versions.push(row.cells(from, to));
@@ -1153,9 +1186,10 @@ impl Model {
             if versions.len() == 0 {
                 break;
             }
-            versions.write(tx, backend).await?;
+            versions.write(conn, backend).await?;
         }
-        let mut counts: Vec<(String, i64)> = out.fact_counts.drain().collect();
+        drop(pending);
+        let mut counts: Vec<(String, i64)> = self.fact_counts.drain().collect();
         counts.sort();
         for (notice_id, n) in counts {
             sqlx::query(
@@ -1163,10 +1197,9 @@ impl Model {
             )
             .bind(n)
             .bind(&notice_id)
-            .execute(&mut **tx)
+            .execute(&mut *conn)
             .await?;
         }
-        self.generation += 1;
         Ok(())
     }
 }
@@ -1174,7 +1207,7 @@ impl Model {
 /// Closes written versions, one statement for all: each `(tenure_id, version_from,
 /// version_to)` names a tenure's current version (the only one with `version_to` NULL).
 async fn close_versions(
-    tx: &mut Transaction<'_, Any>,
+    conn: &mut AnyConnection,
     backend: Backend,
     closes: &[(i64, i64, i64)],
 ) -> Result<(), StoreError> {
@@ -1211,7 +1244,7 @@ async fn close_versions(
     for (tenure_id, _, _) in closes {
         query = query.bind(*tenure_id);
     }
-    let closed = query.execute(&mut **tx).await?.rows_affected();
+    let closed = query.execute(&mut *conn).await?.rows_affected();
     if closed != closes.len() as u64 {
         return Err(StoreError::Corrupt(format!(
             "closed {closed} tenure versions instead of {}",

@@ -16,8 +16,9 @@ use chrono::{Months, NaiveDate};
 use cqrs_es::persist::EventUpcaster;
 use futures::future::BoxFuture;
 use sqlx::{Any, Row, Transaction};
+use tokio::task::JoinHandle;
 
-use super::model::{Cell, Model, NoticeContext, NoticeRun, TenureRow};
+use super::model::{Cell, Conn, Model, NoticeContext, NoticeRun, TenureRow, Writes};
 use crate::domain::events::{FactWithdrawn, NoticeCorrected, PersonSplit, PersonsMerged};
 use crate::domain::posts::is_head_post;
 use crate::domain::{NoticeRecorded, NoticeRevoked, PostFact, RegistryEvent};
@@ -63,7 +64,7 @@ pub const READ_MODEL_TABLES: &[&str] = &[
 #[derive(Clone)]
 pub struct Projector {
     db: Database,
-    upcasters: Arc<Vec<Box<dyn EventUpcaster>>>,
+    upcasters: Upcasters,
     /// The model of the last committed batch, reused while the checkpoint has not moved.
     kept: Arc<Mutex<Option<Model>>>,
     /// The model of an append's projection, kept once that append has committed.
@@ -71,6 +72,8 @@ pub struct Projector {
     /// Log head when this process last refreshed PostgreSQL's statistics (or first saw the
     /// log); 0 before that. See [`Projector::keep_statistics_fresh`].
     analyzed_at: Arc<AtomicI64>,
+    /// Events read per batch and rows buffered before a write, during a rebuild.
+    rebuild_sizes: (i64, usize),
 }
 
 impl std::fmt::Debug for Projector {
@@ -115,6 +118,7 @@ impl Projector {
             kept: Arc::new(Mutex::new(None)),
             appended: Arc::new(Mutex::new(None)),
             analyzed_at: Arc::new(AtomicI64::new(0)),
+            rebuild_sizes: (BATCH, REBUILD_FLUSH_ROWS),
         }
     }
 
@@ -150,9 +154,11 @@ impl Projector {
                 self.keep_model(model);
                 return Ok(checkpoint);
             };
-            self.apply_events(&mut tx, &mut model, &events, false)
+            let decoded = decode_events(&events, &self.upcasters)?;
+            let mut conn = Conn::of(&mut tx);
+            self.apply_events(&mut conn, &mut model, (&events, &decoded), After::Unknown)
                 .await?;
-            model.flush(&mut tx).await?;
+            model.flush(&mut conn).await?;
             move_checkpoint(&mut tx, last).await?;
             tx.commit().await?;
             self.keep_model(model);
@@ -182,8 +188,11 @@ impl Projector {
             .take_model(tx, checkpoint, Some(first.prev_hash.as_str()))
             .await?;
         // The append holds the log head: nothing follows its last event yet.
-        self.apply_events(tx, &mut model, events, true).await?;
-        model.flush(tx).await?;
+        let decoded = decode_events(events, &self.upcasters)?;
+        let mut conn = Conn::of(tx);
+        self.apply_events(&mut conn, &mut model, (events, &decoded), After::Nothing)
+            .await?;
+        model.flush(&mut conn).await?;
         move_checkpoint(tx, last.position).await?;
         // Kept only once the append commits (`committed`): a model that believes writes a
         // failed or cancelled commit undid must never be reused.
@@ -193,7 +202,15 @@ impl Projector {
 
     /// Drops every read model and replays the whole log in one transaction: readers see the
     /// old read models until the new ones are complete.
+    ///
+    /// The rows are written behind the replay: once a batch of events has buffered
+    /// [`REBUILD_FLUSH_ROWS`] rows, a task of its own writes them on the transaction's
+    /// connection while the replay goes on applying the next events in memory (a complete
+    /// model reads nothing), so the database's work and renmian's overlap on two cores. An
+    /// event that needs SQL ([`applies_in_memory`]) waits for that write and is applied on
+    /// the connection. At most one write is in flight, and writes run in the order taken.
     pub async fn rebuild(&self) -> Result<i64, StoreError> {
+        let (batch, flush_rows) = self.rebuild_sizes;
         let mut tx = self.db.pool().begin().await?;
         lock_checkpoint(&mut tx).await?;
         let indexes = drop_secondary_indexes(&mut tx, self.db.backend()).await?;
@@ -202,31 +219,37 @@ impl Projector {
                 .execute(&mut *tx)
                 .await?;
         }
+        let mut writer = WriteBehind::Idle(tx);
         let mut model = Model::complete(self.db.backend());
         let mut checkpoint = 0;
-        let mut batches = read_ahead(self.db.clone());
-        loop {
-            // The reader ends the log with an empty batch; a channel closed before that is
-            // a reader that died, never the end of the log.
-            let events = batches.recv().await.ok_or_else(|| {
-                StoreError::Unavailable("the rebuild's event reader stopped early".into())
-            })??;
-            let Some(last) = events.last().map(|e| e.position) else {
-                break;
-            };
-            self.apply_events(&mut tx, &mut model, &events, false)
-                .await?;
-            checkpoint = last;
-            if model.buffered_rows() >= REBUILD_FLUSH_ROWS {
-                model.flush(&mut tx).await?;
+        let mut batches = read_ahead(self.db.clone(), batch, self.upcasters.clone());
+        let mut next = next_batch(&mut batches).await?;
+        while !next.0.is_empty() {
+            let (events, decoded) = std::mem::replace(&mut next, next_batch(&mut batches).await?);
+            // A notice's events are committed together, and a batch ends where the log
+            // ended when it was read: an empty next batch means nothing follows.
+            let after = next.0.first().map_or(After::Nothing, After::Event);
+            let batch = (events.as_slice(), decoded.as_slice());
+            if decoded.iter().all(applies_in_memory) {
+                self.apply_events(&mut Conn::none(), &mut model, batch, after)
+                    .await?;
+            } else {
+                let tx = writer.transaction().await?;
+                self.apply_events(&mut Conn::of(tx), &mut model, batch, after)
+                    .await?;
+            }
+            checkpoint = events.last().map_or(checkpoint, |e| e.position);
+            if model.buffered_rows() >= flush_rows {
+                writer.write(model.take_writes()).await?;
             }
         }
-        model.flush(&mut tx).await?;
+        let tx = writer.transaction().await?;
+        model.flush(&mut Conn::of(tx)).await?;
         for definition in &indexes {
-            sqlx::query(definition).execute(&mut *tx).await?;
+            sqlx::query(definition).execute(&mut **tx).await?;
         }
-        move_checkpoint(&mut tx, checkpoint).await?;
-        tx.commit().await?;
+        move_checkpoint(tx, checkpoint).await?;
+        writer.commit().await?;
         *self.kept.lock().unwrap_or_else(|e| e.into_inner()) =
             model.worth_keeping().then_some(model);
         // PostgreSQL: statistics for the tables just filled (without them the planner costs
@@ -235,6 +258,13 @@ impl Projector {
         // vacuumed away.
         vacuum_analyze(&self.db).await;
         Ok(checkpoint)
+    }
+
+    /// The same projector with other rebuild sizes: events read per batch and rows buffered
+    /// before a write (tests use small ones to exercise batch boundaries and write-behind).
+    pub fn with_rebuild_sizes(mut self, batch_events: i64, flush_rows: usize) -> Self {
+        self.rebuild_sizes = (batch_events.max(1), flush_rows.max(1));
+        self
     }
 
     /// PostgreSQL: refreshes the planner's statistics and vacuums the read models, in the
@@ -324,19 +354,15 @@ impl Projector {
         }
     }
 
-    /// Applies `events` (consecutive positions) to `model`. `ends_log`: nothing follows the
-    /// last one (an append in progress holds the log head).
+    /// Applies `events` (consecutive positions, decoded) to `model`; `after`: what follows
+    /// the last.
     async fn apply_events(
         &self,
-        tx: &mut Transaction<'_, Any>,
+        tx: &mut Conn<'_>,
         model: &mut Model,
-        events: &[StoredEvent],
-        ends_log: bool,
+        (events, decoded): (&[StoredEvent], &[RegistryEvent]),
+        after: After<'_>,
     ) -> Result<(), StoreError> {
-        let decoded = events
-            .iter()
-            .map(|e| decode_event(e, &self.upcasters))
-            .collect::<Result<Vec<_>, _>>()?;
         let facts: Vec<&PostFact> = decoded
             .iter()
             .filter_map(|d| match d {
@@ -347,15 +373,18 @@ impl Projector {
             })
             .collect();
         model.prefetch(tx, &facts).await?;
-        for (i, (event, decoded)) in events.iter().zip(&decoded).enumerate() {
+        for (i, (event, decoded)) in events.iter().zip(decoded).enumerate() {
             begin_run(model, event);
             apply(tx, model, event, decoded).await?;
             // A notice's events are committed together, so the notice is complete when the
             // next event belongs to another aggregate or there is none yet.
             let next = match events.get(i + 1) {
                 Some(next) => Some(next.aggregate_id.clone()),
-                None if ends_log => None,
-                None => next_aggregate(tx, event.position).await?,
+                None => match after {
+                    After::Nothing => None,
+                    After::Event(next) => Some(next.aggregate_id.clone()),
+                    After::Unknown => next_aggregate(tx, event.position).await?,
+                },
             };
             if next.as_deref() != Some(event.aggregate_id.as_str()) {
                 if let Some(run) = model.run.take() {
@@ -427,18 +456,25 @@ const ANALYZE_FROM_EVENTS: i64 = 10_000;
 /// rebuild's transaction: on SQLite that transaction holds the write lock from its first
 /// statement, so no event can be appended while it runs; on PostgreSQL both read committed
 /// events in position order, and a position once seen has no later event below it.
-fn read_ahead(db: Database) -> tokio::sync::mpsc::Receiver<Result<Vec<StoredEvent>, StoreError>> {
+fn read_ahead(
+    db: Database,
+    batch: i64,
+    upcasters: Upcasters,
+) -> tokio::sync::mpsc::Receiver<Result<Batch, StoreError>> {
     let (sender, receiver) = tokio::sync::mpsc::channel(2);
     tokio::spawn(async move {
         let mut after = 0;
         loop {
-            let batch = db.events_after(after, BATCH).await;
-            let last = match &batch {
-                Ok(events) => events.last().map(|e| e.position),
+            let read = db.events_after(after, batch).await.and_then(|events| {
+                let decoded = decode_events(&events, &upcasters)?;
+                Ok((events, decoded))
+            });
+            let last = match &read {
+                Ok((events, _)) => events.last().map(|e| e.position),
                 Err(_) => None,
             };
             // A send fails when the rebuild stopped (an error): so does the reading.
-            if sender.send(batch).await.is_err() {
+            if sender.send(read).await.is_err() {
                 return;
             }
             match last {
@@ -448,6 +484,111 @@ fn read_ahead(db: Database) -> tokio::sync::mpsc::Receiver<Result<Vec<StoredEven
         }
     });
     receiver
+}
+
+/// Stored events and their decoding, in position order.
+type Batch = (Vec<StoredEvent>, Vec<RegistryEvent>);
+
+type Upcasters = Arc<Vec<Box<dyn EventUpcaster>>>;
+
+/// Decodes stored events (see [`decode_event`]).
+fn decode_events(
+    events: &[StoredEvent],
+    upcasters: &[Box<dyn EventUpcaster>],
+) -> Result<Vec<RegistryEvent>, StoreError> {
+    events.iter().map(|e| decode_event(e, upcasters)).collect()
+}
+
+/// The next batch from [`read_ahead`]; empty at the end of the log.
+async fn next_batch(
+    batches: &mut tokio::sync::mpsc::Receiver<Result<Batch, StoreError>>,
+) -> Result<Batch, StoreError> {
+    // The reader ends the log with an empty batch; a channel closed before that is a reader
+    // that died, never the end of the log.
+    batches
+        .recv()
+        .await
+        .ok_or_else(|| StoreError::Unavailable("the rebuild's event reader stopped early".into()))?
+}
+
+/// What follows the last event of a batch being applied.
+#[derive(Clone, Copy)]
+enum After<'a> {
+    /// Nothing yet: an append in progress holds the log head, or a rebuild read the end.
+    Nothing,
+    /// This event (a rebuild reads one batch ahead).
+    Event(&'a StoredEvent),
+    /// Not known: read it.
+    Unknown,
+}
+
+/// Whether a complete model applies `event` without any SQL. The others (revocations,
+/// corrections, merges and splits) update written rows or read them back, so a rebuild
+/// applies them on the connection, after the rows written behind.
+fn applies_in_memory(event: &RegistryEvent) -> bool {
+    match event {
+        RegistryEvent::NoticeRecorded(_)
+        | RegistryEvent::AppointmentRecorded(_)
+        | RegistryEvent::RemovalRecorded(_)
+        | RegistryEvent::ConfirmationRecorded(_)
+        | RegistryEvent::FactWithdrawn(_) => true,
+        RegistryEvent::NoticeRevoked(_)
+        | RegistryEvent::NoticeCorrected(_)
+        | RegistryEvent::PersonsMerged(_)
+        | RegistryEvent::PersonSplit(_) => false,
+    }
+}
+
+/// A rebuild's transaction, writing rows in a task of its own while the rebuild goes on.
+enum WriteBehind {
+    /// No write in flight: the transaction is here.
+    Idle(Transaction<'static, Any>),
+    /// A write in flight; its task hands the transaction back with the write's result.
+    Writing(JoinHandle<(Transaction<'static, Any>, Result<(), StoreError>)>),
+    /// A write failed or its task died: the transaction is gone (rolled back).
+    Failed,
+}
+
+impl WriteBehind {
+    /// The transaction, once the write in flight (if any) has finished.
+    async fn transaction(&mut self) -> Result<&mut Transaction<'static, Any>, StoreError> {
+        if let Self::Writing(task) = self {
+            let finished = task.await;
+            *self = Self::Failed;
+            let (tx, written) = finished.map_err(|e| {
+                StoreError::Unavailable(format!("the rebuild's writer stopped: {e}"))
+            })?;
+            written?;
+            *self = Self::Idle(tx);
+        }
+        match self {
+            Self::Idle(tx) => Ok(tx),
+            _ => Err(StoreError::Unavailable(
+                "the rebuild's transaction was lost with a failed write".into(),
+            )),
+        }
+    }
+
+    /// Starts writing `writes` once the write in flight has finished.
+    async fn write(&mut self, mut writes: Writes) -> Result<(), StoreError> {
+        self.transaction().await?;
+        let Self::Idle(mut tx) = std::mem::replace(self, Self::Failed) else {
+            unreachable!("transaction() returned, so the writer is idle");
+        };
+        *self = Self::Writing(tokio::spawn(async move {
+            let written = writes.write(&mut tx).await;
+            (tx, written)
+        }));
+        Ok(())
+    }
+
+    async fn commit(mut self) -> Result<(), StoreError> {
+        self.transaction().await?;
+        match self {
+            Self::Idle(tx) => Ok(tx.commit().await?),
+            _ => unreachable!("transaction() returned, so the writer is idle"),
+        }
+    }
 }
 
 /// Up to [`BATCH`] events after `after`, in order.
@@ -545,7 +686,7 @@ fn begin_run(model: &mut Model, event: &StoredEvent) {
 }
 
 async fn apply(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Conn<'_>,
     model: &mut Model,
     event: &StoredEvent,
     decoded: &RegistryEvent,
@@ -573,7 +714,7 @@ async fn apply(
 }
 
 async fn record_notice(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Conn<'_>,
     model: &mut Model,
     event: &StoredEvent,
     n: &NoticeRecorded,
@@ -627,7 +768,7 @@ struct FactContext {
 
 /// Registers the organization, its names, the person and the post of a fact.
 async fn fact_prelude(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Conn<'_>,
     model: &mut Model,
     event: &StoredEvent,
     f: &PostFact,
@@ -681,7 +822,7 @@ async fn fact_prelude(
 /// A name already known as another organization's alias resolves to that organization, so
 /// 市人民防空办公室 lands on 临湘市国防动员办公室 once a notice has said they are one.
 async fn resolve_alias(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Conn<'_>,
     model: &mut Model,
     canonical: &str,
 ) -> Result<String, StoreError> {
@@ -697,7 +838,7 @@ async fn resolve_alias(
 /// event's position) and, when other records share the name (同名), the notice is flagged so
 /// an operator can merge them (`renmian person merge`).
 async fn link_person(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Conn<'_>,
     model: &mut Model,
     event: &StoredEvent,
     f: &PostFact,
@@ -773,7 +914,7 @@ async fn link_person(
 
 /// The open tenure of a person in a post, latest first.
 async fn open_tenure(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Conn<'_>,
     model: &mut Model,
     person_id: i64,
     organization: &str,
@@ -808,7 +949,7 @@ fn line_of(f: &PostFact) -> i64 {
 }
 
 async fn appoint(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Conn<'_>,
     model: &mut Model,
     event: &StoredEvent,
     f: &PostFact,
@@ -862,7 +1003,7 @@ async fn appoint(
 }
 
 async fn remove(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Conn<'_>,
     model: &mut Model,
     event: &StoredEvent,
     f: &PostFact,
@@ -927,7 +1068,7 @@ async fn remove(
 }
 
 async fn confirm(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Conn<'_>,
     model: &mut Model,
     event: &StoredEvent,
     f: &PostFact,
@@ -961,7 +1102,7 @@ async fn confirm(
 /// removal's tenure reopens (or, if the removal created it, is withdrawn), a confirmation's
 /// outcome is cleared. Earlier versions stay, so history shows what was believed before.
 async fn withdraw(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Conn<'_>,
     model: &mut Model,
     event: &StoredEvent,
     w: &FactWithdrawn,
@@ -1030,7 +1171,7 @@ async fn withdraw(
 }
 
 async fn revoke(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Conn<'_>,
     model: &mut Model,
     event: &StoredEvent,
     r: &NoticeRevoked,
@@ -1046,13 +1187,13 @@ async fn revoke(
     .bind(&r.reason)
     .bind(r.by_notice.as_deref().unwrap_or(&event.actor))
     .bind(&event.aggregate_id)
-    .execute(&mut **tx)
+    .execute(tx.get()?)
     .await?;
     Ok(())
 }
 
 async fn correct(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Conn<'_>,
     model: &mut Model,
     event: &StoredEvent,
     c: &NoticeCorrected,
@@ -1072,14 +1213,14 @@ async fn correct(
     .bind(&event.recorded_at)
     .bind(&c.reason)
     .bind(&event.aggregate_id)
-    .execute(&mut **tx)
+    .execute(tx.get()?)
     .await?;
     Ok(())
 }
 
 /// Every current tenure of the retired record moves to the remaining one (as new versions).
 async fn merge_persons(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Conn<'_>,
     model: &mut Model,
     event: &StoredEvent,
     m: &PersonsMerged,
@@ -1095,7 +1236,7 @@ async fn merge_persons(
     .bind(m.into)
     .bind(event.position)
     .bind(m.person_id)
-    .execute(&mut **tx)
+    .execute(tx.get()?)
     .await?;
     model.retire_person(m.person_id);
     Ok(())
@@ -1103,7 +1244,7 @@ async fn merge_persons(
 
 /// The named tenures move to a new person record (id = this event's position).
 async fn split_person(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Conn<'_>,
     model: &mut Model,
     event: &StoredEvent,
     split: &PersonSplit,
@@ -1111,7 +1252,7 @@ async fn split_person(
     model.flush(tx).await?;
     let row = sqlx::query("SELECT name, gender, jurisdiction FROM rm_persons WHERE person_id = $1")
         .bind(split.person_id)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(tx.get()?)
         .await?
         .ok_or_else(|| {
             StoreError::Corrupt(format!("split of unknown person #{}", split.person_id))
@@ -1139,13 +1280,10 @@ async fn split_person(
 }
 
 /// Aggregate of the event after `position`, if any.
-async fn next_aggregate(
-    tx: &mut Transaction<'_, Any>,
-    position: i64,
-) -> Result<Option<String>, StoreError> {
+async fn next_aggregate(tx: &mut Conn<'_>, position: i64) -> Result<Option<String>, StoreError> {
     let row = sqlx::query("SELECT aggregate_id FROM events WHERE position = $1")
         .bind(position + 1)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(tx.get()?)
         .await?;
     Ok(row.map(|r| r.try_get("aggregate_id")).transpose()?)
 }
@@ -1153,7 +1291,7 @@ async fn next_aggregate(
 /// (tenure_id, organization, post) of the tenures a commit that began before this model
 /// existed opened, read from the database after a flush.
 async fn appointed_before_model(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Conn<'_>,
     model: &mut Model,
     last: &StoredEvent,
     reference: &str,
@@ -1169,7 +1307,7 @@ async fn appointed_before_model(
     .bind(&last.aggregate_id)
     .bind(last.position)
     .bind(&last.recorded_at)
-    .fetch_one(&mut **tx)
+    .fetch_one(tx.get()?)
     .await?
     .try_get::<Option<i64>, _>("p")?
     .unwrap_or(last.position);
@@ -1181,7 +1319,7 @@ async fn appointed_before_model(
     .bind(first_position)
     .bind(last.position)
     .bind(reference)
-    .fetch_all(&mut **tx)
+    .fetch_all(tx.get()?)
     .await?;
     Ok(rows
         .iter()
@@ -1198,7 +1336,7 @@ async fn appointed_before_model(
 /// Once a notice's events are all applied: every one-seat post (局长, 主任 …) it appointed
 /// someone to must have one holder on the start date. More is accepted and flagged.
 async fn check_one_seat_posts(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Conn<'_>,
     model: &mut Model,
     run: NoticeRun,
     last: &StoredEvent,
@@ -1243,7 +1381,7 @@ async fn check_one_seat_posts(
 }
 
 async fn warn(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Conn<'_>,
     model: &mut Model,
     event: &StoredEvent,
     line: Option<usize>,
