@@ -213,13 +213,13 @@ impl Projector {
         let (batch, flush_rows) = self.rebuild_sizes;
         let mut tx = self.db.pool().begin().await?;
         lock_checkpoint(&mut tx).await?;
-        let indexes = drop_secondary_indexes(&mut tx, self.db.backend()).await?;
-        for table in READ_MODEL_TABLES.iter().rev() {
-            sqlx::query(&format!("DELETE FROM {table}"))
-                .execute(&mut *tx)
-                .await?;
-        }
-        let mut writer = WriteBehind::Idle(tx);
+        // Emptying the read models is the writer's first job: the replay needs none of it
+        // until its first rows are written (1M events: ~4 s of deletes on SQLite).
+        let indexes = secondary_indexes(&mut tx, self.db.backend()).await?;
+        let names: Vec<String> = indexes.iter().map(|(name, _)| name.clone()).collect();
+        let mut writer = WriteBehind::start(tx, move |tx| {
+            Box::pin(async move { clear_read_models(tx, &names).await })
+        });
         let mut model = Model::complete(self.db.backend());
         let mut checkpoint = 0;
         let mut batches = read_ahead(self.db.clone(), batch, self.upcasters.clone());
@@ -245,7 +245,7 @@ impl Projector {
         }
         let tx = writer.transaction().await?;
         model.flush(&mut Conn::of(tx)).await?;
-        for definition in &indexes {
+        for (_, definition) in &indexes {
             sqlx::query(definition).execute(&mut **tx).await?;
         }
         move_checkpoint(tx, checkpoint).await?;
@@ -569,16 +569,30 @@ impl WriteBehind {
         }
     }
 
+    /// Runs `job` on the transaction in a task of its own.
+    fn start<F>(mut tx: Transaction<'static, Any>, job: F) -> Self
+    where
+        F: for<'t> FnOnce(
+                &'t mut Transaction<'static, Any>,
+            ) -> BoxFuture<'t, Result<(), StoreError>>
+            + Send
+            + 'static,
+    {
+        Self::Writing(tokio::spawn(async move {
+            let done = job(&mut tx).await;
+            (tx, done)
+        }))
+    }
+
     /// Starts writing `writes` once the write in flight has finished.
     async fn write(&mut self, mut writes: Writes) -> Result<(), StoreError> {
         self.transaction().await?;
-        let Self::Idle(mut tx) = std::mem::replace(self, Self::Failed) else {
+        let Self::Idle(tx) = std::mem::replace(self, Self::Failed) else {
             unreachable!("transaction() returned, so the writer is idle");
         };
-        *self = Self::Writing(tokio::spawn(async move {
-            let written = writes.write(&mut tx).await;
-            (tx, written)
-        }));
+        *self = Self::start(tx, move |tx| {
+            Box::pin(async move { writes.write(tx).await })
+        });
         Ok(())
     }
 
@@ -610,19 +624,19 @@ async fn events_after(
         .collect::<Result<Vec<_>, _>>()?)
 }
 
-/// SQLite: drops the read models' secondary indexes (not the primary keys and unique
-/// constraints the projector's `ON CONFLICT` clauses need) inside the rebuild's transaction
-/// and returns their definitions, to be created again once the rows are in. Building an
-/// index from the finished table sorts once; maintaining it row by row cost a B-tree descent
-/// per row and index (BENCHMARKS.md, session 4). A complete model never reads the read
-/// models, so nothing needs the indexes meanwhile, and readers on other connections keep
-/// their snapshot (WAL) until the commit. Not on PostgreSQL, where `DROP INDEX` takes an
-/// exclusive lock on the table and would block every reader of the read models for the
-/// whole rebuild.
-async fn drop_secondary_indexes(
+/// SQLite: the read models' secondary indexes (not the primary keys and unique constraints
+/// the projector's `ON CONFLICT` clauses need), as (name, definition): a rebuild drops them
+/// inside its transaction ([`clear_read_models`]) and creates them again once the rows are
+/// in. Building an index from the finished table sorts once; maintaining it row by row cost
+/// a B-tree descent per row and index (BENCHMARKS.md, session 4). A complete model never
+/// reads the read models, so nothing needs the indexes meanwhile, and readers on other
+/// connections keep their snapshot (WAL) until the commit. None on PostgreSQL, where `DROP
+/// INDEX` takes an exclusive lock on the table and would block every reader of the read
+/// models for the whole rebuild.
+async fn secondary_indexes(
     tx: &mut Transaction<'_, Any>,
     backend: Backend,
-) -> Result<Vec<String>, StoreError> {
+) -> Result<Vec<(String, String)>, StoreError> {
     if backend != Backend::Sqlite {
         return Ok(Vec::new());
     }
@@ -636,15 +650,28 @@ async fn drop_secondary_indexes(
         query = query.bind(*table);
     }
     let rows = query.fetch_all(&mut **tx).await?;
-    let mut definitions = Vec::with_capacity(rows.len());
-    for row in rows {
-        let name: String = row.try_get("name")?;
-        definitions.push(row.try_get::<String, _>("sql")?);
+    rows.iter()
+        .map(|row| Ok((row.try_get("name")?, row.try_get("sql")?)))
+        .collect()
+}
+
+/// Drops the indexes named and deletes every read model's rows, in the rebuild's
+/// transaction.
+async fn clear_read_models(
+    tx: &mut Transaction<'_, Any>,
+    drop_indexes: &[String],
+) -> Result<(), StoreError> {
+    for name in drop_indexes {
         sqlx::query(&format!("DROP INDEX \"{name}\""))
             .execute(&mut **tx)
             .await?;
     }
-    Ok(definitions)
+    for table in READ_MODEL_TABLES.iter().rev() {
+        sqlx::query(&format!("DELETE FROM {table}"))
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
 }
 
 async fn lock_checkpoint(tx: &mut Transaction<'_, Any>) -> Result<i64, StoreError> {
