@@ -217,9 +217,10 @@ impl Projector {
         // until its first rows are written (1M events: ~4 s of deletes on SQLite).
         let indexes = secondary_indexes(&mut tx, self.db.backend()).await?;
         let names: Vec<String> = indexes.iter().map(|(name, _)| name.clone()).collect();
-        let mut writer = WriteBehind::start(tx, move |tx| {
-            Box::pin(async move { clear_read_models(tx, &names).await })
-        });
+        let mut writer = WriteBehind::start(
+            tx,
+            Box::new(move |tx| Box::pin(async move { clear_read_models(tx, &names).await })),
+        );
         let mut model = Model::complete(self.db.backend());
         let mut checkpoint = 0;
         let mut batches = read_ahead(self.db.clone(), batch, self.upcasters.clone());
@@ -539,70 +540,71 @@ fn applies_in_memory(event: &RegistryEvent) -> bool {
     }
 }
 
-/// A rebuild's transaction, writing rows in a task of its own while the rebuild goes on.
-enum WriteBehind {
-    /// No write in flight: the transaction is here.
-    Idle(Transaction<'static, Any>),
-    /// A write in flight; its task hands the transaction back with the write's result.
-    Writing(JoinHandle<(Transaction<'static, Any>, Result<(), StoreError>)>),
-    /// A write failed or its task died: the transaction is gone (rolled back).
-    Failed,
+/// A rebuild's transaction, writing rows in a task of its own while the rebuild goes on:
+/// either here (`idle`) or with the task in flight (`writing`), which hands it back with the
+/// job's result. After a failed job it is neither: dropped, so rolled back.
+struct WriteBehind {
+    idle: Option<RebuildTx>,
+    writing: Option<JoinHandle<(RebuildTx, Result<(), StoreError>)>>,
 }
 
+type RebuildTx = Transaction<'static, Any>;
+
+/// Work for the writer: statements on the rebuild's transaction.
+type Job =
+    Box<dyn for<'t> FnOnce(&'t mut RebuildTx) -> BoxFuture<'t, Result<(), StoreError>> + Send>;
+
 impl WriteBehind {
-    /// The transaction, once the write in flight (if any) has finished.
-    async fn transaction(&mut self) -> Result<&mut Transaction<'static, Any>, StoreError> {
-        if let Self::Writing(task) = self {
-            let finished = task.await;
-            *self = Self::Failed;
-            let (tx, written) = finished.map_err(|e| {
+    /// Runs `job` on the transaction in a task of its own.
+    fn start(tx: RebuildTx, job: Job) -> Self {
+        let mut writer = Self {
+            idle: Some(tx),
+            writing: None,
+        };
+        writer.spawn(job);
+        writer
+    }
+
+    /// Runs `job` in a task of its own (the caller has waited for the one before).
+    fn spawn(&mut self, job: Job) {
+        if let Some(mut tx) = self.idle.take() {
+            self.writing = Some(tokio::spawn(async move {
+                let done = job(&mut tx).await;
+                (tx, done)
+            }));
+        }
+    }
+
+    /// The transaction, once the job in flight (if any) has finished.
+    async fn transaction(&mut self) -> Result<&mut RebuildTx, StoreError> {
+        if let Some(task) = self.writing.take() {
+            let (tx, done) = task.await.map_err(|e| {
                 StoreError::Unavailable(format!("the rebuild's writer stopped: {e}"))
             })?;
-            written?;
-            *self = Self::Idle(tx);
+            done?;
+            self.idle = Some(tx);
         }
-        match self {
-            Self::Idle(tx) => Ok(tx),
-            _ => Err(StoreError::Unavailable(
-                "the rebuild's transaction was lost with a failed write".into(),
-            )),
-        }
+        self.idle.as_mut().ok_or_else(lost_transaction)
     }
 
-    /// Runs `job` on the transaction in a task of its own.
-    fn start<F>(mut tx: Transaction<'static, Any>, job: F) -> Self
-    where
-        F: for<'t> FnOnce(
-                &'t mut Transaction<'static, Any>,
-            ) -> BoxFuture<'t, Result<(), StoreError>>
-            + Send
-            + 'static,
-    {
-        Self::Writing(tokio::spawn(async move {
-            let done = job(&mut tx).await;
-            (tx, done)
-        }))
-    }
-
-    /// Starts writing `writes` once the write in flight has finished.
+    /// Starts writing `writes` once the job in flight has finished.
     async fn write(&mut self, mut writes: Writes) -> Result<(), StoreError> {
         self.transaction().await?;
-        let Self::Idle(tx) = std::mem::replace(self, Self::Failed) else {
-            unreachable!("transaction() returned, so the writer is idle");
-        };
-        *self = Self::start(tx, move |tx| {
+        self.spawn(Box::new(move |tx| {
             Box::pin(async move { writes.write(tx).await })
-        });
+        }));
         Ok(())
     }
 
     async fn commit(mut self) -> Result<(), StoreError> {
         self.transaction().await?;
-        match self {
-            Self::Idle(tx) => Ok(tx.commit().await?),
-            _ => unreachable!("transaction() returned, so the writer is idle"),
-        }
+        let tx = self.idle.take().ok_or_else(lost_transaction)?;
+        Ok(tx.commit().await?)
     }
+}
+
+fn lost_transaction() -> StoreError {
+    StoreError::Unavailable("the rebuild's transaction was lost with a failed write".into())
 }
 
 /// Up to [`BATCH`] events after `after`, in order.
