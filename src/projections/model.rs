@@ -113,20 +113,26 @@ pub(super) struct TenureRow {
     pub withdrawn_reason: Option<String>,
 }
 
-/// Writes a tenure version ([`TenureRow::cells`] order).
-const TENURE_INSERT: &str = "INSERT INTO rm_tenures (version_from, version_to, tenure_id, \
-     person_id, person, organization, organization_as_written, post, concurrent, start_date, \
-     end_date, probation_months, probation_end, probation_outcome, probation_outcome_on, note, \
-     end_note, appointing_notice, appointing_line, appointing_clause, ending_notice, ending_line, \
-     ending_clause, recorded_position, ended_position, withdrawn_position, withdrawn_reason) \
-     VALUES";
+/// The columns of a tenure row after `version_from` (and `version_to`), in
+/// [`TenureRow::cells`] order: one list for the version reads and the version writes.
+macro_rules! tenure_columns {
+    () => {
+        "tenure_id, person_id, person, organization, organization_as_written, post, \
+         concurrent, start_date, end_date, probation_months, probation_end, probation_outcome, \
+         probation_outcome_on, note, end_note, appointing_notice, appointing_line, \
+         appointing_clause, ending_notice, ending_line, ending_clause, recorded_position, \
+         ended_position, withdrawn_position, withdrawn_reason"
+    };
+}
 
-const TENURE_COLUMNS: &str =
-    "tenure_id, person_id, person, organization, organization_as_written, post, \
-     concurrent, start_date, end_date, probation_months, probation_end, probation_outcome, \
-     probation_outcome_on, note, end_note, appointing_notice, appointing_line, appointing_clause, \
-     ending_notice, ending_line, ending_clause, recorded_position, ended_position, \
-     withdrawn_position, withdrawn_reason";
+const TENURE_COLUMNS: &str = tenure_columns!();
+
+/// Writes tenure versions ([`TenureRow::cells`] order).
+const TENURE_INSERT: &str = concat!(
+    "INSERT INTO rm_tenures (version_from, version_to, ",
+    tenure_columns!(),
+    ") VALUES"
+);
 
 impl TenureRow {
     /// Decodes the stored columns of a tenure version (also the base of `Tenure`'s decoding
@@ -1260,7 +1266,6 @@ impl Writes {
             }
             versions.write(conn, backend).await?;
         }
-        drop(pending);
         let mut counts: Vec<(String, i64)> = self.fact_counts.drain().collect();
         counts.sort();
         for (notice_id, n) in counts {
