@@ -9,7 +9,7 @@ mod common;
 
 use common::{actor, generated_notice, notice_text, TestDb};
 use renmian::projections::export::{export, to_json, ExportedTable};
-use renmian::registry::{IngestOutcome, Registry, RegistryError};
+use renmian::registry::{IngestOutcome, Registry, RegistryError, BULK_BATCH_EVENTS};
 use renmian::workload::{generate, WorkloadConfig};
 
 /// A notice of 临湘市人民政府 (临政人〔2024〕`number`号) revoking 临政人〔2024〕`revoked`号.
@@ -123,6 +123,23 @@ async fn bulk_ingest_is_ingest_one_text_after_the_other(db: TestDb) {
     let sequential = Registry::open(&db.url).await.unwrap();
     let expected = one_after_the_other(&sequential, &texts).await;
 
+    // Batches of one notice (each appended while the next is staged, and the repeat of a
+    // notice right after itself staged while that notice is being appended), of a few,
+    // and the default (everything in one).
+    for batch_events in [1, 60] {
+        let other = another(&db).await;
+        let bulk = Registry::open(&other.url).await.unwrap();
+        let outcomes = bulk
+            .ingest_all_in_batches(&texts, &actor(), batch_events)
+            .await
+            .expect("bulk ingest");
+        assert_eq!(outcomes, expected, "batches of {batch_events} events");
+        assert_eq!(events(&bulk).await, events(&sequential).await);
+        assert!(
+            read_models(&bulk).await == read_models(&sequential).await,
+            "read models differ (batches of {batch_events} events)"
+        );
+    }
     let other = another(&db).await;
     let bulk = Registry::open(&other.url).await.unwrap();
     let outcomes = bulk
@@ -153,7 +170,16 @@ async fn bulk_ingest_is_ingest_one_text_after_the_other(db: TestDb) {
 }
 
 async fn a_refused_text_stops_the_bulk_ingest_after_the_texts_before_it(db: TestDb) {
-    let registry = Registry::open(&db.url).await.unwrap();
+    // In batches of one notice, the text before the refused one is being appended when
+    // it is refused.
+    let small = another(&db).await;
+    for (url, batch_events) in [(&db.url, BULK_BATCH_EVENTS), (&small.url, 1)] {
+        a_refused_text_stops_it_in_batches_of(url, batch_events).await;
+    }
+}
+
+async fn a_refused_text_stops_it_in_batches_of(url: &str, batch_events: usize) {
+    let registry = Registry::open(url).await.unwrap();
     let conflicting = notice_text(9001, "2024年3月1日", &["王五同志任市商务局局长"]);
     let texts = vec![
         generated_notice(9001),
@@ -162,7 +188,10 @@ async fn a_refused_text_stops_the_bulk_ingest_after_the_texts_before_it(db: Test
         conflicting,
         generated_notice(9004),
     ];
-    let refused = registry.ingest_all(&texts, &actor()).await.unwrap_err();
+    let refused = registry
+        .ingest_all_in_batches(&texts, &actor(), batch_events)
+        .await
+        .unwrap_err();
     assert_eq!(refused.index, 3);
     assert!(
         matches!(refused.error, RegistryError::Conflict(_)),
@@ -186,7 +215,10 @@ async fn a_refused_text_stops_the_bulk_ingest_after_the_texts_before_it(db: Test
 
     // Text without a notice: refused as `ingest` refuses it, nothing of it stored.
     let texts = vec![generated_notice(9005), "not a notice".to_string()];
-    let refused = registry.ingest_all(&texts, &actor()).await.unwrap_err();
+    let refused = registry
+        .ingest_all_in_batches(&texts, &actor(), batch_events)
+        .await
+        .unwrap_err();
     assert_eq!(refused.index, 1);
     assert!(matches!(
         refused.error,

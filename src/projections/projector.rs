@@ -9,7 +9,7 @@
 //! it left it, so a busy server's ingest reads the read models only for keys it has not
 //! seen; a rebuild starts from empty tables and never reads them.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{Months, NaiveDate};
@@ -74,6 +74,31 @@ pub struct Projector {
     analyzed_at: Arc<AtomicI64>,
     /// Events read per batch and rows buffered before a write, during a rebuild.
     rebuild_sizes: (i64, usize),
+    /// Bulk loads running in this process ([`Projector::bulk_load`]).
+    bulk_loads: Arc<AtomicUsize>,
+}
+
+/// A bulk load in progress: while one lives, the projector keeps models up to a larger
+/// limit between projections (see [`Projector::bulk_load`]).
+#[must_use = "the larger limit holds only while the guard lives"]
+pub struct BulkLoad {
+    projector: Projector,
+}
+
+impl Drop for BulkLoad {
+    fn drop(&mut self) {
+        if self.projector.bulk_loads.fetch_sub(1, Ordering::SeqCst) == 1 {
+            // The last bulk load ended: back to the usual bound.
+            let mut kept = self
+                .projector
+                .kept
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if kept.as_ref().is_some_and(|m| !m.worth_keeping(false)) {
+                *kept = None;
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Projector {
@@ -119,6 +144,7 @@ impl Projector {
             appended: Arc::new(Mutex::new(None)),
             analyzed_at: Arc::new(AtomicI64::new(0)),
             rebuild_sizes: (BATCH, REBUILD_FLUSH_ROWS),
+            bulk_loads: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -252,13 +278,25 @@ impl Projector {
         move_checkpoint(tx, checkpoint).await?;
         writer.commit().await?;
         *self.kept.lock().unwrap_or_else(|e| e.into_inner()) =
-            model.worth_keeping().then_some(model);
+            model.worth_keeping(false).then_some(model);
         // PostgreSQL: statistics for the tables just filled (without them the planner costs
         // a 1M-row table as nearly empty: a holdings query took 590 ms on the wrong index
         // instead of 0.2 ms, until autovacuum got round to it), and the deleted rows
         // vacuumed away.
         vacuum_analyze(&self.db).await;
         Ok(checkpoint)
+    }
+
+    /// Marks a bulk load (many appends in a row, `Registry::ingest_all`) until the guard
+    /// is dropped: meanwhile a model of up to a few million entries is kept between
+    /// projections instead of being dropped at about 100 000 and read back piecemeal by the
+    /// next batch. When the last bulk load ends, a kept model over the usual limit is
+    /// dropped.
+    pub fn bulk_load(&self) -> BulkLoad {
+        self.bulk_loads.fetch_add(1, Ordering::SeqCst);
+        BulkLoad {
+            projector: self.clone(),
+        }
     }
 
     /// The same projector with other rebuild sizes: events read per batch and rows buffered
@@ -343,7 +381,8 @@ impl Projector {
 
     /// Keeps a committed model for the next catch-up, unless a later one is kept already.
     fn keep_model(&self, model: Model) {
-        if !model.worth_keeping() || model.last_position().is_none() {
+        let bulk = self.bulk_loads.load(Ordering::SeqCst) > 0;
+        if !model.worth_keeping(bulk) || model.last_position().is_none() {
             return;
         }
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());

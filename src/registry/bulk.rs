@@ -9,6 +9,13 @@
 //! append), but the events of about [`BULK_BATCH_EVENTS`] are appended together: one
 //! transaction holds their events, their projection and one commit.
 //!
+//! While one batch is appended, the texts of the next are parsed and decided (at most one
+//! append in flight, batches appended in the order staged): on SQLite the append runs in
+//! the connection's own thread, so the two overlap on two cores. And while a bulk load
+//! runs, the projector keeps its model of the read models between batches however large
+//! it grows (up to a bound; `Projector::bulk_load`), instead of reading back what each
+//! batch's facts touch.
+//!
 //! The result is what ingesting the texts one after the other with `ingest` gives: the same
 //! events at the same positions, the same read models, the same outcomes (tests/bulk.rs, on
 //! both databases). A text that needs more than recording new notices — one already
@@ -17,6 +24,9 @@
 //! is appended.
 
 use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventStore};
@@ -75,6 +85,11 @@ struct Batch {
     store: PersistedEventStore<SqlEventRepository, NoticeAggregate>,
     staged: Vec<Staged>,
     ids: HashSet<String>,
+    /// The notices of the batch being appended meanwhile. Loading one of them would not
+    /// see its events yet: staged again, it would make the log's unique index refuse the
+    /// next batch whole, to be replayed text by text; so a text that repeats one goes on
+    /// its own, after that append.
+    appending: HashSet<String>,
 }
 
 impl Batch {
@@ -90,11 +105,17 @@ impl Batch {
             store,
             staged: Vec::new(),
             ids: HashSet::new(),
+            appending: HashSet::new(),
         }
     }
 
     fn event_count(&self) -> usize {
         self.events.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether notice `id` is staged here or being appended.
+    fn holds(&self, id: &str) -> bool {
+        self.ids.contains(id) || self.appending.contains(id)
     }
 
     /// Forgets everything staged after the first `staged` notices.
@@ -108,10 +129,80 @@ impl Batch {
         }
     }
 
-    fn take(&mut self) -> (Vec<Staged>, Vec<crate::store::NewEvent>) {
-        self.ids.clear();
+    /// What is staged, to be appended; its notices count as being appended until
+    /// [`Batch::appended`].
+    fn take(&mut self) -> Taken {
+        self.appending = std::mem::take(&mut self.ids);
         let events = std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()));
         (std::mem::take(&mut self.staged), events)
+    }
+
+    /// The batch taken last is appended (or failed): nothing is being appended.
+    fn appended(&mut self) {
+        self.appending.clear();
+    }
+}
+
+/// A batch taken to be appended: its notices and their events, in order.
+type Taken = (Vec<Staged>, Vec<crate::store::NewEvent>);
+
+/// The append of one batch, driven while the next batch is staged: at most one at a time,
+/// so batches are appended in the order they were staged.
+struct InFlight<F> {
+    append: Option<Pin<Box<F>>>,
+    /// Its result, when it finished while something else was being driven.
+    done: Option<Result<Vec<IngestOutcome>, BulkError>>,
+}
+
+impl<F: Future<Output = Result<Vec<IngestOutcome>, BulkError>>> InFlight<F> {
+    fn new() -> Self {
+        Self {
+            append: None,
+            done: None,
+        }
+    }
+
+    /// Starts `append`; the one before must be [`InFlight::finish`]ed.
+    fn start(&mut self, append: F) {
+        debug_assert!(self.append.is_none() && self.done.is_none());
+        self.append = Some(Box::pin(append));
+    }
+
+    /// Runs `work` to its end, driving the append in flight meanwhile: the database writes
+    /// and commits one batch while this task parses and decides the next.
+    async fn alongside<T>(&mut self, work: impl Future<Output = T>) -> T {
+        let mut work = std::pin::pin!(work);
+        std::future::poll_fn(|cx| {
+            if let Some(append) = self.append.as_mut() {
+                if let Poll::Ready(result) = append.as_mut().poll(cx) {
+                    self.append = None;
+                    self.done = Some(result);
+                }
+            }
+            work.as_mut().poll(cx)
+        })
+        .await
+    }
+
+    /// Waits for the append in flight, if any, and adds its outcomes to `outcomes`; its
+    /// error carries every outcome recorded before it.
+    async fn finish(&mut self, outcomes: &mut Vec<IngestOutcome>) -> Result<(), BulkError> {
+        let result = match (self.append.take(), self.done.take()) {
+            (Some(append), _) => append.await,
+            (None, Some(done)) => done,
+            (None, None) => return Ok(()),
+        };
+        match result {
+            Ok(appended) => {
+                outcomes.extend(appended);
+                Ok(())
+            }
+            Err(mut error) => {
+                let own = std::mem::replace(&mut error.recorded, std::mem::take(outcomes));
+                error.recorded.extend(own);
+                Err(error)
+            }
+        }
     }
 }
 
@@ -136,27 +227,59 @@ impl Registry {
         texts: &[T],
         actor: &Actor,
     ) -> Result<Vec<IngestOutcome>, BulkError> {
+        self.ingest_all_in_batches(texts, actor, BULK_BATCH_EVENTS)
+            .await
+    }
+
+    /// [`Registry::ingest_all`] with batches of about `batch_events` events (tests use
+    /// small ones, so that many batches are appended while the next ones are staged).
+    ///
+    /// One batch is appended while the texts of the next are parsed and decided: the
+    /// database writes and commits (on SQLite in its connection's thread, about 0.8 of the
+    /// time of a load) while this task works, instead of one waiting for the other. A text
+    /// that goes on its own (see the module documentation) waits for that append first, and
+    /// so does a text that repeats a notice of the batch being appended (loading it would
+    /// not see those events yet).
+    pub async fn ingest_all_in_batches<T: AsRef<str>>(
+        &self,
+        texts: &[T],
+        actor: &Actor,
+        batch_events: usize,
+    ) -> Result<Vec<IngestOutcome>, BulkError> {
+        let _bulk = self.projector.bulk_load();
         let mut batch = Batch::new(&self.db);
         let mut outcomes = Vec::with_capacity(texts.len());
+        let mut flight = InFlight::new();
         for (index, text) in texts.iter().enumerate() {
-            let staging = self.stage(&mut batch, index, text.as_ref(), actor).await;
+            let staging = flight
+                .alongside(self.stage(&mut batch, index, text.as_ref(), actor))
+                .await;
             let on_its_own = match staging {
                 Ok(Staging::Staged) => false,
                 Ok(Staging::OnItsOwn) => true,
                 Err(error) => {
-                    self.flush(&mut batch, texts, actor, &mut outcomes).await?;
+                    // Every text before this one is recorded, nothing of it.
+                    flight.finish(&mut outcomes).await?;
+                    flight.start(self.append_batch(batch.take(), texts, actor));
+                    flight.finish(&mut outcomes).await?;
                     return Err(BulkError::at(index, error, &mut outcomes));
                 }
             };
-            if on_its_own || batch.event_count() >= BULK_BATCH_EVENTS {
-                self.flush(&mut batch, texts, actor, &mut outcomes).await?;
+            if on_its_own || batch.event_count() >= batch_events {
+                flight.finish(&mut outcomes).await?;
+                batch.appended();
+                flight.start(self.append_batch(batch.take(), texts, actor));
             }
             if on_its_own {
+                flight.finish(&mut outcomes).await?;
+                batch.appended();
                 self.ingest_on_its_own(index, text.as_ref(), actor, &mut outcomes)
                     .await?;
             }
         }
-        self.flush(&mut batch, texts, actor, &mut outcomes).await?;
+        flight.finish(&mut outcomes).await?;
+        flight.start(self.append_batch(batch.take(), texts, actor));
+        flight.finish(&mut outcomes).await?;
         Ok(outcomes)
     }
 
@@ -191,7 +314,7 @@ impl Registry {
             let notice_id = NoticeKey::for_notice(n).aggregate_id().to_string();
             // Revocations are commands on other notices, and an aggregate loaded twice in
             // one batch would not see its staged events: `ingest` handles these.
-            if !n.revokes.is_empty() || batch.ids.contains(&notice_id) {
+            if !n.revokes.is_empty() || batch.holds(&notice_id) {
                 return Ok(Staging::OnItsOwn);
             }
             if let Some(number) = &n.document_number {
@@ -231,18 +354,18 @@ impl Registry {
         Ok(Staging::Staged)
     }
 
-    /// Appends the batch (its projection in the same transaction) and reports an outcome
-    /// per notice, as `ingest` would have.
-    async fn flush<T: AsRef<str>>(
+    /// Appends a batch taken from the staging (its projection in the same transaction) and
+    /// reports an outcome per notice, as `ingest` would have; an error carries the outcomes
+    /// of this batch recorded before it.
+    async fn append_batch<T: AsRef<str>>(
         &self,
-        batch: &mut Batch,
+        (staged, events): Taken,
         texts: &[T],
         actor: &Actor,
-        outcomes: &mut Vec<IngestOutcome>,
-    ) -> Result<(), BulkError> {
-        let (staged, events) = batch.take();
+    ) -> Result<Vec<IngestOutcome>, BulkError> {
+        let mut outcomes = Vec::new();
         let Some(first_text) = staged.first().map(|s| s.text) else {
-            return Ok(());
+            return Ok(outcomes);
         };
         let stored = match self.db.append(&events).await {
             Ok(stored) => stored,
@@ -256,19 +379,16 @@ impl Registry {
                 let mut texts_of_batch: Vec<usize> = staged.iter().map(|s| s.text).collect();
                 texts_of_batch.dedup();
                 for index in texts_of_batch {
-                    self.ingest_on_its_own(index, texts[index].as_ref(), actor, outcomes)
+                    self.ingest_on_its_own(index, texts[index].as_ref(), actor, &mut outcomes)
                         .await?;
                 }
-                return Ok(());
+                return Ok(outcomes);
             }
-            Err(e) => return Err(BulkError::at(first_text, e.into(), outcomes)),
+            Err(e) => return Err(BulkError::at(first_text, e.into(), &mut outcomes)),
         };
         match self.report(&staged, &stored).await {
-            Ok(reported) => {
-                outcomes.extend(reported);
-                Ok(())
-            }
-            Err(error) => Err(BulkError::at(first_text, error, outcomes)),
+            Ok(reported) => Ok(reported),
+            Err(error) => Err(BulkError::at(first_text, error, &mut outcomes)),
         }
     }
 
@@ -378,9 +498,8 @@ mod tests {
         let first = other.ingest(&texts[1], &actor).await.unwrap();
         assert_eq!(first[0].first_position, Some(1));
 
-        let mut outcomes = Vec::new();
-        registry
-            .flush(&mut batch, &texts, &actor, &mut outcomes)
+        let outcomes = registry
+            .append_batch(batch.take(), &texts, &actor)
             .await
             .unwrap();
         let already: Vec<bool> = outcomes.iter().map(|o| o.already_recorded).collect();
