@@ -268,7 +268,8 @@ async fn run(
 }
 
 /// Texts per `ingest_all` call: bounds the texts held in memory; `renmian ingest` passes all
-/// its files in one call, which differs only in where the last batch of a call ends.
+/// its files in one call, which differs only in where the last batch of a call ends (the
+/// calls are one bulk load: `Projector::bulk_load` is held across them).
 const BULK_TEXTS_PER_CALL: usize = 5000;
 
 /// `Registry::ingest_all` of the generated texts into the fresh database at `url`; checks it
@@ -277,6 +278,8 @@ async fn bulk_ingest(config: &WorkloadConfig, url: &str, events: usize, rss: &mu
     let registry = Registry::open(url).await.expect("open bulk registry");
     let actor = Actor::named("bench");
     reset_peak_rss();
+    // One load in several calls: the projector keeps its model across them, as within one.
+    let _bulk = registry.projector().bulk_load();
     let mut texts = generate(config).map(|n| n.text).peekable();
     let (mut timed, mut appended) = (Duration::ZERO, 0);
     while texts.peek().is_some() {

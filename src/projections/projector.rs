@@ -1472,4 +1472,57 @@ mod tests {
         assert_eq!(add_months("2023-12", 1).as_deref(), Some("2024-01"));
         assert_eq!(add_months("2023", 12), None);
     }
+
+    /// A model of `aliases` entries that last applied position 1.
+    fn model_of(aliases: usize) -> Model {
+        let mut model = Model::complete(Backend::Sqlite);
+        for i in 0..aliases {
+            model.add_alias(format!("alias {i}"), "org", 1);
+        }
+        model.applied(&StoredEvent {
+            position: 1,
+            aggregate_type: "notice".into(),
+            aggregate_id: "a".into(),
+            sequence: 1,
+            event_type: "NoticeRecorded".into(),
+            event_version: "1".into(),
+            payload: "{}".into(),
+            metadata: "{}".into(),
+            recorded_at: "2026-01-01T00:00:00.000000Z".into(),
+            actor: "test".into(),
+            document_number: None,
+            source_line: None,
+            clause: None,
+            prev_hash: crate::store::GENESIS_HASH.into(),
+            hash: "h".into(),
+        });
+        model
+    }
+
+    /// A model over the usual limit is kept while a bulk load runs, and dropped when the
+    /// last one ends; a small one stays.
+    #[tokio::test]
+    async fn a_bulk_load_keeps_a_large_model_until_the_last_one_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("p.db").display());
+        let projector = Projector::new(Database::connect(&url).await.unwrap());
+        let kept = |p: &Projector| p.kept.lock().unwrap().is_some();
+        let large = 100_001;
+
+        projector.keep_model(model_of(large));
+        assert!(!kept(&projector), "over the usual limit");
+        let first = projector.bulk_load();
+        let second = projector.bulk_load();
+        projector.keep_model(model_of(large));
+        assert!(kept(&projector), "kept during a bulk load");
+        drop(first);
+        assert!(kept(&projector), "another bulk load still runs");
+        drop(second);
+        assert!(!kept(&projector), "dropped when the last one ended");
+
+        let bulk = projector.bulk_load();
+        projector.keep_model(model_of(10));
+        drop(bulk);
+        assert!(kept(&projector), "a small model stays");
+    }
 }
