@@ -1480,21 +1480,8 @@ mod tests {
             model.add_alias(format!("alias {i}"), "org", 1);
         }
         model.applied(&StoredEvent {
-            position: 1,
-            aggregate_type: "notice".into(),
-            aggregate_id: "a".into(),
-            sequence: 1,
-            event_type: "NoticeRecorded".into(),
-            event_version: "1".into(),
-            payload: "{}".into(),
-            metadata: "{}".into(),
-            recorded_at: "2026-01-01T00:00:00.000000Z".into(),
-            actor: "test".into(),
-            document_number: None,
-            source_line: None,
-            clause: None,
-            prev_hash: crate::store::GENESIS_HASH.into(),
             hash: "h".into(),
+            ..StoredEvent::sample()
         });
         model
     }

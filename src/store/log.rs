@@ -85,6 +85,28 @@ struct CanonicalEvent<'a> {
 }
 
 impl StoredEvent {
+    /// An event at position 1 for unit tests.
+    #[cfg(test)]
+    pub(crate) fn sample() -> StoredEvent {
+        StoredEvent {
+            position: 1,
+            aggregate_type: "notice".into(),
+            aggregate_id: "a".into(),
+            sequence: 1,
+            event_type: "NoticeRecorded".into(),
+            event_version: "1".into(),
+            payload: "{}".into(),
+            metadata: "{}".into(),
+            recorded_at: "2026-01-01T00:00:00.000000Z".into(),
+            actor: "test".into(),
+            document_number: None,
+            source_line: Some(3),
+            clause: None,
+            prev_hash: GENESIS_HASH.into(),
+            hash: String::new(),
+        }
+    }
+
     /// `sha256(prev_hash ‖ canonical event)`, hex.
     pub fn compute_hash(&self) -> String {
         let canonical = CanonicalEvent {
@@ -450,38 +472,18 @@ mod tests {
         assert_eq!(placeholders(Backend::Sqlite, 2, 2), "(?, ?), (?, ?)");
     }
 
-    fn sample() -> StoredEvent {
-        StoredEvent {
-            position: 1,
-            aggregate_type: "notice".into(),
-            aggregate_id: "a".into(),
-            sequence: 1,
-            event_type: "NoticeRecorded".into(),
-            event_version: "1".into(),
-            payload: "{}".into(),
-            metadata: "{}".into(),
-            recorded_at: "2026-01-01T00:00:00.000000Z".into(),
-            actor: "test".into(),
-            document_number: None,
-            source_line: Some(3),
-            clause: None,
-            prev_hash: GENESIS_HASH.into(),
-            hash: String::new(),
-        }
-    }
-
     #[test]
     fn the_hash_covers_every_column_and_the_previous_hash() {
-        let base = sample().compute_hash();
+        let base = StoredEvent::sample().compute_hash();
         assert_eq!(base.len(), 64);
-        assert_eq!(base, sample().compute_hash(), "deterministic");
-        let mut edited = sample();
+        assert_eq!(base, StoredEvent::sample().compute_hash(), "deterministic");
+        let mut edited = StoredEvent::sample();
         edited.payload = "{\"x\":1}".into();
         assert_ne!(edited.compute_hash(), base);
-        let mut relinked = sample();
+        let mut relinked = StoredEvent::sample();
         relinked.prev_hash = "1".repeat(64);
         assert_ne!(relinked.compute_hash(), base);
-        let mut moved = sample();
+        let mut moved = StoredEvent::sample();
         moved.position = 2;
         assert_ne!(moved.compute_hash(), base);
     }
