@@ -235,8 +235,9 @@ impl Registry {
     /// small ones, so that many batches are appended while the next ones are staged).
     ///
     /// One batch is appended while the texts of the next are parsed and decided: the
-    /// database writes and commits (on SQLite in its connection's thread, about 0.8 of the
-    /// time of a load) while this task works, instead of one waiting for the other. A text
+    /// database writes and commits (on SQLite in its connection's thread; at 1M events the
+    /// append was 139 of a load's 176 s) while this task works, instead of one waiting for
+    /// the other. A text
     /// that goes on its own (see the module documentation) waits for that append first, and
     /// so does a text that repeats a notice of the batch being appended (loading it would
     /// not see those events yet).
