@@ -45,7 +45,9 @@ const KEEP_LIMIT: usize = 100_000;
 /// and tenures its facts touch — at 1M events most of them. `renmian ingest` of 40 000
 /// generated files (1 014 430 events, SQLite): 176 s with the model dropped at 100 000
 /// entries, 135 s kept whole (peak RSS 500 MiB → 1.15 GiB, as much as a rebuild of the
-/// same log). Past this limit it is dropped as usual, which bounds a national-scale load.
+/// same log). Past this limit it is dropped as usual: at the 1M load's ~1 KiB per entry
+/// (an estimate: ~40 000 notices, 188 000 person records and about a million tenure
+/// versions), a model of a few GiB at most, reached after about 3M events.
 const BULK_KEEP_LIMIT: usize = 4_000_000;
 
 /// Keys per prefetch statement ([`Model::prefetch`]): IN lists stay well under SQLite's
