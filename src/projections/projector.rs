@@ -1479,10 +1479,7 @@ mod tests {
         for i in 0..aliases {
             model.add_alias(format!("alias {i}"), "org", 1);
         }
-        model.applied(&StoredEvent {
-            hash: "h".into(),
-            ..StoredEvent::sample()
-        });
+        model.applied(&StoredEvent::sample());
         model
     }
 

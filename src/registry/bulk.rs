@@ -129,8 +129,8 @@ impl Batch {
         }
     }
 
-    /// What is staged, to be appended; its notices count as being appended until
-    /// [`Batch::appended`].
+    /// What is staged, to be appended; its notices count as being appended (in place of
+    /// the batch taken before) until [`Batch::appended`].
     fn take(&mut self) -> Taken {
         self.appending = std::mem::take(&mut self.ids);
         let events = std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()));
@@ -268,7 +268,6 @@ impl Registry {
             };
             if on_its_own || batch.event_count() >= batch_events {
                 flight.finish(&mut outcomes).await?;
-                batch.appended();
                 flight.start(self.append_batch(batch.take(), texts, actor));
             }
             if on_its_own {
