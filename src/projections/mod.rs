@@ -18,6 +18,7 @@ mod model;
 pub mod projector;
 pub mod queries;
 pub mod resident;
+mod shadow;
 
 pub use projector::{Projector, CHECKPOINT};
 pub use queries::{

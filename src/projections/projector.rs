@@ -19,6 +19,7 @@ use sqlx::{Any, Row, Transaction};
 use tokio::task::JoinHandle;
 
 use super::model::{Cell, Conn, Model, NoticeContext, NoticeRun, TenureRow, Writes};
+use super::shadow::Shadow;
 use crate::domain::events::{FactWithdrawn, NoticeCorrected, PersonSplit, PersonsMerged};
 use crate::domain::posts::is_head_post;
 use crate::domain::{NoticeRecorded, NoticeRevoked, PostFact, RegistryEvent};
@@ -239,14 +240,21 @@ impl Projector {
         let (batch, flush_rows) = self.rebuild_sizes;
         let mut tx = self.db.pool().begin().await?;
         lock_checkpoint(&mut tx).await?;
-        // Emptying the read models is the writer's first job: the replay needs none of it
-        // until its first rows are written (1M events: ~4 s of deletes on SQLite).
-        let indexes = secondary_indexes(&mut tx, self.db.backend()).await?;
-        let names: Vec<String> = indexes.iter().map(|(name, _)| name.clone()).collect();
-        let mut writer = WriteBehind::start(
-            tx,
-            Box::new(move |tx| Box::pin(async move { clear_read_models(tx, &names).await })),
-        );
+        // PostgreSQL: new tables beside the live ones, swapped in at the end (shadow.rs).
+        // SQLite: the live tables emptied and their secondary indexes dropped, the writer's
+        // first job: the replay needs none of it until its first rows are written (1M
+        // events: ~4 s of deletes).
+        let (shadow, indexes) = match self.db.backend() {
+            Backend::Postgres => (Some(Shadow::create(&mut tx).await?), Vec::new()),
+            Backend::Sqlite => (None, secondary_indexes(&mut tx).await?),
+        };
+        let mut writer = WriteBehind::new(tx);
+        if shadow.is_none() {
+            let names: Vec<String> = indexes.iter().map(|(name, _)| name.clone()).collect();
+            writer.spawn(Box::new(move |tx| {
+                Box::pin(async move { clear_read_models(tx, &names).await })
+            }));
+        }
         let mut model = Model::complete(self.db.backend());
         let mut checkpoint = 0;
         let mut batches = read_ahead(self.db.clone(), batch, self.upcasters.clone());
@@ -274,6 +282,9 @@ impl Projector {
         model.flush(&mut Conn::of(tx)).await?;
         for (_, definition) in &indexes {
             sqlx::query(definition).execute(&mut **tx).await?;
+        }
+        if let Some(shadow) = shadow {
+            shadow.swap(tx).await?;
         }
         move_checkpoint(tx, checkpoint).await?;
         writer.commit().await?;
@@ -594,14 +605,11 @@ type Job =
     Box<dyn for<'t> FnOnce(&'t mut RebuildTx) -> BoxFuture<'t, Result<(), StoreError>> + Send>;
 
 impl WriteBehind {
-    /// Runs `job` on the transaction in a task of its own.
-    fn start(tx: RebuildTx, job: Job) -> Self {
-        let mut writer = Self {
+    fn new(tx: RebuildTx) -> Self {
+        Self {
             idle: Some(tx),
             writing: None,
-        };
-        writer.spawn(job);
-        writer
+        }
     }
 
     /// Runs `job` in a task of its own (the caller has waited for the one before).
@@ -671,16 +679,12 @@ async fn events_after(
 /// in. Building an index from the finished table sorts once; maintaining it row by row cost
 /// a B-tree descent per row and index (BENCHMARKS.md, session 4). A complete model never
 /// reads the read models, so nothing needs the indexes meanwhile, and readers on other
-/// connections keep their snapshot (WAL) until the commit. None on PostgreSQL, where `DROP
-/// INDEX` takes an exclusive lock on the table and would block every reader of the read
-/// models for the whole rebuild.
+/// connections keep their snapshot (WAL) until the commit. (On PostgreSQL, where `DROP
+/// INDEX` would lock every reader out of the table for the whole rebuild, the rebuild
+/// writes new tables instead: `shadow.rs`.)
 async fn secondary_indexes(
     tx: &mut Transaction<'_, Any>,
-    backend: Backend,
 ) -> Result<Vec<(String, String)>, StoreError> {
-    if backend != Backend::Sqlite {
-        return Ok(Vec::new());
-    }
     let tables = vec!["?"; READ_MODEL_TABLES.len()].join(", ");
     let sql = format!(
         "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL \

@@ -1,0 +1,312 @@
+//! PostgreSQL: a rebuild writes new read-model tables beside the live ones and swaps them in
+//! at the end of its transaction.
+//!
+//! Emptying the live tables and inserting every row again maintains each of their indexes
+//! row by row and leaves every old row dead for VACUUM: at 1M events, `DELETE` of
+//! `rm_tenures` and the `INSERT` of its 974 430 rows took 31.7 s, against 12.3 s for the same
+//! rows into a table with only its primary key and the five secondary indexes built
+//! afterwards, one sort each (BENCHMARKS.md, session 9).
+//!
+//! How, all in the rebuild's transaction:
+//! 1. [`Shadow::create`]: schema [`SHADOW_SCHEMA`]; in it, each read-model table `LIKE` the
+//!    live one (columns, defaults, checks, column comments, storage, statistics), with its
+//!    primary key and unique constraints (the projector's `ON CONFLICT` clauses need them),
+//!    storage parameters (migration 0009), comments and grants copied from the catalog. The shadow schema goes
+//!    first on the transaction's `search_path`, so the replay, which names tables
+//!    unqualified, writes and reads the new tables.
+//! 2. [`Shadow::swap`]: the live tables' secondary indexes built on the new ones (same
+//!    names, same definitions), the live tables dropped, the new ones moved into the live
+//!    schema, the shadow schema dropped and the `search_path` restored.
+//!
+//! Readers see the old read models until the commit and the new ones after it; a rebuild
+//! that fails leaves nothing behind (PostgreSQL's DDL is transactional). The swap needs
+//! `ACCESS EXCLUSIVE` locks on the live tables, which readers hold in `ACCESS SHARE` while a
+//! statement (or an export's transaction) runs: it waits at most [`SWAP_LOCK_WAIT`] for them,
+//! then gives way (back to a savepoint) and tries again, so it neither queues new readers
+//! behind it for long nor deadlocks with a reader of several tables.
+//!
+//! The read-model tables are renmian's own: a view over one would stop the swap (`DROP
+//! TABLE` refuses), and the rebuild would fail, changing nothing.
+
+use std::time::Duration;
+
+use sqlx::{Acquire, Any, AnyConnection, Row, Transaction};
+
+use super::projector::READ_MODEL_TABLES;
+use crate::store::StoreError;
+
+/// Where a rebuild writes its tables until the swap. Exists only inside a rebuild's
+/// transaction, which holds the projection checkpoint's lock: one rebuild at a time.
+pub const SHADOW_SCHEMA: &str = "renmian_rebuild";
+
+/// Longest wait for the live tables' locks per attempt of the swap.
+const SWAP_LOCK_WAIT: &str = "200ms";
+
+/// Attempts of the swap before the rebuild gives up (and changes nothing).
+const SWAP_ATTEMPTS: u32 = 50;
+
+/// A rebuild's new tables, between [`Shadow::create`] and [`Shadow::swap`].
+pub struct Shadow {
+    /// The live read models' schema, as an SQL identifier.
+    live_schema: String,
+    /// The transaction's `search_path` before the shadow schema was put first.
+    search_path: String,
+    /// Statements run once the rows are in: the live tables' secondary indexes created on
+    /// the new tables, then the comments on any of their indexes.
+    indexes: Vec<String>,
+}
+
+impl Shadow {
+    /// Creates the new, empty tables and points the transaction's unqualified names at them.
+    pub async fn create(tx: &mut AnyConnection) -> Result<Self, StoreError> {
+        let row = sqlx::query(
+            "SELECT quote_ident(n.nspname) AS live_schema, \
+             current_setting('search_path') AS search_path \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.oid = to_regclass($1)",
+        )
+        .bind(READ_MODEL_TABLES[0])
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| {
+            StoreError::Unavailable(format!(
+                "no table {} on the search path: are the migrations applied?",
+                READ_MODEL_TABLES[0]
+            ))
+        })?;
+        let live_schema: String = row.try_get("live_schema")?;
+        let search_path: String = row.try_get("search_path")?;
+        execute(tx, &format!("CREATE SCHEMA {SHADOW_SCHEMA}")).await?;
+        let (mut indexes, mut comments) = (Vec::new(), Vec::new());
+        for table in READ_MODEL_TABLES {
+            let live = format!("{live_schema}.{table}");
+            let new = format!("{SHADOW_SCHEMA}.{table}");
+            execute(
+                tx,
+                &format!("CREATE TABLE {new} (LIKE {live} INCLUDING ALL EXCLUDING INDEXES)"),
+            )
+            .await?;
+            for statement in copied_definitions(tx, &live, &new).await? {
+                execute(tx, &statement).await?;
+            }
+            let (definitions, on_indexes) = secondary_indexes(tx, &live, &new).await?;
+            indexes.extend(definitions);
+            comments.extend(on_indexes);
+        }
+        indexes.extend(comments);
+        set_search_path(tx, &format!("{SHADOW_SCHEMA}, {search_path}")).await?;
+        Ok(Self {
+            live_schema,
+            search_path,
+            indexes,
+        })
+    }
+
+    /// Indexes the new tables and puts them in the live ones' place.
+    pub async fn swap(self, tx: &mut Transaction<'static, Any>) -> Result<(), StoreError> {
+        for statement in &self.indexes {
+            execute(tx, statement).await?;
+        }
+        execute(tx, &format!("SET LOCAL lock_timeout = '{SWAP_LOCK_WAIT}'")).await?;
+        let mut attempt = 1;
+        loop {
+            let mut savepoint = tx.begin().await?;
+            match self.replace_live(&mut savepoint).await {
+                Ok(()) => {
+                    savepoint.commit().await?;
+                    break;
+                }
+                Err(e) if gives_way(&e) && attempt < SWAP_ATTEMPTS => {
+                    savepoint.rollback().await?;
+                    tracing::info!(
+                        attempt,
+                        "the read models are in use; the rebuild's swap waits"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt.min(10))))
+                        .await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        execute(tx, "SET LOCAL lock_timeout TO DEFAULT").await?;
+        set_search_path(tx, &self.search_path).await?;
+        execute(tx, &format!("DROP SCHEMA {SHADOW_SCHEMA}")).await
+    }
+
+    /// Locks the live tables at once, drops them and moves the new ones in.
+    async fn replace_live(&self, tx: &mut AnyConnection) -> Result<(), sqlx::Error> {
+        let live: Vec<String> = READ_MODEL_TABLES
+            .iter()
+            .map(|table| format!("{}.{table}", self.live_schema))
+            .collect();
+        let statements = std::iter::once(format!(
+            "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+            live.join(", ")
+        ))
+        .chain(std::iter::once(format!("DROP TABLE {}", live.join(", "))))
+        .chain(READ_MODEL_TABLES.iter().map(|table| {
+            format!(
+                "ALTER TABLE {SHADOW_SCHEMA}.{table} SET SCHEMA {}",
+                self.live_schema
+            )
+        }));
+        for statement in statements {
+            sqlx::query(&statement).execute(&mut *tx).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether the swap should give way and try again: a lock it waited for too long
+/// (`lock_timeout`, 55P03) or a deadlock with a reader (40P01).
+fn gives_way(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("55P03" | "40P01")))
+}
+
+/// What `LIKE … INCLUDING ALL EXCLUDING INDEXES` leaves out, as statements on `new`: the
+/// primary key and unique constraints of `live` (same names) with their comments, its
+/// storage parameters, its comment and its grants.
+async fn copied_definitions(
+    tx: &mut AnyConnection,
+    live: &str,
+    new: &str,
+) -> Result<Vec<String>, StoreError> {
+    let rows = sqlx::query(
+        "WITH t AS (SELECT to_regclass($1::text) AS oid) \
+         SELECT statement FROM ( \
+           SELECT 1 AS step, c.contype::text || c.conname::text AS k, format('ALTER TABLE %s ADD \
+             CONSTRAINT %I %s', $2::text, c.conname, pg_get_constraintdef(c.oid)) AS statement \
+           FROM pg_constraint c JOIN t ON c.conrelid = t.oid WHERE c.contype IN ('p', 'u') \
+         UNION ALL \
+           SELECT 2, c.conname::text, format('COMMENT ON CONSTRAINT %I ON %s IS %L', c.conname, \
+             $2::text, obj_description(c.oid, 'pg_constraint')) \
+           FROM pg_constraint c JOIN t ON c.conrelid = t.oid WHERE c.contype IN ('p', 'u') \
+             AND obj_description(c.oid, 'pg_constraint') IS NOT NULL \
+         UNION ALL \
+           SELECT 3, '', format('ALTER TABLE %s SET (%s)', $2::text, \
+             array_to_string(r.reloptions, ', ')) \
+           FROM pg_class r JOIN t ON r.oid = t.oid WHERE r.reloptions IS NOT NULL \
+         UNION ALL \
+           SELECT 4, '', format('COMMENT ON TABLE %s IS %L', $2::text, \
+             obj_description(t.oid, 'pg_class')) \
+           FROM t WHERE obj_description(t.oid, 'pg_class') IS NOT NULL \
+         UNION ALL \
+           SELECT 5, a.privilege_type, format('GRANT %s ON %s TO %s%s', a.privilege_type, \
+             $2::text, CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(g.rolname) END, \
+             CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END) \
+           FROM pg_class r JOIN t ON r.oid = t.oid CROSS JOIN LATERAL aclexplode(r.relacl) a \
+           LEFT JOIN pg_roles g ON g.oid = a.grantee WHERE a.grantee <> r.relowner \
+         ) s ORDER BY step, k, statement",
+    )
+    .bind(live)
+    .bind(new)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|row| row.try_get("statement"))
+        .collect::<Result<_, _>>()?)
+}
+
+/// The secondary indexes of `live` (those of no constraint), as statements creating them on
+/// `new` under the same names; then the comments on any of its indexes.
+async fn secondary_indexes(
+    tx: &mut AnyConnection,
+    live: &str,
+    new: &str,
+) -> Result<(Vec<String>, Vec<String>), StoreError> {
+    let rows = sqlx::query(
+        "SELECT pg_get_indexdef(i.indexrelid) AS definition, \
+         quote_ident(n.nspname) || '.' || quote_ident(t.relname) AS qualified \
+         FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid \
+         JOIN pg_namespace n ON n.oid = t.relnamespace \
+         WHERE i.indrelid = to_regclass($1::text) AND NOT EXISTS ( \
+             SELECT 1 FROM pg_constraint c \
+             WHERE c.conindid = i.indexrelid AND c.conrelid = i.indrelid) \
+         ORDER BY 1",
+    )
+    .bind(live)
+    .fetch_all(&mut *tx)
+    .await?;
+    let indexes = rows
+        .iter()
+        .map(|row| {
+            let (definition, qualified): (String, String) =
+                (row.try_get("definition")?, row.try_get("qualified")?);
+            retarget(&definition, &qualified, new).ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "unexpected index definition on {qualified}: {definition}"
+                ))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let comments = sqlx::query(&format!(
+        "SELECT format('COMMENT ON INDEX {SHADOW_SCHEMA}.%I IS %L', i.relname, \
+           obj_description(i.oid, 'pg_class')) AS statement \
+         FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
+         WHERE x.indrelid = to_regclass($1::text) \
+           AND obj_description(i.oid, 'pg_class') IS NOT NULL ORDER BY i.relname"
+    ))
+    .bind(live)
+    .fetch_all(&mut *tx)
+    .await?
+    .iter()
+    .map(|row| row.try_get("statement"))
+    .collect::<Result<_, _>>()?;
+    Ok((indexes, comments))
+}
+
+/// `CREATE … INDEX name ON live USING …` as the same statement on `new`.
+fn retarget(definition: &str, live: &str, new: &str) -> Option<String> {
+    let on = format!(" ON {live} USING ");
+    let at = definition.find(&on)?;
+    Some(format!(
+        "{} ON {new} USING {}",
+        &definition[..at],
+        &definition[at + on.len()..]
+    ))
+}
+
+async fn set_search_path(tx: &mut AnyConnection, path: &str) -> Result<(), StoreError> {
+    sqlx::query("SELECT set_config('search_path', $1, true)")
+        .bind(path)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+async fn execute(tx: &mut AnyConnection, statement: &str) -> Result<(), StoreError> {
+    sqlx::query(statement).execute(&mut *tx).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_index_definition_is_moved_to_the_new_table_only() {
+        assert_eq!(
+            retarget(
+                "CREATE INDEX rm_tenures_holding ON public.rm_tenures USING btree \
+                 (organization, post) WHERE ((version_to IS NULL) AND (post <> ' ON public.rm_tenures USING '::text))",
+                "public.rm_tenures",
+                "renmian_rebuild.rm_tenures",
+            )
+            .as_deref(),
+            Some(
+                "CREATE INDEX rm_tenures_holding ON renmian_rebuild.rm_tenures USING btree \
+                 (organization, post) WHERE ((version_to IS NULL) AND (post <> ' ON public.rm_tenures USING '::text))"
+            )
+        );
+        assert_eq!(
+            retarget(
+                "CREATE INDEX i ON other.t USING btree (a)",
+                "public.t",
+                "s.t"
+            ),
+            None
+        );
+    }
+}

@@ -1,0 +1,287 @@
+//! PostgreSQL: a rebuild writes new read-model tables and swaps them in at its end
+//! (`src/projections/shadow.rs`). These tests check what the swap must keep (every table's
+//! definition, storage parameters and grants), that it waits for readers instead of failing,
+//! and that a rebuild that cannot swap fails and changes nothing. Skipped, with a message,
+//! when `RENMIAN_TEST_DATABASE_URL` is unset.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{actor, export_json, generated_notice, seeded, TestDb};
+use renmian::registry::Registry;
+use renmian::store::StoreError;
+use sqlx::{Connection, PgConnection, Row};
+
+/// The live read-model tables as the catalog describes them: columns (type, NOT NULL,
+/// default), constraints, indexes, storage parameters, grants and comments; with the
+/// schemas of the database.
+async fn catalog(conn: &mut PgConnection) -> Vec<String> {
+    let tables = sqlx::query(
+        "SELECT c.relname::text || ' | ' || \
+           COALESCE(array_to_string(c.reloptions, ','), '') || ' | ' || \
+           (SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod) \
+              || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END \
+              || COALESCE(' default ' || pg_get_expr(d.adbin, d.adrelid), '') \
+              || COALESCE(' -- ' || col_description(c.oid, a.attnum), ''), ', ' \
+              ORDER BY a.attnum) \
+            FROM pg_attribute a LEFT JOIN pg_attrdef d \
+              ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+            WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) || ' | ' || \
+           COALESCE((SELECT string_agg(conname || ' ' || pg_get_constraintdef(oid) \
+              || COALESCE(' -- ' || obj_description(oid, 'pg_constraint'), ''), '; ' \
+              ORDER BY conname) FROM pg_constraint WHERE conrelid = c.oid), '') || ' | ' || \
+           COALESCE((SELECT string_agg(pg_get_indexdef(indexrelid) \
+              || COALESCE(' -- ' || obj_description(indexrelid, 'pg_class'), ''), '; ' \
+              ORDER BY pg_get_indexdef(indexrelid)) FROM pg_index WHERE indrelid = c.oid), '') \
+           || ' | ' || COALESCE((SELECT string_agg(a.privilege_type || ' to ' || \
+              CASE WHEN a.grantee = 0 THEN 'public' ELSE a.grantee::regrole::text END \
+              || CASE WHEN a.is_grantable THEN ' (grantable)' ELSE '' END, ', ' \
+              ORDER BY 1) FROM aclexplode(c.relacl) a), '') || ' | ' || \
+           COALESCE(obj_description(c.oid, 'pg_class'), '') AS description \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = current_schema() AND c.relkind = 'r' AND c.relname LIKE 'rm\\_%' \
+         ORDER BY c.relname",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    let schemas = sqlx::query(
+        "SELECT string_agg(nspname::text, ', ' ORDER BY nspname) AS schemas FROM pg_namespace \
+         WHERE nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema'",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    tables
+        .iter()
+        .map(|row| row.get::<String, _>("description"))
+        .chain(std::iter::once(format!(
+            "schemas: {}",
+            schemas.get::<String, _>("schemas")
+        )))
+        .collect()
+}
+
+async fn registry_with_history(db: &TestDb) -> Registry {
+    let registry = seeded(db).await;
+    for n in 1..=30 {
+        registry
+            .ingest(&generated_notice(n), &actor())
+            .await
+            .unwrap();
+    }
+    registry
+}
+
+async fn connect(db: &TestDb) -> PgConnection {
+    PgConnection::connect(&db.url).await.unwrap()
+}
+
+/// A role of this test's own (roles belong to the cluster, not to the test's database),
+/// dropped by [`drop_role`].
+async fn create_role(conn: &mut PgConnection) -> String {
+    let role = format!("renmian_reader_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE ROLE {role} NOLOGIN"))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    role
+}
+
+async fn drop_role(conn: &mut PgConnection, role: &str) {
+    for statement in [format!("DROP OWNED BY {role}"), format!("DROP ROLE {role}")] {
+        sqlx::query(&statement).execute(&mut *conn).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_swapped_in_tables_are_defined_as_the_replaced_ones() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let registry = registry_with_history(&db).await;
+    let mut conn = connect(&db).await;
+    // What an operator may have added beside the migrations: grants, a comment, a storage
+    // parameter.
+    let role = create_role(&mut conn).await;
+    for statement in [
+        format!("GRANT SELECT ON rm_tenures, rm_persons TO {role}"),
+        format!("GRANT SELECT, INSERT ON rm_notices TO {role} WITH GRANT OPTION"),
+        "GRANT SELECT ON rm_posts TO PUBLIC".to_string(),
+        "COMMENT ON TABLE rm_posts IS 'posts named by some notice'".to_string(),
+        "COMMENT ON COLUMN rm_posts.post IS 'as the notice wrote it'".to_string(),
+        "COMMENT ON INDEX rm_tenures_post IS 'post history'".to_string(),
+        "COMMENT ON CONSTRAINT rm_tenures_pkey ON rm_tenures IS 'one row per version'".to_string(),
+        "ALTER TABLE rm_persons SET (fillfactor = 90)".to_string(),
+    ] {
+        sqlx::query(&statement).execute(&mut conn).await.unwrap();
+    }
+    let before = catalog(&mut conn).await;
+    assert!(
+        before
+            .iter()
+            .any(|t| t.starts_with("rm_tenures | autovacuum_vacuum_scale_factor=0.02")),
+        "{before:#?}"
+    );
+    for expected in [
+        format!("SELECT to {role}"),
+        format!("INSERT to {role} (grantable)"),
+        "SELECT to public".into(),
+        "posts named by some notice".into(),
+        "as the notice wrote it".into(),
+        "-- post history".into(),
+        "-- one row per version".into(),
+        "fillfactor=90".into(),
+    ] {
+        assert!(
+            before.iter().any(|t| t.contains(&expected)),
+            "{expected}: {before:#?}"
+        );
+    }
+    let incremental = export_json(&registry).await;
+
+    registry.projector().rebuild().await.unwrap();
+    assert_eq!(catalog(&mut conn).await, before);
+    assert_eq!(export_json(&registry).await, incremental);
+    // Appends after the swap project into the new tables.
+    registry
+        .ingest(&generated_notice(31), &actor())
+        .await
+        .unwrap();
+    registry.projector().rebuild().await.unwrap();
+    assert_eq!(catalog(&mut conn).await, before);
+    drop_role(&mut conn, &role).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_swap_waits_for_a_reader_of_the_live_tables() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let registry = registry_with_history(&db).await;
+    let incremental = export_json(&registry).await;
+    let mut reader = connect(&db).await;
+    let mut watcher = connect(&db).await;
+    let reader_pid: i32 = sqlx::query("SELECT pg_backend_pid() AS pid")
+        .fetch_one(&mut reader)
+        .await
+        .unwrap()
+        .get("pid");
+    // A reader in a transaction (as an export is) holds its table lock until it ends.
+    let mut tx = reader.begin().await.unwrap();
+    let tenures: i64 = sqlx::query("SELECT count(*) AS n FROM rm_tenures")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap()
+        .get("n");
+    let rebuilding = {
+        let projector = registry.projector().clone();
+        tokio::spawn(async move { projector.rebuild().await })
+    };
+    // Until the rebuild's swap is seen waiting for the reader's lock.
+    let mut waited = false;
+    for _ in 0..600 {
+        let blocked: i64 = sqlx::query(
+            "SELECT count(*) AS n FROM pg_stat_activity \
+             WHERE $1 = ANY(pg_blocking_pids(pid))",
+        )
+        .bind(reader_pid)
+        .fetch_one(&mut watcher)
+        .await
+        .unwrap()
+        .get("n");
+        if blocked > 0 {
+            waited = true;
+            break;
+        }
+        assert!(
+            !rebuilding.is_finished(),
+            "the rebuild swapped under a reader"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(waited, "the rebuild never waited for the reader");
+    // The reader still reads the tables it started with.
+    let again: i64 = sqlx::query("SELECT count(*) AS n FROM rm_tenures")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap()
+        .get("n");
+    assert_eq!(again, tenures);
+    tx.commit().await.unwrap();
+    rebuilding.await.unwrap().unwrap();
+    assert_eq!(export_json(&registry).await, incremental);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rebuild_that_cannot_swap_fails_and_changes_nothing() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let registry = registry_with_history(&db).await;
+    let mut conn = connect(&db).await;
+    // A view over a read model: `DROP TABLE` refuses to drop what it depends on.
+    sqlx::query("CREATE VIEW current_heads AS SELECT * FROM rm_tenures WHERE version_to IS NULL")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let before = catalog(&mut conn).await;
+    let incremental = export_json(&registry).await;
+    let checkpoint = registry.projector().checkpoint().await.unwrap();
+
+    let error = registry.projector().rebuild().await.unwrap_err();
+    assert!(
+        matches!(error, StoreError::Database(_)),
+        "{error:?}: a refusal, not a lost connection"
+    );
+    assert_eq!(catalog(&mut conn).await, before, "no shadow schema is left");
+    assert_eq!(export_json(&registry).await, incremental);
+    assert_eq!(registry.projector().checkpoint().await.unwrap(), checkpoint);
+    // The registry goes on: an ingest projects as before, and once the view is gone a
+    // rebuild succeeds.
+    registry
+        .ingest(&generated_notice(31), &actor())
+        .await
+        .unwrap();
+    let incremental = export_json(&registry).await;
+    sqlx::query("DROP VIEW current_heads")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    registry.projector().rebuild().await.unwrap();
+    assert_eq!(export_json(&registry).await, incremental);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_swap_kept_waiting_gives_up_and_changes_nothing() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let registry = registry_with_history(&db).await;
+    let incremental = export_json(&registry).await;
+    let checkpoint = registry.projector().checkpoint().await.unwrap();
+    let mut reader = connect(&db).await;
+    let mut tx = reader.begin().await.unwrap();
+    sqlx::query("SELECT count(*) FROM rm_persons")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    // The reader outlasts every attempt of the swap (about 20 s of waiting in all).
+    let error = registry.projector().rebuild().await.unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Unavailable(message) if message.contains("lock")),
+        "{error:?}"
+    );
+    tx.commit().await.unwrap();
+    let mut conn = connect(&db).await;
+    let shadow: i64 =
+        sqlx::query("SELECT count(*) AS n FROM pg_namespace WHERE nspname = 'renmian_rebuild'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+            .get("n");
+    assert_eq!(shadow, 0);
+    assert_eq!(export_json(&registry).await, incremental);
+    assert_eq!(registry.projector().checkpoint().await.unwrap(), checkpoint);
+}
