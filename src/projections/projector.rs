@@ -11,6 +11,7 @@
 
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use chrono::{Months, NaiveDate};
 use cqrs_es::persist::EventUpcaster;
@@ -19,7 +20,7 @@ use sqlx::{Any, Row, Transaction};
 use tokio::task::JoinHandle;
 
 use super::model::{Cell, Conn, Model, NoticeContext, NoticeRun, TenureRow, Writes};
-use super::shadow::Shadow;
+use super::shadow::{Shadow, SWAP_WAIT};
 use crate::domain::events::{FactWithdrawn, NoticeCorrected, PersonSplit, PersonsMerged};
 use crate::domain::posts::is_head_post;
 use crate::domain::{NoticeRecorded, NoticeRevoked, PostFact, RegistryEvent};
@@ -77,6 +78,8 @@ pub struct Projector {
     rebuild_sizes: (i64, usize),
     /// Bulk loads running in this process ([`Projector::bulk_load`]).
     bulk_loads: Arc<AtomicUsize>,
+    /// PostgreSQL: how long a rebuild's swap waits for readers (`shadow.rs`).
+    swap_wait: Duration,
 }
 
 /// A bulk load in progress: while one lives, the projector keeps models up to a larger
@@ -146,6 +149,7 @@ impl Projector {
             analyzed_at: Arc::new(AtomicI64::new(0)),
             rebuild_sizes: (BATCH, REBUILD_FLUSH_ROWS),
             bulk_loads: Arc::new(AtomicUsize::new(0)),
+            swap_wait: SWAP_WAIT,
         }
     }
 
@@ -284,7 +288,7 @@ impl Projector {
             sqlx::query(definition).execute(&mut **tx).await?;
         }
         if let Some(shadow) = shadow {
-            shadow.swap(tx).await?;
+            shadow.swap(tx, self.swap_wait).await?;
         }
         move_checkpoint(tx, checkpoint).await?;
         writer.commit().await?;
@@ -314,6 +318,14 @@ impl Projector {
     /// before a write (tests use small ones to exercise batch boundaries and write-behind).
     pub fn with_rebuild_sizes(mut self, batch_events: i64, flush_rows: usize) -> Self {
         self.rebuild_sizes = (batch_events.max(1), flush_rows.max(1));
+        self
+    }
+
+    /// The same projector with another limit on how long a PostgreSQL rebuild waits for
+    /// readers to let go of the live read models before it gives up (default
+    /// [`SWAP_WAIT`]).
+    pub fn with_swap_wait(mut self, wait: Duration) -> Self {
+        self.swap_wait = wait;
         self
     }
 

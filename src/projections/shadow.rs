@@ -23,12 +23,13 @@
 //! `ACCESS EXCLUSIVE` locks on the live tables, which readers hold in `ACCESS SHARE` while a
 //! statement (or an export's transaction) runs: it waits at most [`SWAP_LOCK_WAIT`] for them,
 //! then gives way (back to a savepoint) and tries again, so it neither queues new readers
-//! behind it for long nor deadlocks with a reader of several tables.
+//! behind it for long nor deadlocks with a reader of several tables; after [`SWAP_WAIT`]
+//! of that, the rebuild fails and changes nothing.
 //!
 //! The read-model tables are renmian's own: a view over one would stop the swap (`DROP
 //! TABLE` refuses), and the rebuild would fail, changing nothing.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::{Acquire, Any, AnyConnection, Row, Transaction};
 
@@ -42,8 +43,10 @@ pub const SHADOW_SCHEMA: &str = "renmian_rebuild";
 /// Longest wait for the live tables' locks per attempt of the swap.
 const SWAP_LOCK_WAIT: &str = "200ms";
 
-/// Attempts of the swap before the rebuild gives up (and changes nothing).
-const SWAP_ATTEMPTS: u32 = 50;
+/// How long the swap keeps trying by default before the rebuild gives up (and changes
+/// nothing): long enough for an export of a million events, whose transaction holds its
+/// locks for about two minutes (`Projector::with_swap_wait` sets another).
+pub const SWAP_WAIT: Duration = Duration::from_secs(300);
 
 /// A rebuild's new tables, between [`Shadow::create`] and [`Shadow::swap`].
 pub struct Shadow {
@@ -102,13 +105,19 @@ impl Shadow {
         })
     }
 
-    /// Indexes the new tables and puts them in the live ones' place.
-    pub async fn swap(self, tx: &mut Transaction<'static, Any>) -> Result<(), StoreError> {
+    /// Indexes the new tables and puts them in the live ones' place, trying for up to
+    /// `wait` while readers hold the live tables.
+    pub async fn swap(
+        self,
+        tx: &mut Transaction<'static, Any>,
+        wait: Duration,
+    ) -> Result<(), StoreError> {
         for statement in &self.indexes {
             execute(tx, statement).await?;
         }
         execute(tx, &format!("SET LOCAL lock_timeout = '{SWAP_LOCK_WAIT}'")).await?;
-        let mut attempt = 1;
+        let started = Instant::now();
+        let mut attempt: u32 = 1;
         loop {
             let mut savepoint = tx.begin().await?;
             match self.replace_live(&mut savepoint).await {
@@ -116,15 +125,23 @@ impl Shadow {
                     savepoint.commit().await?;
                     break;
                 }
-                Err(e) if gives_way(&e) && attempt < SWAP_ATTEMPTS => {
+                Err(e) if gives_way(&e) && started.elapsed() < wait => {
                     savepoint.rollback().await?;
-                    tracing::info!(
-                        attempt,
-                        "the read models are in use; the rebuild's swap waits"
-                    );
-                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt.min(10))))
-                        .await;
+                    if attempt % 50 == 1 {
+                        tracing::info!(
+                            attempt,
+                            "the read models are in use: the rebuild's swap waits"
+                        );
+                    }
+                    let pause = Duration::from_millis(20 * u64::from(attempt.min(10)));
+                    tokio::time::sleep(pause).await;
                     attempt += 1;
+                }
+                Err(e) if gives_way(&e) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "the rebuild waited {wait:?} for readers of the read models to let go \
+                         of them and gave up; nothing changed ({e})"
+                    )))
                 }
                 Err(e) => return Err(e.into()),
             }
