@@ -671,14 +671,11 @@ async fn events_after(
     tx: &mut Transaction<'_, Any>,
     after: i64,
 ) -> Result<Vec<StoredEvent>, StoreError> {
-    let rows = sqlx::query(&format!(
-        "SELECT {} FROM events WHERE position > $1 ORDER BY position LIMIT $2",
-        crate::store::log::EVENT_COLUMNS
-    ))
-    .bind(after)
-    .bind(BATCH)
-    .fetch_all(&mut **tx)
-    .await?;
+    let rows = sqlx::query(&crate::store::log::EVENTS_AFTER)
+        .bind(after)
+        .bind(BATCH)
+        .fetch_all(&mut **tx)
+        .await?;
     Ok(rows
         .iter()
         .map(StoredEvent::from_row)

@@ -29,6 +29,12 @@ pub(crate) const EVENT_COLUMNS: &str =
      event_version, payload, metadata, recorded_at, actor, document_number, source_line, clause, \
      prev_hash, hash";
 
+/// Up to `$2` events after position `$1`, in position order: [`Database::events_after`] on a
+/// read connection, and the projector's catch-up inside its transaction.
+pub(crate) static EVENTS_AFTER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("SELECT {EVENT_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2")
+});
+
 /// An event about to be appended; position, time and hashes are assigned by [`Database::append`].
 #[derive(Debug, Clone)]
 pub struct NewEvent {
@@ -296,14 +302,7 @@ impl Database {
         limit: i64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let rows = self
-            .read_all(
-                sqlx::query(&format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE position > $1 ORDER BY position \
-                     LIMIT $2"
-                ))
-                .bind(after)
-                .bind(limit),
-            )
+            .read_all(sqlx::query(&EVENTS_AFTER).bind(after).bind(limit))
             .await?;
         Ok(rows
             .iter()
