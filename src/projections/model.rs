@@ -292,31 +292,29 @@ impl Rows {
     }
 
     /// Writes the buffered rows in order, [`INSERT_CHUNK`] per statement, binding each cell
-    /// straight from the buffer; the buffer keeps its capacity for the next rows.
+    /// by reference into the buffer (sqlx `Any` copies an owned `String` it is given, and
+    /// borrows a `&str`); the buffer is emptied and keeps its capacity for the next rows.
     async fn write(
         &mut self,
         conn: &mut AnyConnection,
         backend: Backend,
     ) -> Result<(), StoreError> {
         let (head, tail, columns) = (self.head, self.tail, self.columns);
-        let mut left = self.cells.len();
-        let mut cells = self.cells.drain(..);
-        while left > 0 {
-            let n = left.min(INSERT_CHUNK * columns);
-            left -= n;
+        for chunk in self.cells.chunks(INSERT_CHUNK * columns) {
             let sql = format!(
                 "{head} {}{tail}",
-                placeholders(backend, n / columns, columns)
+                placeholders(backend, chunk.len() / columns, columns)
             );
             let mut query = sqlx::query(&sql);
-            for cell in cells.by_ref().take(n) {
+            for cell in chunk {
                 query = match cell {
-                    Cell::Int(v) => query.bind(v),
-                    Cell::Text(v) => query.bind(v),
+                    Cell::Int(v) => query.bind(*v),
+                    Cell::Text(v) => query.bind(v.as_deref()),
                 };
             }
             query.execute(&mut *conn).await?;
         }
+        self.cells.clear();
         Ok(())
     }
 }
