@@ -404,23 +404,25 @@ async fn insert_rows(
         placeholders(backend, rows.len(), 15)
     );
     let mut query = sqlx::query(&sql);
+    // Borrowed text: sqlx `Any` copies a `String` it is bound (even by reference), not a
+    // `&str`.
     for e in rows {
         query = query
             .bind(e.position)
-            .bind(&e.aggregate_type)
-            .bind(&e.aggregate_id)
+            .bind(e.aggregate_type.as_str())
+            .bind(e.aggregate_id.as_str())
             .bind(e.sequence)
-            .bind(&e.event_type)
-            .bind(&e.event_version)
-            .bind(&e.payload)
-            .bind(&e.metadata)
-            .bind(&e.recorded_at)
-            .bind(&e.actor)
-            .bind(&e.document_number)
+            .bind(e.event_type.as_str())
+            .bind(e.event_version.as_str())
+            .bind(e.payload.as_str())
+            .bind(e.metadata.as_str())
+            .bind(e.recorded_at.as_str())
+            .bind(e.actor.as_str())
+            .bind(e.document_number.as_deref())
             .bind(e.source_line)
-            .bind(&e.clause)
-            .bind(&e.prev_hash)
-            .bind(&e.hash);
+            .bind(e.clause.as_deref())
+            .bind(e.prev_hash.as_str())
+            .bind(e.hash.as_str());
     }
     query.execute(&mut **tx).await?;
     Ok(())
