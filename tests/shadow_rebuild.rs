@@ -63,15 +63,18 @@ async fn catalog(conn: &mut PgConnection) -> Vec<String> {
         .collect()
 }
 
-async fn registry_with_history(db: &TestDb) -> Registry {
-    let registry = seeded(db).await;
+/// A database of the test's own on PostgreSQL holding the seed and 30 generated notices;
+/// `None` (with a message) when `RENMIAN_TEST_DATABASE_URL` is unset.
+async fn postgres_with_history() -> Option<(TestDb, Registry)> {
+    let db = TestDb::postgres().await?;
+    let registry = seeded(&db).await;
     for n in 1..=30 {
         registry
             .ingest(&generated_notice(n), &actor())
             .await
             .unwrap();
     }
-    registry
+    Some((db, registry))
 }
 
 async fn connect(db: &TestDb) -> PgConnection {
@@ -97,10 +100,9 @@ async fn drop_role(conn: &mut PgConnection, role: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_swapped_in_tables_are_defined_as_the_replaced_ones() {
-    let Some(db) = TestDb::postgres().await else {
+    let Some((db, registry)) = postgres_with_history().await else {
         return;
     };
-    let registry = registry_with_history(&db).await;
     let mut conn = connect(&db).await;
     // What an operator may have added beside the migrations: grants, a comment, a storage
     // parameter.
@@ -156,10 +158,9 @@ async fn the_swapped_in_tables_are_defined_as_the_replaced_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_swap_waits_for_a_reader_of_the_live_tables() {
-    let Some(db) = TestDb::postgres().await else {
+    let Some((db, registry)) = postgres_with_history().await else {
         return;
     };
-    let registry = registry_with_history(&db).await;
     let incremental = export_json(&registry).await;
     let mut reader = connect(&db).await;
     let mut watcher = connect(&db).await;
@@ -216,10 +217,9 @@ async fn the_swap_waits_for_a_reader_of_the_live_tables() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rebuild_that_cannot_swap_fails_and_changes_nothing() {
-    let Some(db) = TestDb::postgres().await else {
+    let Some((db, registry)) = postgres_with_history().await else {
         return;
     };
-    let registry = registry_with_history(&db).await;
     let mut conn = connect(&db).await;
     // A view over a read model: `DROP TABLE` refuses to drop what it depends on.
     sqlx::query("CREATE VIEW current_heads AS SELECT * FROM rm_tenures WHERE version_to IS NULL")
@@ -255,10 +255,9 @@ async fn a_rebuild_that_cannot_swap_fails_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_swap_kept_waiting_gives_up_and_changes_nothing() {
-    let Some(db) = TestDb::postgres().await else {
+    let Some((db, registry)) = postgres_with_history().await else {
         return;
     };
-    let registry = registry_with_history(&db).await;
     let incremental = export_json(&registry).await;
     let checkpoint = registry.projector().checkpoint().await.unwrap();
     let mut reader = connect(&db).await;
