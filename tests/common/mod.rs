@@ -31,7 +31,7 @@ impl TestDb {
     /// (with a visible message) when the variable is unset.
     pub async fn postgres() -> Option<Self> {
         let Ok(admin_url) = std::env::var("RENMIAN_TEST_DATABASE_URL") else {
-            eprintln!("SKIPPED on PostgreSQL: RENMIAN_TEST_DATABASE_URL is not set");
+            say_skipped("on PostgreSQL: RENMIAN_TEST_DATABASE_URL is not set");
             return None;
         };
         use sqlx::Connection;
@@ -58,6 +58,13 @@ impl TestDb {
             pg_admin: Some((admin_url.clone(), name)),
         })
     }
+}
+
+/// Says that a test skipped its work, where `cargo test` shows it: the harness captures what
+/// `eprintln!` prints in a passing test, but not writes to the stderr handle itself.
+pub fn say_skipped(why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {why}");
 }
 
 impl Drop for TestDb {
