@@ -248,12 +248,12 @@ impl Projector {
         // SQLite: the live tables emptied and their secondary indexes dropped, the writer's
         // first job: the replay needs none of it until its first rows are written (1M
         // events: ~4 s of deletes).
-        let (shadow, indexes) = match self.db.backend() {
-            Backend::Postgres => (Some(Shadow::create(&mut tx).await?), Vec::new()),
-            Backend::Sqlite => (None, secondary_indexes(&mut tx).await?),
+        let fresh = match self.db.backend() {
+            Backend::Postgres => Fresh::Tables(Shadow::create(&mut tx).await?),
+            Backend::Sqlite => Fresh::Emptied(secondary_indexes(&mut tx).await?),
         };
         let mut writer = WriteBehind::new(tx);
-        if shadow.is_none() {
+        if let Fresh::Emptied(indexes) = &fresh {
             let names: Vec<String> = indexes.iter().map(|(name, _)| name.clone()).collect();
             writer.spawn(Box::new(move |tx| {
                 Box::pin(async move { clear_read_models(tx, &names).await })
@@ -284,11 +284,13 @@ impl Projector {
         }
         let tx = writer.transaction().await?;
         model.flush(&mut Conn::of(tx)).await?;
-        for (_, definition) in &indexes {
-            sqlx::query(definition).execute(&mut **tx).await?;
-        }
-        if let Some(shadow) = shadow {
-            shadow.swap(tx, self.swap_wait).await?;
+        match fresh {
+            Fresh::Emptied(indexes) => {
+                for (_, definition) in &indexes {
+                    sqlx::query(definition).execute(&mut **tx).await?;
+                }
+            }
+            Fresh::Tables(shadow) => shadow.swap(tx, self.swap_wait).await?,
         }
         move_checkpoint(tx, checkpoint).await?;
         writer.commit().await?;
@@ -296,8 +298,8 @@ impl Projector {
             model.worth_keeping(false).then_some(model);
         // PostgreSQL: statistics for the tables just filled (without them the planner costs
         // a 1M-row table as nearly empty: a holdings query took 590 ms on the wrong index
-        // instead of 0.2 ms, until autovacuum got round to it), and the deleted rows
-        // vacuumed away.
+        // instead of 0.2 ms, until autovacuum got round to it), and the dead versions of
+        // the tenure versions the replay closed by UPDATE vacuumed away.
         vacuum_analyze(&self.db).await;
         Ok(checkpoint)
     }
@@ -489,7 +491,7 @@ impl AppendObserver for Projector {
 
 /// PostgreSQL, best effort (a failure is logged and leaves it to autovacuum): `VACUUM
 /// (ANALYZE)` of the read models — fresh planner statistics, and the dead row versions of
-/// UPDATEs (closed tenure versions) and of a rebuild's DELETE cleared from their indexes,
+/// UPDATEs (closed tenure versions, also during a rebuild) cleared from their indexes,
 /// which a holders scan otherwise visits one heap block each (migration 0009) — then
 /// `ANALYZE` of the event log. In the simple query protocol, one statement per call:
 /// VACUUM cannot run in a transaction block.
@@ -600,6 +602,15 @@ fn applies_in_memory(event: &RegistryEvent) -> bool {
         | RegistryEvent::PersonsMerged(_)
         | RegistryEvent::PersonSplit(_) => false,
     }
+}
+
+/// How a rebuild starts from empty read models.
+enum Fresh {
+    /// PostgreSQL: new tables beside the live ones, swapped in at the end (`shadow.rs`).
+    Tables(Shadow),
+    /// SQLite: the live tables emptied, their secondary indexes (name, definition) dropped
+    /// by the writer's first job and created again at the end.
+    Emptied(Vec<(String, String)>),
 }
 
 /// A rebuild's transaction, writing rows in a task of its own while the rebuild goes on:

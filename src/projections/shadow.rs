@@ -234,10 +234,7 @@ async fn secondary_indexes(
     new: &str,
 ) -> Result<(Vec<String>, Vec<String>), StoreError> {
     let rows = sqlx::query(
-        "SELECT pg_get_indexdef(i.indexrelid) AS definition, \
-         quote_ident(n.nspname) || '.' || quote_ident(t.relname) AS qualified \
-         FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid \
-         JOIN pg_namespace n ON n.oid = t.relnamespace \
+        "SELECT pg_get_indexdef(i.indexrelid) AS definition FROM pg_index i \
          WHERE i.indrelid = to_regclass($1::text) AND NOT EXISTS ( \
              SELECT 1 FROM pg_constraint c \
              WHERE c.conindid = i.indexrelid AND c.conrelid = i.indrelid) \
@@ -249,11 +246,12 @@ async fn secondary_indexes(
     let indexes = rows
         .iter()
         .map(|row| {
-            let (definition, qualified): (String, String) =
-                (row.try_get("definition")?, row.try_get("qualified")?);
-            retarget(&definition, &qualified, new).ok_or_else(|| {
+            // `live` is written as the definition names its table: the schema as
+            // `quote_ident` quotes it, then the table (whose name needs no quotes).
+            let definition: String = row.try_get("definition")?;
+            retarget(&definition, live, new).ok_or_else(|| {
                 StoreError::Corrupt(format!(
-                    "unexpected index definition on {qualified}: {definition}"
+                    "unexpected index definition on {live}: {definition}"
                 ))
             })
         })
