@@ -21,9 +21,13 @@
 //! - A tenure version is never updated but for closing it (`version_to`); a version written
 //!   and superseded within one flush is written closed.
 
-use std::collections::{HashMap, HashSet};
+// foldhash: the model's keys are hashed millions of times in a rebuild, where SipHash was
+// a tenth of the replay; its seed is still random per process.
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use std::sync::Arc;
 
-use sqlx::any::AnyRow;
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::query::Query;
 use sqlx::{Any, AnyConnection, Row};
 
 use crate::domain::events::PostFact;
@@ -125,7 +129,7 @@ pub(super) struct TenureRow {
 }
 
 /// The columns of a tenure row after `version_from` (and `version_to`), in
-/// [`TenureRow::cells`] order: one list for the version reads and the version writes.
+/// [`TenureRow::bind`] order: one list for the version reads and the version writes.
 macro_rules! tenure_columns {
     () => {
         "tenure_id, person_id, person, organization, organization_as_written, post, \
@@ -138,7 +142,10 @@ macro_rules! tenure_columns {
 
 const TENURE_COLUMNS: &str = tenure_columns!();
 
-/// Writes tenure versions ([`TenureRow::cells`] order).
+/// Writes tenure versions ([`TenureRow::bind`] order).
+/// Cells of a tenure version row: `version_from`, `version_to` and [`TENURE_COLUMNS`].
+const TENURE_CELLS: usize = 27;
+
 const TENURE_INSERT: &str = concat!(
     "INSERT INTO rm_tenures (version_from, version_to, ",
     tenure_columns!(),
@@ -189,37 +196,42 @@ impl TenureRow {
             && (self.is_open() || self.end_date.as_deref().is_some_and(|e| e > date))
     }
 
-    /// The row's cells after `version_from` and `version_to`, in [`TENURE_COLUMNS`] order.
-    fn cells(self, version_from: i64, version_to: Option<i64>) -> [Cell; 27] {
-        [
-            version_from.into(),
-            version_to.into(),
-            self.tenure_id.into(),
-            self.person_id.into(),
-            self.person.into(),
-            self.organization.into(),
-            self.organization_as_written.into(),
-            self.post.into(),
-            i64::from(self.concurrent).into(),
-            self.start_date.into(),
-            self.end_date.into(),
-            self.probation_months.into(),
-            self.probation_end.into(),
-            self.probation_outcome.into(),
-            self.probation_outcome_on.into(),
-            self.note.into(),
-            self.end_note.into(),
-            self.appointing_notice.into(),
-            self.appointing_line.into(),
-            self.appointing_clause.into(),
-            self.ending_notice.into(),
-            self.ending_line.into(),
-            self.ending_clause.into(),
-            self.recorded_position.into(),
-            self.ended_position.into(),
-            self.withdrawn_position.into(),
-            self.withdrawn_reason.into(),
-        ]
+    /// Binds the version's cells after `version_from` and `version_to`, in
+    /// [`TENURE_COLUMNS`] order ([`TENURE_CELLS`] in all), borrowing every text.
+    fn bind<'q>(
+        &'q self,
+        query: Query<'q, Any, AnyArguments<'q>>,
+        version_from: i64,
+        version_to: Option<i64>,
+    ) -> Query<'q, Any, AnyArguments<'q>> {
+        query
+            .bind(version_from)
+            .bind(version_to)
+            .bind(self.tenure_id)
+            .bind(self.person_id)
+            .bind(self.person.as_str())
+            .bind(self.organization.as_str())
+            .bind(self.organization_as_written.as_str())
+            .bind(self.post.as_str())
+            .bind(i64::from(self.concurrent))
+            .bind(self.start_date.as_deref())
+            .bind(self.end_date.as_deref())
+            .bind(self.probation_months)
+            .bind(self.probation_end.as_deref())
+            .bind(self.probation_outcome.as_deref())
+            .bind(self.probation_outcome_on.as_deref())
+            .bind(self.note.as_deref())
+            .bind(self.end_note.as_deref())
+            .bind(self.appointing_notice.as_deref())
+            .bind(self.appointing_line)
+            .bind(self.appointing_clause.as_deref())
+            .bind(self.ending_notice.as_deref())
+            .bind(self.ending_line)
+            .bind(self.ending_clause.as_deref())
+            .bind(self.recorded_position)
+            .bind(self.ended_position)
+            .bind(self.withdrawn_position)
+            .bind(self.withdrawn_reason.as_deref())
     }
 }
 
@@ -338,7 +350,7 @@ pub(super) struct Writes {
     closes: Vec<(i64, i64, i64)>,
     /// New versions: (version_from, version_to, row); `version_to` is set when a version is
     /// superseded before it was written.
-    tenures: Vec<(i64, Option<i64>, TenureRow)>,
+    tenures: Vec<(i64, Option<i64>, Arc<TenureRow>)>,
     /// Facts counted for notices written by an earlier flush.
     fact_counts: HashMap<String, i64>,
     /// Notices buffered in `notices`: notice id → row.
@@ -424,7 +436,10 @@ impl Writes {
 /// The current (latest, not withdrawn) version of a tenure, as the model knows it.
 #[derive(Debug, Clone)]
 pub(super) struct Version {
-    pub row: TenureRow,
+    /// Shared with the write buffer ([`Writes::tenures`]) until written: a version is
+    /// buffered once and kept once, never copied (a rebuild keeps ~1M of them; copying each
+    /// row's strings was a fifth of its replay).
+    pub row: Arc<TenureRow>,
     from: i64,
     /// Index in [`Writes::tenures`] while this version is buffered in flush `generation`.
     buffered: Option<(u64, usize)>,
@@ -480,7 +495,14 @@ impl PostVersions {
     }
 
     fn contains(&self, tenure_id: i64) -> bool {
-        self.visit(Scope::All).any(|v| v.row.tenure_id == tenure_id)
+        self.find(tenure_id).is_some()
+    }
+
+    /// Tenure `tenure_id`'s version, the open ones looked at first (a head post's ended
+    /// ones run to hundreds).
+    fn find(&self, tenure_id: i64) -> Option<&Version> {
+        self.visit(Scope::All)
+            .find(|v| v.row.tenure_id == tenure_id)
     }
 
     /// Removes tenure `tenure_id`'s version (open ones are looked at first).
@@ -954,7 +976,7 @@ impl Model {
             .iter()
             .map(|r| {
                 Ok(Version {
-                    row: TenureRow::from_row(r)?,
+                    row: Arc::new(TenureRow::from_row(r)?),
                     from: r.try_get("version_from")?,
                     buffered: None,
                 })
@@ -974,7 +996,7 @@ impl Model {
             .read_versions(tx, "person_id = CAST($1 AS BIGINT)", &[&id])
             .await?
             .into_iter()
-            .map(|v| v.row)
+            .map(|v| Arc::unwrap_or_clone(v.row))
             .collect();
         rows.sort_by_key(|t| std::cmp::Reverse(t.tenure_id));
         Ok(rows)
@@ -1037,8 +1059,10 @@ impl Model {
         let key = (organization.to_string(), post.to_string());
         self.load_tenure(tx, &key, tenure_id).await?;
         Ok(self
-            .rows_where(&key, Scope::All, |t| t.tenure_id == tenure_id)
-            .pop())
+            .tenures
+            .get(&key)
+            .and_then(|versions| versions.find(tenure_id))
+            .map(|v| TenureRow::clone(&v.row)))
     }
 
     /// Makes sure the model holds tenure `tenure_id` of post `key` if it is current and not
@@ -1104,7 +1128,7 @@ impl Model {
             .into_iter()
             .flat_map(|versions| versions.visit(scope))
             .filter(|v| filter(&v.row))
-            .map(|v| v.row.clone())
+            .map(|v| TenureRow::clone(&v.row))
             .collect();
         found.sort_by_key(|t| std::cmp::Reverse(t.tenure_id));
         found
@@ -1149,7 +1173,8 @@ impl Model {
     /// Buffers `row` as the version starting at `position`; returns it as the model keeps it.
     fn buffer(&mut self, row: TenureRow, position: i64) -> Version {
         let index = self.out.tenures.len();
-        self.out.tenures.push((position, None, row.clone()));
+        let row = Arc::new(row);
+        self.out.tenures.push((position, None, Arc::clone(&row)));
         Version {
             row,
             from: position,
@@ -1263,20 +1288,20 @@ impl Writes {
         for chunk in std::mem::take(&mut self.closes).chunks(INSERT_CHUNK) {
             close_versions(conn, backend, chunk).await?;
         }
-        // Converted to cells a statement's worth at a time: a rebuild flushes tens of
-        // thousands of versions, and one buffer of them all (27 cells each, grown by
-        // doubling) cost a fifth of its main thread in copies and page faults.
-        let mut versions = Rows::new(TENURE_INSERT, 27, "");
-        let mut pending = self.tenures.drain(..);
-        loop {
-            for (from, to, row) in pending.by_ref().take(INSERT_CHUNK) {
-                versions.push(row.cells(from, to));
+        // Bound straight from the rows the model shares, a statement's worth at a time:
+        // nothing is copied (sqlx `Any` borrows a `&str`).
+        for chunk in self.tenures.chunks(INSERT_CHUNK) {
+            let sql = format!(
+                "{TENURE_INSERT} {}",
+                placeholders(backend, chunk.len(), TENURE_CELLS)
+            );
+            let mut query = sqlx::query(&sql);
+            for (from, to, row) in chunk {
+                query = row.bind(query, *from, *to);
             }
-            if versions.len() == 0 {
-                break;
-            }
-            versions.write(conn, backend).await?;
+            query.execute(&mut *conn).await?;
         }
+        self.tenures.clear();
         let mut counts: Vec<(String, i64)> = self.fact_counts.drain().collect();
         counts.sort();
         for (notice_id, n) in counts {

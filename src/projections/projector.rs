@@ -9,9 +9,10 @@
 //! it left it, so a busy server's ingest reads the read models only for keys it has not
 //! seen; a rebuild starts from empty tables and never reads them.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{Months, NaiveDate};
 use cqrs_es::persist::EventUpcaster;
@@ -262,9 +263,11 @@ impl Projector {
         let mut model = Model::complete(self.db.backend());
         let mut checkpoint = 0;
         let mut batches = read_ahead(self.db.clone(), batch, self.upcasters.clone());
-        let mut next = next_batch(&mut batches).await?;
+        let mut times = RebuildTimes::start();
+        let mut next = times.reading(next_batch(&mut batches)).await?;
         while !next.0.is_empty() {
-            let (events, decoded) = std::mem::replace(&mut next, next_batch(&mut batches).await?);
+            let following = times.reading(next_batch(&mut batches)).await?;
+            let (events, decoded) = std::mem::replace(&mut next, following);
             // A notice's events are committed together, and a batch ends where the log
             // ended when it was read: an empty next batch means nothing follows.
             let after = next.0.first().map_or(After::Nothing, After::Event);
@@ -279,10 +282,11 @@ impl Projector {
             }
             checkpoint = events.last().map_or(checkpoint, |e| e.position);
             if model.buffered_rows() >= flush_rows {
-                writer.write(model.take_writes()).await?;
+                times.writing(writer.write(model.take_writes())).await?;
             }
         }
-        let tx = writer.transaction().await?;
+        let tx = times.writing(writer.transaction()).await?;
+        times.replayed();
         model.flush(&mut Conn::of(tx)).await?;
         match fresh {
             Fresh::Emptied(indexes) => {
@@ -292,8 +296,10 @@ impl Projector {
             }
             Fresh::Tables(shadow) => shadow.swap(tx, self.swap_wait).await?,
         }
+        times.finished();
         move_checkpoint(tx, checkpoint).await?;
         writer.commit().await?;
+        times.committed();
         *self.kept.lock().unwrap_or_else(|e| e.into_inner()) =
             model.worth_keeping(false).then_some(model);
         // PostgreSQL: statistics for the tables just filled (without them the planner costs
@@ -301,6 +307,7 @@ impl Projector {
         // instead of 0.2 ms, until autovacuum got round to it), and the dead versions of
         // the tenure versions the replay closed by UPDATE vacuumed away.
         vacuum_analyze(&self.db).await;
+        times.report(checkpoint);
         Ok(checkpoint)
     }
 
@@ -515,36 +522,48 @@ async fn vacuum_analyze(db: &Database) {
 const ANALYZE_FROM_EVENTS: i64 = 10_000;
 
 /// A rebuild's events, batch after batch, read on the database's read connections by a task
-/// of their own while the rebuild applies the previous batch: reading and decoding rows is
-/// about as much work as projecting them (BENCHMARKS.md, session 4), and the two overlap on
-/// separate cores. An empty batch ends the log. Consistent with the
-/// rebuild's transaction: on SQLite that transaction holds the write lock from its first
-/// statement, so no event can be appended while it runs; on PostgreSQL both read committed
-/// events in position order, and a position once seen has no later event below it.
+/// of their own and decoded by another while the rebuild applies the previous batch:
+/// reading and decoding rows is about as much work as projecting them (BENCHMARKS.md,
+/// session 4), and the three overlap (a batch is read while the one before is decoded).
+/// An empty batch ends the log. Consistent with the rebuild's transaction: on SQLite that
+/// transaction holds the write lock from its first statement, so no event can be appended
+/// while it runs; on PostgreSQL both read committed events in position order, and a
+/// position once seen has no later event below it.
 fn read_ahead(
     db: Database,
     batch: i64,
     upcasters: Upcasters,
 ) -> tokio::sync::mpsc::Receiver<Result<Batch, StoreError>> {
-    let (sender, receiver) = tokio::sync::mpsc::channel(2);
+    let (read_sender, mut read) = tokio::sync::mpsc::channel(1);
     tokio::spawn(async move {
         let mut after = 0;
         loop {
-            let read = db.events_after(after, batch).await.and_then(|events| {
-                let decoded = decode_events(&events, &upcasters)?;
-                Ok((events, decoded))
-            });
-            let last = match &read {
-                Ok((events, _)) => events.last().map(|e| e.position),
+            let events = db.events_after(after, batch).await;
+            let last = match &events {
+                Ok(events) => events.last().map(|e| e.position),
                 Err(_) => None,
             };
-            // A send fails when the rebuild stopped (an error): so does the reading.
-            if sender.send(read).await.is_err() {
+            // A send fails when the decoder stopped, because the rebuild did: so does the
+            // reading.
+            if read_sender.send(events).await.is_err() {
                 return;
             }
             match last {
                 Some(position) => after = position,
                 None => return,
+            }
+        }
+    });
+    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        while let Some(events) = read.recv().await {
+            let decoded = events.and_then(|events| {
+                let decoded = decode_events(&events, &upcasters)?;
+                Ok((events, decoded))
+            });
+            // The reader stops after an error or the empty batch that ends the log.
+            if sender.send(decoded).await.is_err() {
+                return;
             }
         }
     });
@@ -601,6 +620,82 @@ fn applies_in_memory(event: &RegistryEvent) -> bool {
         | RegistryEvent::NoticeCorrected(_)
         | RegistryEvent::PersonsMerged(_)
         | RegistryEvent::PersonSplit(_) => false,
+    }
+}
+
+/// Where a rebuild's time went, logged when it ends: the replay (and how long it waited for
+/// the event reader and for the writer), the rest of the transaction (last rows, indexes or
+/// swap), the commit and the upkeep after it. Which wait dominates says what to speed up.
+struct RebuildTimes {
+    started: Instant,
+    phase: Instant,
+    reader_wait: Duration,
+    writer_wait: Duration,
+    replay: Duration,
+    finish: Duration,
+    commit: Duration,
+}
+
+impl RebuildTimes {
+    fn start() -> Self {
+        let now = Instant::now();
+        Self {
+            started: now,
+            phase: now,
+            reader_wait: Duration::ZERO,
+            writer_wait: Duration::ZERO,
+            replay: Duration::ZERO,
+            finish: Duration::ZERO,
+            commit: Duration::ZERO,
+        }
+    }
+
+    async fn reading<T>(&mut self, wait: impl Future<Output = T>) -> T {
+        let since = Instant::now();
+        let out = wait.await;
+        self.reader_wait += since.elapsed();
+        out
+    }
+
+    async fn writing<T>(&mut self, wait: impl Future<Output = T>) -> T {
+        let since = Instant::now();
+        let out = wait.await;
+        self.writer_wait += since.elapsed();
+        out
+    }
+
+    fn lap(&mut self) -> Duration {
+        let lap = self.phase.elapsed();
+        self.phase = Instant::now();
+        lap
+    }
+
+    fn replayed(&mut self) {
+        self.replay = self.lap();
+    }
+
+    fn finished(&mut self) {
+        self.finish = self.lap();
+    }
+
+    fn committed(&mut self) {
+        self.commit = self.lap();
+    }
+
+    fn report(mut self, events: i64) {
+        let upkeep = self.lap();
+        let s = |d: Duration| format!("{:.1}", d.as_secs_f64());
+        tracing::info!(
+            events,
+            seconds = %s(self.started.elapsed()),
+            replay = %s(self.replay),
+            waiting_for_reader = %s(self.reader_wait),
+            waiting_for_writer = %s(self.writer_wait),
+            finishing = %s(self.finish),
+            commit = %s(self.commit),
+            upkeep = %s(upkeep),
+            "rebuilt the read models"
+        );
     }
 }
 
