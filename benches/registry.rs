@@ -18,7 +18,12 @@
 //!    a fresh database, vs the same raw INSERT with one transaction per batch of whole
 //!    notices of that size;
 //! 2. rebuild: events/s of `Projector::rebuild` vs the ceiling: one ordered scan of the
-//!    events table decoding every payload with serde_json into `RegistryEvent`;
+//!    events table decoding every payload with serde_json into `RegistryEvent`. Next to it
+//!    the read models' floor: the database copying the rows the rebuild wrote into new
+//!    tables of its own (`INSERT … SELECT`, the same indexes, one commit), with no client,
+//!    no parsing and no projecting. A rebuild has to read the log and write those rows, so
+//!    even with both overlapped perfectly it takes at least the longer of the two: the
+//!    ratio the ceiling allows is scan / max(scan, floor);
 //! 3. in-process query latency, p50/p99 of `holders` and `holdings` over random lookups;
 //! 4. peak RSS (VmHWM, reset between phases through /proc/self/clear_refs).
 //!
@@ -108,6 +113,8 @@ struct Report {
     store_append: Duration,
     rebuild: Duration,
     raw_scan: Duration,
+    /// The database copying the rebuilt read models into new tables ([`read_model_floor`]).
+    floor: Duration,
     holders: Vec<Duration>,
     holdings: Vec<Duration>,
     /// `holdings` lookups answered "ambiguous" (a name shared across jurisdictions).
@@ -259,6 +266,8 @@ async fn run(
     eprintln!("[{backend}] ceiling: raw ordered scan + decode");
     r.raw_scan = raw_scan(url).await;
     assert!(r.raw_scan > Duration::ZERO);
+    eprintln!("[{backend}] floor: the database copying the read models into new tables");
+    r.floor = read_model_floor(url).await;
 
     eprintln!("[{backend}] lookups");
     let first_date = first_date.unwrap_or(last_date);
@@ -558,6 +567,119 @@ async fn raw_scan(url: &str) -> Duration {
     elapsed
 }
 
+/// The least time in which the database itself can write the read models a rebuild wrote:
+/// it copies every `rm_*` table into a new table of its own with `INSERT … SELECT`, builds
+/// the same indexes and commits, all in one transaction, as a rebuild does (SQLite: into
+/// an attached new file in WAL mode with `synchronous = FULL`; PostgreSQL: into a new
+/// schema, with its default durability). The copies are dropped afterwards.
+async fn read_model_floor(url: &str) -> Duration {
+    if url.starts_with("sqlite:") {
+        // Flags of the main file apply to the attached one: it may be created.
+        let options = SqliteConnectOptions::from_str(url)
+            .expect("sqlite url")
+            .create_if_missing(true);
+        let file = options.get_filename().with_extension("floor.db");
+        let mut conn = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .expect("connect");
+        let objects: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT type, name, sql FROM sqlite_master WHERE tbl_name LIKE 'rm\\_%' ESCAPE '\\' \
+             AND sql IS NOT NULL ORDER BY type DESC, name",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .expect("schema");
+        sqlx::query(&format!("ATTACH DATABASE '{}' AS floor", file.display()))
+            .execute(&mut conn)
+            .await
+            .expect("attach");
+        sqlx::raw_sql("PRAGMA floor.journal_mode = WAL; PRAGMA synchronous = FULL")
+            .execute(&mut conn)
+            .await
+            .expect("pragmas");
+        let started = Instant::now();
+        let mut tx = conn.begin().await.expect("begin");
+        for (kind, name, sql) in &objects {
+            // `CREATE TABLE rm_x (` / `CREATE [UNIQUE] INDEX rm_x ON …`: the new object goes
+            // to the attached file (an index there indexes that file's table of that name).
+            let created = sql.replacen(&format!(" {name} "), &format!(" floor.{name} "), 1);
+            assert_ne!(&created, sql, "{sql}");
+            sqlx::query(&created)
+                .execute(&mut *tx)
+                .await
+                .expect("create");
+            if kind == "table" {
+                sqlx::query(&format!(
+                    "INSERT INTO floor.{name} SELECT * FROM main.{name}"
+                ))
+                .execute(&mut *tx)
+                .await
+                .expect("copy");
+            }
+        }
+        tx.commit().await.expect("commit");
+        let elapsed = started.elapsed();
+        sqlx::query("DETACH DATABASE floor")
+            .execute(&mut conn)
+            .await
+            .expect("detach");
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+        }
+        elapsed
+    } else {
+        let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema() \
+             AND tablename LIKE 'rm\\_%' ORDER BY tablename",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .expect("tables");
+        let indexes: Vec<String> = sqlx::query_scalar(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() \
+             AND tablename LIKE 'rm\\_%' ORDER BY indexname",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .expect("indexes");
+        let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
+            .fetch_one(&mut conn)
+            .await
+            .expect("schema");
+        let started = Instant::now();
+        let mut tx = conn.begin().await.expect("begin");
+        sqlx::query("CREATE SCHEMA renmian_floor")
+            .execute(&mut *tx)
+            .await
+            .expect("create schema");
+        for table in &tables {
+            sqlx::raw_sql(&format!(
+                "CREATE TABLE renmian_floor.{table} (LIKE {table} INCLUDING DEFAULTS); \
+                 INSERT INTO renmian_floor.{table} SELECT * FROM {table}"
+            ))
+            .execute(&mut *tx)
+            .await
+            .expect("copy");
+        }
+        for index in &indexes {
+            let created = index.replacen(&format!(" ON {schema}."), " ON renmian_floor.", 1);
+            assert_ne!(&created, index, "{index}");
+            sqlx::query(&created)
+                .execute(&mut *tx)
+                .await
+                .expect("index");
+        }
+        tx.commit().await.expect("commit");
+        let elapsed = started.elapsed();
+        sqlx::query("DROP SCHEMA renmian_floor CASCADE")
+            .execute(&mut conn)
+            .await
+            .expect("drop schema");
+        elapsed
+    }
+}
+
 async fn lookups(
     registry: &Registry,
     o: &Options,
@@ -772,6 +894,19 @@ fn print_report(o: &Options, reports: &[Report]) {
             100.0 * r.raw_scan.as_secs_f64() / r.rebuild.as_secs_f64()
         )
     });
+    row(
+        "floor: the database copying the read models (INSERT … SELECT, indexes, commit), s",
+        &|r| format!("{:.1}", r.floor.as_secs_f64()),
+    );
+    row(
+        "rebuild / ceiling the floor allows: scan / max(scan, floor)",
+        &|r| {
+            format!(
+                "{:.1}%",
+                100.0 * r.raw_scan.as_secs_f64() / r.raw_scan.max(r.floor).as_secs_f64()
+            )
+        },
+    );
     row("ingest wall time, s", &|r| {
         format!("{:.1}", r.ingest.as_secs_f64())
     });
