@@ -21,11 +21,11 @@
 //! - A tenure version is never updated but for closing it (`version_to`); a version written
 //!   and superseded within one flush is written closed.
 
-// foldhash: the model's keys are hashed millions of times in a rebuild, where SipHash was
-// a tenth of the replay; its seed is still random per process.
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::sync::Arc;
 
+// foldhash: the model's keys are hashed millions of times in a rebuild, where SipHash was
+// about 6 % of the replay's samples; its seed is still random per process.
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
 use sqlx::{Any, AnyConnection, Row};
@@ -142,10 +142,10 @@ macro_rules! tenure_columns {
 
 const TENURE_COLUMNS: &str = tenure_columns!();
 
-/// Writes tenure versions ([`TenureRow::bind`] order).
 /// Cells of a tenure version row: `version_from`, `version_to` and [`TENURE_COLUMNS`].
 const TENURE_CELLS: usize = 27;
 
+/// Writes tenure versions ([`TenureRow::bind`] order).
 const TENURE_INSERT: &str = concat!(
     "INSERT INTO rm_tenures (version_from, version_to, ",
     tenure_columns!(),

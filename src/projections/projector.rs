@@ -627,7 +627,7 @@ fn applies_in_memory(event: &RegistryEvent) -> bool {
 /// the event reader and for the writer), the rest of the transaction (last rows, indexes or
 /// swap), the commit and the upkeep after it. Which wait dominates says what to speed up.
 struct RebuildTimes {
-    started: Instant,
+    /// When the current phase began.
     phase: Instant,
     reader_wait: Duration,
     writer_wait: Duration,
@@ -638,10 +638,8 @@ struct RebuildTimes {
 
 impl RebuildTimes {
     fn start() -> Self {
-        let now = Instant::now();
         Self {
-            started: now,
-            phase: now,
+            phase: Instant::now(),
             reader_wait: Duration::ZERO,
             writer_wait: Duration::ZERO,
             replay: Duration::ZERO,
@@ -651,17 +649,11 @@ impl RebuildTimes {
     }
 
     async fn reading<T>(&mut self, wait: impl Future<Output = T>) -> T {
-        let since = Instant::now();
-        let out = wait.await;
-        self.reader_wait += since.elapsed();
-        out
+        waited(&mut self.reader_wait, wait).await
     }
 
     async fn writing<T>(&mut self, wait: impl Future<Output = T>) -> T {
-        let since = Instant::now();
-        let out = wait.await;
-        self.writer_wait += since.elapsed();
-        out
+        waited(&mut self.writer_wait, wait).await
     }
 
     fn lap(&mut self) -> Duration {
@@ -684,10 +676,11 @@ impl RebuildTimes {
 
     fn report(mut self, events: i64) {
         let upkeep = self.lap();
+        let total = self.replay + self.finish + self.commit + upkeep;
         let s = |d: Duration| format!("{:.1}", d.as_secs_f64());
         tracing::info!(
             events,
-            seconds = %s(self.started.elapsed()),
+            seconds = %s(total),
             replay = %s(self.replay),
             waiting_for_reader = %s(self.reader_wait),
             waiting_for_writer = %s(self.writer_wait),
@@ -697,6 +690,14 @@ impl RebuildTimes {
             "rebuilt the read models"
         );
     }
+}
+
+/// Awaits `wait`, adding the time it took to `total`.
+async fn waited<T>(total: &mut Duration, wait: impl Future<Output = T>) -> T {
+    let since = Instant::now();
+    let out = wait.await;
+    *total += since.elapsed();
+    out
 }
 
 /// How a rebuild starts from empty read models.
