@@ -260,7 +260,7 @@ impl Projector {
                 Box::pin(async move { clear_read_models(tx, &names).await })
             }));
         }
-        let mut model = Model::complete(self.db.backend());
+        let mut model = Model::rebuilding(self.db.backend());
         let mut checkpoint = 0;
         let mut batches = read_ahead(self.db.clone(), batch, self.upcasters.clone());
         let mut times = RebuildTimes::start();
@@ -535,25 +535,8 @@ fn read_ahead(
     upcasters: Upcasters,
 ) -> tokio::sync::mpsc::Receiver<Result<Batch, StoreError>> {
     let (read_sender, mut read) = tokio::sync::mpsc::channel(1);
-    tokio::spawn(async move {
-        let mut after = 0;
-        loop {
-            let events = db.events_after(after, batch).await;
-            let last = match &events {
-                Ok(events) => events.last().map(|e| e.position),
-                Err(_) => None,
-            };
-            // A send fails when the decoder stopped, because the rebuild did: so does the
-            // reading.
-            if read_sender.send(events).await.is_err() {
-                return;
-            }
-            match last {
-                Some(position) => after = position,
-                None => return,
-            }
-        }
-    });
+    // The reading stops when the decoder does, because the rebuild did.
+    tokio::spawn(async move { db.read_log(0, batch, read_sender).await });
     let (sender, receiver) = tokio::sync::mpsc::channel(1);
     tokio::spawn(async move {
         while let Some(events) = read.recv().await {

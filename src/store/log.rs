@@ -14,7 +14,9 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::any::AnyRow;
-use sqlx::{Acquire, Any, Row};
+use sqlx::postgres::{PgConnectOptions, Postgres};
+use sqlx::sqlite::{Sqlite, SqliteConnectOptions};
+use sqlx::{Acquire, Any, ConnectOptions, Connection, Row};
 
 use super::{Backend, Database, StoreError};
 
@@ -157,6 +159,77 @@ impl StoredEvent {
         })
     }
 }
+
+/// [`Database::read_log`] on a connection of driver `DB`: `Ok` once the log ended or the
+/// receiver is gone.
+async fn read_log_on<DB>(
+    options: <DB::Connection as Connection>::Options,
+    mut after: i64,
+    batch: i64,
+    batches: &tokio::sync::mpsc::Sender<Result<Vec<StoredEvent>, StoreError>>,
+) -> Result<(), StoreError>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    StoredEvent: for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    let mut conn = DB::Connection::connect_with(&options).await?;
+    loop {
+        let events: Vec<StoredEvent> = sqlx::query_as::<DB, StoredEvent>(&EVENTS_AFTER)
+            .bind(after)
+            .bind(batch)
+            .fetch_all(&mut conn)
+            .await?;
+        let last = events.last().map(|e| e.position);
+        if batches.send(Ok(events)).await.is_err() {
+            break;
+        }
+        match last {
+            Some(position) => after = position,
+            None => break,
+        }
+    }
+    conn.close().await?;
+    Ok(())
+}
+
+/// A stored event from a row of [`EVENT_COLUMNS`], by index, of a driver's own row type
+/// (`&str` borrowed from the row, copied once into the event).
+macro_rules! stored_event_from_row {
+    ($row:ty) => {
+        impl<'r> sqlx::FromRow<'r, $row> for StoredEvent {
+            fn from_row(row: &'r $row) -> Result<Self, sqlx::Error> {
+                let text = |i: usize| row.try_get::<&str, _>(i).map(str::to_owned);
+                let optional = |i: usize| {
+                    row.try_get::<Option<&str>, _>(i)
+                        .map(|v| v.map(str::to_owned))
+                };
+                Ok(Self {
+                    position: row.try_get(0)?,
+                    aggregate_type: text(1)?,
+                    aggregate_id: text(2)?,
+                    sequence: row.try_get(3)?,
+                    event_type: text(4)?,
+                    event_version: text(5)?,
+                    payload: text(6)?,
+                    metadata: text(7)?,
+                    recorded_at: text(8)?,
+                    actor: text(9)?,
+                    document_number: optional(10)?,
+                    source_line: row.try_get(11)?,
+                    clause: optional(12)?,
+                    prev_hash: text(13)?,
+                    hash: text(14)?,
+                })
+            }
+        }
+    };
+}
+
+stored_event_from_row!(sqlx::sqlite::SqliteRow);
+stored_event_from_row!(sqlx::postgres::PgRow);
 
 /// Result of [`Database::verify`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -308,6 +381,43 @@ impl Database {
             .iter()
             .map(StoredEvent::from_row)
             .collect::<Result<_, _>>()?)
+    }
+
+    /// Reads the log after position `after` in position order, `batch` events at a time,
+    /// and sends each batch to `batches`, the last one empty, until the log ends, a read
+    /// fails (the error is sent) or the receiver is gone. Each batch is read as it stood
+    /// when its statement began, as [`Database::events_after`] reads it.
+    ///
+    /// For reading the whole log (a rebuild): on a connection of the driver's own type
+    /// opened for this reading, read-only, instead of through `Any`, which converts every
+    /// row into an `AnyRow` (copying each value) before it can be decoded; each value is
+    /// copied once, from the row into the event.
+    pub async fn read_log(
+        &self,
+        after: i64,
+        batch: i64,
+        batches: tokio::sync::mpsc::Sender<Result<Vec<StoredEvent>, StoreError>>,
+    ) {
+        let url = &self.options.database_url;
+        let read = match self.backend {
+            Backend::Sqlite => match SqliteConnectOptions::from_url(url) {
+                Ok(options) => {
+                    let options = options.read_only(true);
+                    read_log_on::<Sqlite>(options, after, batch, &batches).await
+                }
+                Err(e) => Err(e.into()),
+            },
+            Backend::Postgres => match PgConnectOptions::from_url(url) {
+                Ok(options) => {
+                    let options = options.options([("default_transaction_read_only", "on")]);
+                    read_log_on::<Postgres>(options, after, batch, &batches).await
+                }
+                Err(e) => Err(e.into()),
+            },
+        };
+        if let Err(e) = read {
+            let _ = batches.send(Err(e)).await;
+        }
     }
 
     /// `(sequence, position)` of an aggregate's events from `from_sequence` on: what an ingest
