@@ -36,6 +36,7 @@ backend_suite!(
     queries_refuse_bad_arguments,
     read_connections_cannot_write,
     reads_during_a_rebuild_answer_as_before,
+    the_log_reads_alike_natively_and_through_any,
 );
 
 async fn ingesting_the_seed_records_one_notice_and_thirty_facts(db: TestDb) {
@@ -783,4 +784,42 @@ async fn reads_during_a_rebuild_answer_as_before(db: TestDb) {
     rebuilding.await.unwrap().unwrap();
     eprintln!("{asked} rounds of queries ran while the rebuild did");
     assert_eq!(ask(registry.clone()).await, before);
+}
+
+/// `Database::read_log` (a rebuild's reader, on a connection of the driver's own type) reads
+/// exactly what `events_after` reads through `Any`, batch after batch, and ends with an
+/// empty batch; from a position, only what follows it.
+async fn the_log_reads_alike_natively_and_through_any(db: TestDb) {
+    let registry = seeded(&db).await;
+    registry
+        .ingest(&generated_notice(1), &actor())
+        .await
+        .unwrap();
+    let database = registry.database();
+    let all = database.events_after(0, 100_000).await.unwrap();
+    assert!(all.len() > 30, "{}", all.len());
+    let read = |after: i64| async move {
+        let (sender, mut receiver) = tokio::sync::mpsc::channel(1);
+        let reading = tokio::spawn({
+            let database = database.clone();
+            async move { database.read_log(after, 7, sender).await }
+        });
+        let mut batches = Vec::new();
+        while let Some(batch) = receiver.recv().await {
+            batches.push(batch.unwrap());
+        }
+        reading.await.unwrap();
+        batches
+    };
+    let batches = read(0).await;
+    assert!(
+        batches.last().unwrap().is_empty(),
+        "the log ends with an empty batch"
+    );
+    assert!(batches[..batches.len() - 1]
+        .iter()
+        .all(|b| !b.is_empty() && b.len() <= 7));
+    assert_eq!(batches.concat(), all);
+    let from = all[20].position;
+    assert_eq!(read(from).await.concat(), all[21..]);
 }

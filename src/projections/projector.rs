@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use chrono::{Months, NaiveDate};
 use cqrs_es::persist::EventUpcaster;
 use futures::future::BoxFuture;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, FromRow, Row, Transaction};
 use tokio::task::JoinHandle;
 
 use super::model::{Cell, Conn, Model, NoticeContext, NoticeRun, TenureRow, Writes};

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use sqlx::any::AnyRow;
 use sqlx::postgres::{PgConnectOptions, Postgres};
 use sqlx::sqlite::{Sqlite, SqliteConnectOptions};
-use sqlx::{Acquire, Any, ConnectOptions, Connection, Row};
+use sqlx::{Acquire, Any, ConnectOptions, Connection, FromRow, Row};
 
 use super::{Backend, Database, StoreError};
 
@@ -138,26 +138,6 @@ impl StoredEvent {
         hasher.update(json.as_bytes());
         hex::encode(hasher.finalize())
     }
-
-    pub(crate) fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
-        Ok(Self {
-            position: row.try_get("position")?,
-            aggregate_type: row.try_get("aggregate_type")?,
-            aggregate_id: row.try_get("aggregate_id")?,
-            sequence: row.try_get("sequence")?,
-            event_type: row.try_get("event_type")?,
-            event_version: row.try_get("event_version")?,
-            payload: row.try_get("payload")?,
-            metadata: row.try_get("metadata")?,
-            recorded_at: row.try_get("recorded_at")?,
-            actor: row.try_get("actor")?,
-            document_number: row.try_get("document_number")?,
-            source_line: row.try_get("source_line")?,
-            clause: row.try_get("clause")?,
-            prev_hash: row.try_get("prev_hash")?,
-            hash: row.try_get("hash")?,
-        })
-    }
 }
 
 /// [`Database::read_log`] on a connection of driver `DB`: `Ok` once the log ended or the
@@ -195,8 +175,8 @@ where
     Ok(())
 }
 
-/// A stored event from a row of [`EVENT_COLUMNS`], by index, of a driver's own row type
-/// (`&str` borrowed from the row, copied once into the event).
+/// A stored event from a row of [`EVENT_COLUMNS`], by index, of `Any` or of a driver's own
+/// row type (`&str` borrowed from the row, copied once into the event).
 macro_rules! stored_event_from_row {
     ($row:ty) => {
         impl<'r> sqlx::FromRow<'r, $row> for StoredEvent {
@@ -228,6 +208,7 @@ macro_rules! stored_event_from_row {
     };
 }
 
+stored_event_from_row!(AnyRow);
 stored_event_from_row!(sqlx::sqlite::SqliteRow);
 stored_event_from_row!(sqlx::postgres::PgRow);
 
