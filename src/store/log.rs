@@ -383,7 +383,9 @@ impl Database {
         let read = match self.backend {
             Backend::Sqlite => match SqliteConnectOptions::from_url(url) {
                 Ok(options) => {
-                    let options = options.read_only(true);
+                    // As the read connections are (readers.rs): opened as the pool's are,
+                    // then refused every write.
+                    let options = options.pragma("query_only", "ON");
                     read_log_on::<Sqlite>(options, after, batch, &batches).await
                 }
                 Err(e) => Err(e.into()),
