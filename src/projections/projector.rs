@@ -306,8 +306,9 @@ impl Projector {
             model.worth_keeping(false).then_some(model);
         // PostgreSQL: statistics for the tables just filled (without them the planner costs
         // a 1M-row table as nearly empty: a holdings query took 590 ms on the wrong index
-        // instead of 0.2 ms, until autovacuum got round to it), and the dead versions of
-        // the tenure versions the replay closed by UPDATE vacuumed away.
+        // instead of 0.2 ms, until autovacuum got round to it), and the dead row versions
+        // its UPDATEs left vacuumed away (notices' fact counts, tenure versions closed after
+        // they were written: few, since a rebuild holds open versions back).
         vacuum_analyze(&self.db).await;
         times.report(checkpoint);
         Ok(checkpoint)
@@ -523,8 +524,8 @@ async fn vacuum_analyze(db: &Database) {
 /// Log size from which [`Projector::keep_statistics_fresh`] refreshes statistics.
 const ANALYZE_FROM_EVENTS: i64 = 10_000;
 
-/// A rebuild's events, batch after batch, read on the database's read connections by a task
-/// of their own and decoded by another while the rebuild applies the previous batch:
+/// A rebuild's events, batch after batch, read by a task of their own
+/// ([`Database::read_log`], on a connection opened for it) and decoded by another while the rebuild applies the previous batch:
 /// reading and decoding rows is about as much work as projecting them (BENCHMARKS.md,
 /// session 4), and the three overlap (a batch is read while the one before is decoded).
 /// An empty batch ends the log. Consistent with the rebuild's transaction: on SQLite that

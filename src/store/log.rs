@@ -379,7 +379,8 @@ impl Database {
         batch: i64,
         batches: tokio::sync::mpsc::Sender<Result<Vec<StoredEvent>, StoreError>>,
     ) {
-        let url = &self.options.database_url;
+        // Where the pool's connections go.
+        let url = &self.pool.connect_options().database_url;
         let read = match self.backend {
             Backend::Sqlite => match SqliteConnectOptions::from_url(url) {
                 Ok(options) => {

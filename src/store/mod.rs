@@ -173,8 +173,6 @@ pub struct Database {
     observer: Observer,
     /// Connections for [`Database::read_all`] / [`Database::read_optional`].
     readers: Arc<readers::Readers>,
-    /// Where connections go: [`Database::read_log`] opens one of the driver's own type.
-    options: AnyConnectOptions,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -231,12 +229,8 @@ impl Database {
             Backend::Postgres => Some(notify::ListenTarget::parse(url, bounds.acquire_timeout)?),
             Backend::Sqlite => None,
         };
-        let readers = readers::Readers::new(
-            options.clone(),
-            backend,
-            bounds,
-            readers::reader_count(backend),
-        );
+        let readers =
+            readers::Readers::new(options, backend, bounds, readers::reader_count(backend));
         Ok(Self {
             pool,
             backend,
@@ -244,7 +238,6 @@ impl Database {
             listen_target,
             observer: Observer::default(),
             readers: Arc::new(readers),
-            options,
         })
     }
 
