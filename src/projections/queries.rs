@@ -41,7 +41,7 @@ impl From<sqlx::Error> for QueryError {
 }
 
 /// A person's tenure of a post, traced to the notices that opened and closed it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Tenure {
     /// Position of the event that opened it (stable across rebuilds).
     pub tenure_id: i64,
@@ -345,7 +345,12 @@ pub fn parse_date(field: &'static str, value: &str) -> Result<NaiveDate, QueryEr
 }
 
 pub(crate) fn iso(date: NaiveDate) -> String {
-    date.format("%Y-%m-%d").to_string()
+    use chrono::Datelike;
+    match date.year() {
+        // What `%Y-%m-%d` writes, without parsing a format string on every query.
+        year @ 0..=9999 => format!("{year:04}-{:02}-{:02}", date.month(), date.day()),
+        _ => date.format("%Y-%m-%d").to_string(),
+    }
 }
 
 /// The names an organization asked for as `name` may be recorded under: the name itself,
