@@ -37,6 +37,7 @@ backend_suite!(
     read_connections_cannot_write,
     reads_during_a_rebuild_answer_as_before,
     the_log_reads_alike_natively_and_through_any,
+    a_commit_by_any_connection_changes_the_commit_stamp,
 );
 
 async fn ingesting_the_seed_records_one_notice_and_thirty_facts(db: TestDb) {
@@ -822,4 +823,50 @@ async fn the_log_reads_alike_natively_and_through_any(db: TestDb) {
     assert_eq!(batches.concat(), all);
     let from = all[20].position;
     assert_eq!(read(from).await.concat(), all[21..]);
+}
+
+/// `Database::commit_stamp` (what lets `serve` answer ListHolders from memory without a
+/// statement per request): on SQLite it stays put while nothing commits, and any commit,
+/// through another `Database` on the same file (another process) too, changes it. On
+/// PostgreSQL there is none and callers ask the database.
+async fn a_commit_by_any_connection_changes_the_commit_stamp(db: TestDb) {
+    let registry = seeded(&db).await;
+    let database = registry.database();
+    let stamp = database.commit_stamp();
+    if database.backend() == Backend::Postgres {
+        assert_eq!(stamp, None);
+        return;
+    }
+    let stamp = stamp.expect("a WAL-mode SQLite database has a stamp");
+    registry.queries().notice_count().await.unwrap();
+    assert_eq!(
+        database.commit_stamp(),
+        Some(stamp),
+        "a read commits nothing"
+    );
+    let other = Registry::open(&db.url).await.expect("open");
+    assert_eq!(
+        database.commit_stamp(),
+        Some(stamp),
+        "opening commits nothing"
+    );
+    other
+        .ingest(
+            &notice_text(2, "2024年3月1日", &["王五同志任市财政局副局长"]),
+            &actor(),
+        )
+        .await
+        .unwrap();
+    let after_ingest = database.commit_stamp().expect("still a stamp");
+    assert_ne!(after_ingest, stamp, "an ingest elsewhere committed");
+    let bare = Database::connect(&db.url).await.expect("connect");
+    sqlx::query("INSERT INTO rm_jurisdictions (jurisdiction) VALUES ('某县')")
+        .execute(bare.pool())
+        .await
+        .unwrap();
+    assert_ne!(
+        database.commit_stamp(),
+        Some(after_ingest),
+        "any commit counts"
+    );
 }

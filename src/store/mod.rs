@@ -20,6 +20,7 @@
 //! Architecture invariant: nothing in renmian issues UPDATE or DELETE on `events`; the
 //! database refuses both (triggers in `migrations/*/0001_event_log.sql`).
 
+mod commits;
 pub mod dump;
 pub mod integrity;
 pub mod log;
@@ -36,6 +37,7 @@ use futures::future::BoxFuture;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, ConnectOptions, Executor, Transaction};
 
+pub use commits::CommitStamp;
 pub use integrity::{Acknowledgement, Anomaly, IntegrityReport};
 pub use log::{NewEvent, StoredEvent, VerifyReport, GENESIS_HASH};
 pub use notify::{AppendListener, AppendSignal, APPEND_CHANNEL};
@@ -173,6 +175,8 @@ pub struct Database {
     observer: Observer,
     /// Connections for [`Database::read_all`] / [`Database::read_optional`].
     readers: Arc<readers::Readers>,
+    /// SQLite only: the WAL's shared-memory index, `<database>-shm` ([`commits`]).
+    wal_index: Option<std::path::PathBuf>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -229,6 +233,19 @@ impl Database {
             Backend::Postgres => Some(notify::ListenTarget::parse(url, bounds.acquire_timeout)?),
             Backend::Sqlite => None,
         };
+        let wal_index = match backend {
+            Backend::Sqlite => {
+                let file = sqlx::sqlite::SqliteConnectOptions::from_str(&connect_url)
+                    .map_err(|e| StoreError::UnsupportedUrl(format!("{url}: {e}")))?
+                    .get_filename()
+                    .as_os_str()
+                    .to_owned();
+                let mut shm = file;
+                shm.push("-shm");
+                Some(std::path::PathBuf::from(shm))
+            }
+            Backend::Postgres => None,
+        };
         let readers =
             readers::Readers::new(options, backend, bounds, readers::reader_count(backend));
         Ok(Self {
@@ -238,7 +255,16 @@ impl Database {
             listen_target,
             observer: Observer::default(),
             readers: Arc::new(readers),
+            wal_index,
         })
+    }
+
+    /// A stamp that changes whenever a transaction commits to the database, in any
+    /// process, read without a statement: on SQLite the header of the WAL's shared-memory
+    /// index ([`commits`]). `None` on PostgreSQL, or when there is no header to trust; the
+    /// caller then asks the database. A small blocking read of a file the page cache holds.
+    pub fn commit_stamp(&self) -> Option<CommitStamp> {
+        self.wal_index.as_deref().and_then(commits::read_stamp)
     }
 
     pub fn pool(&self) -> &AnyPool {
