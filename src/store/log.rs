@@ -281,13 +281,7 @@ impl Database {
             prev_hash = row.hash.clone();
             stored.push(row);
         }
-        for chunk in stored.chunks(INSERT_CHUNK) {
-            insert_rows(&mut tx, self.backend(), chunk).await?;
-        }
-        sqlx::query("UPDATE event_log_head SET hash = $1 WHERE id = 1")
-            .bind(&prev_hash)
-            .execute(&mut *tx)
-            .await?;
+        insert_rows_and_head(&mut tx, self.backend(), &stored, &prev_hash).await?;
         let observer = self.observer.get();
         if let Some(observer) = &observer {
             let mut savepoint = Acquire::begin(&mut *tx).await?;
@@ -338,13 +332,7 @@ impl Database {
             }
             prev_hash = e.hash.clone();
         }
-        for chunk in events.chunks(INSERT_CHUNK) {
-            insert_rows(&mut tx, self.backend(), chunk).await?;
-        }
-        sqlx::query("UPDATE event_log_head SET hash = $1 WHERE id = 1")
-            .bind(&last.hash)
-            .execute(&mut *tx)
-            .await?;
+        insert_rows_and_head(&mut tx, self.backend(), events, &last.hash).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -486,17 +474,49 @@ impl Database {
     }
 }
 
+/// Inserts `rows` and sets the head's hash to `head_hash`, in the transaction that took
+/// the head. On SQLite the last INSERT and the UPDATE go as one statement list (sqlx binds
+/// `?` parameters across them in order): each statement is a round trip to the
+/// connection's worker thread, which an append of one notice paid six times. PostgreSQL
+/// takes no parameters in a statement list; there the UPDATE follows on its own.
+async fn insert_rows_and_head(
+    tx: &mut sqlx::Transaction<'_, Any>,
+    backend: Backend,
+    rows: &[StoredEvent],
+    head_hash: &str,
+) -> Result<(), StoreError> {
+    const SET_HEAD: &str = "UPDATE event_log_head SET hash = $1 WHERE id = 1";
+    let chunks: Vec<&[StoredEvent]> = rows.chunks(INSERT_CHUNK).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let with_head = backend == Backend::Sqlite && i + 1 == chunks.len();
+        insert_rows(tx, backend, chunk, with_head.then_some(head_hash)).await?;
+    }
+    if backend == Backend::Postgres || chunks.is_empty() {
+        sqlx::query(SET_HEAD)
+            .bind(head_hash)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// One multi-row INSERT of `rows`; on SQLite followed, in the same statement list, by
+/// setting the head's hash when `head_hash` is given.
 async fn insert_rows(
     tx: &mut sqlx::Transaction<'_, Any>,
     backend: Backend,
     rows: &[StoredEvent],
+    head_hash: Option<&str>,
 ) -> Result<(), StoreError> {
     // Placeholders are written by hand: sqlx's QueryBuilder emits `?` for `Any`, which
     // PostgreSQL rejects.
-    let sql = format!(
+    let mut sql = format!(
         "INSERT INTO events ({EVENT_COLUMNS}) VALUES {}",
         placeholders(backend, rows.len(), 15)
     );
+    if head_hash.is_some() {
+        sql.push_str("; UPDATE event_log_head SET hash = ? WHERE id = 1");
+    }
     let mut query = sqlx::query(&sql);
     // Borrowed text: sqlx `Any` copies a `String` it is bound (even by reference), not a
     // `&str`.
@@ -517,6 +537,9 @@ async fn insert_rows(
             .bind(e.clause.as_deref())
             .bind(e.prev_hash.as_str())
             .bind(e.hash.as_str());
+    }
+    if let Some(hash) = head_hash {
+        query = query.bind(hash);
     }
     query.execute(&mut **tx).await?;
     Ok(())

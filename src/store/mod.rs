@@ -220,6 +220,10 @@ impl Database {
         };
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
+            // A SQLite connection is a file handle in this process, with no server to lose:
+            // pinging it before each use is a round trip to its worker thread for nothing
+            // (a PostgreSQL one can have lost its server while idle; it is still pinged).
+            .test_before_acquire(backend == Backend::Postgres)
             .acquire_timeout(bounds.acquire_timeout)
             .after_connect(move |conn, _meta| Box::pin(configure(conn, backend, bounds)))
             .connect_with(options.clone())
