@@ -566,6 +566,9 @@ pub(super) struct Model {
     /// (`ended_loaded`), and every tenure the model changed.
     tenures: HashMap<PostKey, PostVersions>,
     ended_loaded: HashSet<PostKey>,
+    /// (post, date) pairs whose versions ending after the date were read
+    /// ([`Model::holders_on`], [`Model::prefetch_holders_on`]).
+    ended_after: HashSet<(PostKey, String)>,
     /// position → next warning sequence number.
     warning_seq: HashMap<i64, i64>,
     pub run: Option<NoticeRun>,
@@ -614,6 +617,7 @@ impl Model {
             persons: HashMap::new(),
             tenures: HashMap::new(),
             ended_loaded: HashSet::new(),
+            ended_after: HashSet::new(),
             warning_seq: HashMap::new(),
             run: None,
             out: Writes::new(backend),
@@ -1128,19 +1132,73 @@ impl Model {
         post: &str,
         date: &str,
     ) -> Result<Vec<TenureRow>, StoreError> {
-        self.load_post(tx, organization, post).await?;
         let key = (organization.to_string(), post.to_string());
-        if !self.complete && !self.ended_loaded.contains(&key) {
-            let read = self
-                .read_versions(
-                    tx,
-                    "organization = $1 AND post = $2 AND end_date > $3",
-                    &[organization, post, date],
-                )
-                .await?;
-            self.merge_ended(&key, read);
-        }
+        self.prefetch_holders_on(tx, &[(key.clone(), date.to_string())])
+            .await?;
         Ok(self.rows_where(&key, Scope::HoldingOn(date), |t| t.holds_on(date)))
+    }
+
+    /// Reads what [`Model::holders_on`] needs for every (post, date) of `pairs` it has
+    /// not read yet — the post's open tenures, and its versions ending after the date — in
+    /// one statement per [`PREFETCH_KEYS`] pairs: a notice that fills several one-seat
+    /// posts has them all checked with one read instead of one per post.
+    pub async fn prefetch_holders_on(
+        &mut self,
+        tx: &mut Conn<'_>,
+        pairs: &[(PostKey, String)],
+    ) -> Result<(), StoreError> {
+        let keys: Vec<PostKey> = pairs.iter().map(|(key, _)| key.clone()).collect();
+        self.load_posts(tx, &keys).await?;
+        if self.complete {
+            return Ok(());
+        }
+        let mut seen = HashSet::new();
+        let missing: Vec<&(PostKey, String)> = pairs
+            .iter()
+            .filter(|pair| {
+                !self.ended_loaded.contains(&pair.0)
+                    && !self.ended_after.contains(*pair)
+                    && seen.insert(*pair)
+            })
+            .collect();
+        for chunk in missing.chunks(PREFETCH_KEYS) {
+            let filter = (0..chunk.len())
+                .map(|i| {
+                    let at = 3 * i;
+                    format!(
+                        "(organization = ${} AND post = ${} AND end_date > ${})",
+                        at + 1,
+                        at + 2,
+                        at + 3
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" OR ");
+            let binds: Vec<&str> = chunk
+                .iter()
+                .flat_map(|((organization, post), date)| {
+                    [organization.as_str(), post.as_str(), date.as_str()]
+                })
+                .collect();
+            let mut found: HashMap<PostKey, Vec<Version>> = HashMap::new();
+            for v in self
+                .read_versions(tx, &format!("({filter})"), &binds)
+                .await?
+            {
+                found
+                    .entry((v.row.organization.clone(), v.row.post.clone()))
+                    .or_default()
+                    .push(v);
+            }
+            // A post asked for with two dates gets the union once: versions ending after
+            // either date, which `holders_on` filters by its own date.
+            for (key, read) in found {
+                self.merge_ended(&key, read);
+            }
+            self.ended_after
+                .extend(chunk.iter().map(|pair| (*pair).clone()));
+        }
+        Ok(())
     }
 
     /// The versions of post `key` in `scope` the model holds that match `filter`, latest

@@ -1523,6 +1523,7 @@ async fn check_one_seat_posts(
     } else {
         appointed_before_model(tx, model, last, &ctx.reference).await?
     };
+    let mut checks = Vec::new();
     for (tenure_id, organization, post) in appointed {
         if !is_head_post(&post) {
             continue;
@@ -1536,6 +1537,16 @@ async fn check_one_seat_posts(
         let Some(start) = t.start_date.clone() else {
             continue;
         };
+        checks.push((tenure_id, organization, post, t, start));
+    }
+    let pairs: Vec<_> = checks
+        .iter()
+        .map(|(_, organization, post, _, start)| {
+            ((organization.clone(), post.clone()), start.clone())
+        })
+        .collect();
+    model.prefetch_holders_on(tx, &pairs).await?;
+    for (tenure_id, organization, post, t, start) in checks {
         let holders = model.holders_on(tx, &organization, &post, &start).await?;
         if holders.len() > 1 {
             let mut names: Vec<&str> = holders.iter().map(|h| h.person.as_str()).collect();
