@@ -176,7 +176,7 @@ pub struct Database {
     /// Connections for [`Database::read_all`] / [`Database::read_optional`].
     readers: Arc<readers::Readers>,
     /// SQLite only: the WAL's shared-memory index, `<database>-shm` ([`commits`]).
-    wal_index: Option<std::path::PathBuf>,
+    wal_index: Option<Arc<commits::WalIndex>>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -246,7 +246,7 @@ impl Database {
                     .to_owned();
                 let mut shm = file;
                 shm.push("-shm");
-                Some(std::path::PathBuf::from(shm))
+                Some(Arc::new(commits::WalIndex::new(shm.into())))
             }
             Backend::Postgres => None,
         };
@@ -266,9 +266,10 @@ impl Database {
     /// A stamp that changes whenever a transaction commits to the database, in any
     /// process, read without a statement: on SQLite the header of the WAL's shared-memory
     /// index ([`commits`]). `None` on PostgreSQL, or when there is no header to trust; the
-    /// caller then asks the database. A small blocking read of a file the page cache holds.
+    /// caller then asks the database. Two small blocking calls (read a file the page cache
+    /// holds, check its link count).
     pub fn commit_stamp(&self) -> Option<CommitStamp> {
-        self.wal_index.as_deref().and_then(commits::read_stamp)
+        self.wal_index.as_deref().and_then(commits::WalIndex::stamp)
     }
 
     pub fn pool(&self) -> &AnyPool {
