@@ -18,7 +18,7 @@
 //! a new one, so after each read the kept file's link count is checked, and a deleted file
 //! is reopened and read again.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 /// Bytes of one copy of the wal-index header (`WalIndexHdr`).
@@ -119,6 +119,7 @@ fn stamp_of(bytes: &[u8; 2 * HEADER]) -> Option<CommitStamp> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn a_header_counts_only_when_both_copies_agree_and_it_is_initialised() {
