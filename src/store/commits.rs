@@ -102,12 +102,6 @@ fn still_linked(_file: &std::fs::File) -> bool {
     true
 }
 
-/// The stamp in the file at `shm`, opened for this read.
-#[cfg(test)]
-fn read_stamp(shm: &Path) -> Option<CommitStamp> {
-    WalIndex::new(shm.to_path_buf()).stamp()
-}
-
 fn stamp_of(bytes: &[u8; 2 * HEADER]) -> Option<CommitStamp> {
     let (first, second) = bytes.split_at(HEADER);
     if first != second || first[IS_INIT] == 0 {
@@ -120,6 +114,11 @@ fn stamp_of(bytes: &[u8; 2 * HEADER]) -> Option<CommitStamp> {
 mod tests {
     use super::*;
     use std::path::Path;
+
+    /// The stamp in the file at `shm`, opened for this read.
+    fn read_stamp(shm: &Path) -> Option<CommitStamp> {
+        WalIndex::new(shm.to_path_buf()).stamp()
+    }
 
     #[test]
     fn a_header_counts_only_when_both_copies_agree_and_it_is_initialised() {
