@@ -957,8 +957,9 @@ impl Model {
             .filter(|k| !self.tenures.contains_key(*k) && seen.insert(*k))
             .collect();
         for chunk in missing.chunks(PREFETCH_KEYS) {
-            let mut found: HashMap<PostKey, Vec<Version>> = HashMap::new();
-            if !self.complete {
+            let mut found = if self.complete {
+                HashMap::new()
+            } else {
                 let mut organizations: Vec<&str> = chunk.iter().map(|(o, _)| o.as_str()).collect();
                 organizations.sort_unstable();
                 organizations.dedup();
@@ -972,13 +973,8 @@ impl Model {
                     numbered(organizations.len() + 1, titles.len())
                 );
                 let binds: Vec<&str> = organizations.iter().chain(&titles).copied().collect();
-                for v in self.read_versions(tx, &filter, &binds).await? {
-                    found
-                        .entry((v.row.organization.clone(), v.row.post.clone()))
-                        .or_default()
-                        .push(v);
-                }
-            }
+                by_post(self.read_versions(tx, &filter, &binds).await?)
+            };
             // The IN lists ask for every pairing; only the posts asked for are kept.
             for key in chunk {
                 let mut versions = PostVersions::default();
@@ -1180,19 +1176,12 @@ impl Model {
                     [organization.as_str(), post.as_str(), date.as_str()]
                 })
                 .collect();
-            let mut found: HashMap<PostKey, Vec<Version>> = HashMap::new();
-            for v in self
+            let read = self
                 .read_versions(tx, &format!("({filter})"), &binds)
-                .await?
-            {
-                found
-                    .entry((v.row.organization.clone(), v.row.post.clone()))
-                    .or_default()
-                    .push(v);
-            }
+                .await?;
             // A post asked for with two dates gets the union once: versions ending after
             // either date, which `holders_on` filters by its own date.
-            for (key, read) in found {
+            for (key, read) in by_post(read) {
                 self.merge_ended(&key, read);
             }
             self.ended_after
@@ -1510,6 +1499,18 @@ fn unknown<'a>(names: &[&'a str], known: impl Fn(&str) -> bool) -> Vec<&'a str> 
 }
 
 /// `$from, $from+1, …` (`n` numbered parameters).
+/// Versions read from the database, by their post.
+fn by_post(versions: Vec<Version>) -> HashMap<PostKey, Vec<Version>> {
+    let mut found: HashMap<PostKey, Vec<Version>> = HashMap::new();
+    for v in versions {
+        found
+            .entry((v.row.organization.clone(), v.row.post.clone()))
+            .or_default()
+            .push(v);
+    }
+    found
+}
+
 fn numbered(from: usize, n: usize) -> String {
     (from..from + n)
         .map(|i| format!("${i}"))

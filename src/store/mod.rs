@@ -239,12 +239,11 @@ impl Database {
         };
         let wal_index = match backend {
             Backend::Sqlite => {
-                let file = sqlx::sqlite::SqliteConnectOptions::from_str(&connect_url)
+                let mut shm = sqlx::sqlite::SqliteConnectOptions::from_str(&connect_url)
                     .map_err(|e| StoreError::UnsupportedUrl(format!("{url}: {e}")))?
                     .get_filename()
                     .as_os_str()
                     .to_owned();
-                let mut shm = file;
                 shm.push("-shm");
                 Some(Arc::new(commits::WalIndex::new(shm.into())))
             }
