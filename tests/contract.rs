@@ -38,6 +38,7 @@ backend_suite!(
     reads_during_a_rebuild_answer_as_before,
     the_log_reads_alike_natively_and_through_any,
     a_commit_by_any_connection_changes_the_commit_stamp,
+    appends_through_several_handles_continue_one_chain,
 );
 
 async fn ingesting_the_seed_records_one_notice_and_thirty_facts(db: TestDb) {
@@ -869,4 +870,75 @@ async fn a_commit_by_any_connection_changes_the_commit_stamp(db: TestDb) {
         Some(after_ingest),
         "any commit counts"
     );
+}
+
+/// `n` events of one made-up aggregate, as a bare store appends them.
+fn bare_events(aggregate_id: &str, n: i64) -> Vec<NewEvent> {
+    (1..=n)
+        .map(|sequence| NewEvent {
+            aggregate_type: "notice".into(),
+            aggregate_id: aggregate_id.into(),
+            sequence,
+            event_type: "NoticeRecorded".into(),
+            event_version: "1".into(),
+            payload: format!("{{\"n\":{sequence}}}"),
+            metadata: "{}".into(),
+            actor: "contract".into(),
+            document_number: None,
+            source_line: None,
+            clause: None,
+        })
+        .collect()
+}
+
+/// Two handles on one database (two processes, as far as each can tell) append in turn and
+/// then all at once: every append continues the one chain where the last, whoever made it,
+/// ended (on SQLite each handle starts an append from the head its own last append left,
+/// which the other's appends make stale).
+async fn appends_through_several_handles_continue_one_chain(db: TestDb) {
+    let first = Database::connect(&db.url).await.unwrap();
+    let second = Database::connect(&db.url).await.unwrap();
+    let mut expected = Vec::new();
+    for (i, handle) in [&first, &first, &second, &first, &second, &second, &first]
+        .into_iter()
+        .enumerate()
+    {
+        let stored = handle
+            .append(&bare_events(&format!("turn-{i}"), 1 + i as i64 % 3))
+            .await
+            .unwrap();
+        assert_eq!(stored[0].position, expected.len() as i64 + 1, "turn {i}");
+        expected.extend(stored);
+    }
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let handle = if t % 2 == 0 {
+            first.clone()
+        } else {
+            second.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            let mut stored = Vec::new();
+            for k in 0..5 {
+                stored.extend(
+                    handle
+                        .append(&bare_events(&format!("task-{t}-{k}"), 2))
+                        .await?,
+                );
+            }
+            Ok::<_, StoreError>(stored)
+        }));
+    }
+    for task in tasks {
+        expected.extend(task.await.unwrap().unwrap());
+    }
+    expected.sort_by_key(|e| e.position);
+    let log = first.events_after(0, 1_000).await.unwrap();
+    assert_eq!(log, expected, "every append is stored as it was returned");
+    let positions: Vec<i64> = log.iter().map(|e| e.position).collect();
+    assert_eq!(positions, (1..=log.len() as i64).collect::<Vec<_>>());
+    assert!(second.verify().await.unwrap().is_intact());
+    assert_eq!(first.head_position().await.unwrap(), log.len() as i64);
+    first.close().await;
+    second.close().await;
 }

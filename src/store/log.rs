@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use sqlx::any::AnyRow;
 use sqlx::postgres::{PgConnectOptions, Postgres};
 use sqlx::sqlite::{Sqlite, SqliteConnectOptions};
-use sqlx::{Acquire, Any, ConnectOptions, Connection, FromRow, Row};
+use sqlx::{Acquire, Any, AnyConnection, ConnectOptions, Connection, FromRow, Row};
 
 use super::{Backend, Database, StoreError};
 
@@ -246,7 +246,28 @@ impl Database {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.pool().begin().await?;
+        let mut connection = self.pool().acquire().await?;
+        self.append_on(&mut connection, events).await
+    }
+
+    async fn append_on(
+        &self,
+        connection: &mut AnyConnection,
+        events: &[NewEvent],
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        if let Some(head) = self.last_head.expected() {
+            match self.append_after(connection, &head, events).await {
+                Ok(Some(stored)) => return Ok(stored),
+                // The head moved (another writer, or a concurrent append of this process)
+                // or the rows conflict: the general path below tells which.
+                Ok(None) | Err(StoreError::Conflict) => self.last_head.forget(),
+                Err(e) => {
+                    self.last_head.forget();
+                    return Err(e);
+                }
+            }
+        }
+        let mut tx = Connection::begin(connection).await?;
         let count = i64::try_from(events.len()).map_err(|_| StoreError::Conflict)?;
         let head = sqlx::query(
             "UPDATE event_log_head SET position = position + $1 WHERE id = 1 \
@@ -256,32 +277,50 @@ impl Database {
         .fetch_one(&mut *tx)
         .await?;
         let new_head: i64 = head.try_get("position")?;
-        let mut prev_hash: String = head.try_get("hash")?;
-        let recorded_at = now_utc();
-        let mut stored = Vec::with_capacity(events.len());
-        for (i, e) in events.iter().enumerate() {
-            let mut row = StoredEvent {
-                position: new_head - count + 1 + i as i64,
-                aggregate_type: e.aggregate_type.clone(),
-                aggregate_id: e.aggregate_id.clone(),
-                sequence: e.sequence,
-                event_type: e.event_type.clone(),
-                event_version: e.event_version.clone(),
-                payload: e.payload.clone(),
-                metadata: e.metadata.clone(),
-                recorded_at: recorded_at.clone(),
-                actor: e.actor.clone(),
-                document_number: e.document_number.clone(),
-                source_line: e.source_line,
-                clause: e.clause.clone(),
-                prev_hash,
-                hash: String::new(),
-            };
-            row.hash = row.compute_hash();
-            prev_hash = row.hash.clone();
-            stored.push(row);
+        let prev_hash: String = head.try_get("hash")?;
+        let stored = chain(events, new_head - count + 1, prev_hash, &now_utc());
+        if !insert_rows_and_head(&mut tx, self.backend(), &stored, None).await? {
+            return Err(StoreError::Corrupt("the log's head row is missing".into()));
         }
-        insert_rows_and_head(&mut tx, self.backend(), &stored, &prev_hash).await?;
+        self.observe_and_commit(tx, stored).await
+    }
+
+    /// SQLite: the append when this process knows the head its last append left, which
+    /// saves a round trip to the connection's worker thread and hashes the rows while it
+    /// begins the transaction. The rows are chained after `head` and the head row is
+    /// moved only `WHERE` it still is `head`, in the statement list of the last INSERT;
+    /// `Ok(None)` (rolled back, nothing stored) when it no longer is. A stale head cannot
+    /// store a row either: its positions are taken (the log has no gaps), so the INSERT
+    /// fails with a unique violation ([`StoreError::Conflict`]), also rolled back.
+    async fn append_after(
+        &self,
+        connection: &mut AnyConnection,
+        head: &LogHead,
+        events: &[NewEvent],
+    ) -> Result<Option<Vec<StoredEvent>>, StoreError> {
+        let recorded_at = now_utc();
+        let (tx, stored) = futures::join!(Connection::begin(connection), async {
+            chain(events, head.position + 1, head.hash.clone(), &recorded_at)
+        });
+        let mut tx = tx?;
+        let changed = insert_rows_and_head(&mut tx, self.backend(), &stored, Some(head)).await;
+        match changed {
+            Ok(true) => self.observe_and_commit(tx, stored).await.map(Some),
+            Ok(false) | Err(StoreError::Conflict) => {
+                tx.rollback().await?;
+                changed.map(|_| None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The rest of an append: the observer's work in a savepoint, the commit, the head
+    /// noted for the next append and the observer told.
+    async fn observe_and_commit(
+        &self,
+        mut tx: sqlx::Transaction<'_, Any>,
+        stored: Vec<StoredEvent>,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         let observer = self.observer.get();
         if let Some(observer) = &observer {
             let mut savepoint = Acquire::begin(&mut *tx).await?;
@@ -294,6 +333,9 @@ impl Database {
             }
         }
         tx.commit().await?;
+        if let Some(last) = stored.last() {
+            self.last_head.committed(self.backend(), last);
+        }
         if let Some(observer) = &observer {
             observer.committed(&stored);
         }
@@ -332,8 +374,11 @@ impl Database {
             }
             prev_hash = e.hash.clone();
         }
-        insert_rows_and_head(&mut tx, self.backend(), events, &last.hash).await?;
+        if !insert_rows_and_head(&mut tx, self.backend(), events, None).await? {
+            return Err(StoreError::Corrupt("the log's head row is missing".into()));
+        }
         tx.commit().await?;
+        self.last_head.committed(self.backend(), last);
         Ok(())
     }
 
@@ -474,48 +519,181 @@ impl Database {
     }
 }
 
-/// Inserts `rows` and sets the head's hash to `head_hash`, in the transaction that took
-/// the head. On SQLite the last INSERT and the UPDATE go as one statement list (sqlx binds
-/// `?` parameters across them in order): each statement is a round trip to the
-/// connection's worker thread, which an append of one notice paid six times. PostgreSQL
-/// takes no parameters in a statement list; there the UPDATE follows on its own.
+/// `events` stamped for the log: positions from `first_position` on, `recorded_at`, each
+/// hash chained to the one before, starting from `prev_hash`.
+fn chain(
+    events: &[NewEvent],
+    first_position: i64,
+    mut prev_hash: String,
+    recorded_at: &str,
+) -> Vec<StoredEvent> {
+    let mut stored = Vec::with_capacity(events.len());
+    for (position, e) in (first_position..).zip(events) {
+        let mut row = StoredEvent {
+            position,
+            aggregate_type: e.aggregate_type.clone(),
+            aggregate_id: e.aggregate_id.clone(),
+            sequence: e.sequence,
+            event_type: e.event_type.clone(),
+            event_version: e.event_version.clone(),
+            payload: e.payload.clone(),
+            metadata: e.metadata.clone(),
+            recorded_at: recorded_at.to_owned(),
+            actor: e.actor.clone(),
+            document_number: e.document_number.clone(),
+            source_line: e.source_line,
+            clause: e.clause.clone(),
+            prev_hash,
+            hash: String::new(),
+        };
+        row.hash = row.compute_hash();
+        prev_hash = row.hash.clone();
+        stored.push(row);
+    }
+    stored
+}
+
+/// The head of the log: its last position and that event's hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LogHead {
+    pub position: i64,
+    pub hash: String,
+}
+
+/// SQLite: the head as this process's last append left it, for the next append to chain
+/// its rows to before it takes the lock ([`Database::append`]). A hint, never trusted: the
+/// append moves the head row only where it still is this head. Shared by every clone of a
+/// [`Database`]; empty on PostgreSQL, where several servers append and the head is
+/// usually someone else's.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct LastHead(std::sync::Arc<std::sync::Mutex<Option<LogHead>>>);
+
+impl LastHead {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<LogHead>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn expected(&self) -> Option<LogHead> {
+        self.lock().clone()
+    }
+
+    fn forget(&self) {
+        *self.lock() = None;
+    }
+
+    /// Notes the head an append of this process committed, unless one further on is known
+    /// already (two appends' commits may be noted out of order).
+    fn committed(&self, backend: Backend, last: &StoredEvent) {
+        if backend != Backend::Sqlite {
+            return;
+        }
+        let mut head = self.lock();
+        if head.as_ref().is_none_or(|h| h.position < last.position) {
+            *head = Some(LogHead {
+                position: last.position,
+                hash: last.hash.clone(),
+            });
+        }
+    }
+}
+
+/// Inserts `rows` and moves the head row to their last, in the transaction of the append.
+/// With `expected`, the head row is moved only where it still is `expected`; `Ok(false)`
+/// when it was not (nothing to commit then). Without, the head's position was moved already
+/// (`UPDATE … RETURNING`) and only its hash is set.
+///
+/// On SQLite the last INSERT and the head's UPDATE go as one statement list (sqlx binds `?`
+/// parameters across them in order, and reports the rows both changed): each statement is
+/// a round trip to the connection's worker thread. PostgreSQL takes no parameters in a
+/// statement list; there the UPDATE follows on its own.
 async fn insert_rows_and_head(
     tx: &mut sqlx::Transaction<'_, Any>,
     backend: Backend,
     rows: &[StoredEvent],
-    head_hash: &str,
-) -> Result<(), StoreError> {
-    const SET_HEAD: &str = "UPDATE event_log_head SET hash = $1 WHERE id = 1";
+    expected: Option<&LogHead>,
+) -> Result<bool, StoreError> {
+    let Some(last) = rows.last() else {
+        return Ok(true);
+    };
+    let head = HeadUpdate { last, expected };
     let chunks: Vec<&[StoredEvent]> = rows.chunks(INSERT_CHUNK).collect();
+    let mut moved = true;
     for (i, chunk) in chunks.iter().enumerate() {
-        let with_head = backend == Backend::Sqlite && i + 1 == chunks.len();
-        insert_rows(tx, backend, chunk, with_head.then_some(head_hash)).await?;
+        if backend == Backend::Sqlite && i + 1 == chunks.len() {
+            let changed = insert_rows(tx, backend, chunk, Some(&head)).await?;
+            moved = changed == chunk.len() as u64 + 1;
+        } else {
+            insert_rows(tx, backend, chunk, None).await?;
+        }
     }
-    if backend == Backend::Postgres || chunks.is_empty() {
-        sqlx::query(SET_HEAD)
-            .bind(head_hash)
-            .execute(&mut **tx)
-            .await?;
+    if backend == Backend::Postgres {
+        let sql = head.sql(backend);
+        let changed = head.bind(sqlx::query(&sql)).execute(&mut **tx).await?;
+        moved = changed.rows_affected() == 1;
     }
-    Ok(())
+    Ok(moved)
+}
+
+/// The UPDATE that moves the head row to `last` (where it still is `expected`, if given).
+struct HeadUpdate<'a> {
+    last: &'a StoredEvent,
+    expected: Option<&'a LogHead>,
+}
+
+impl HeadUpdate<'_> {
+    fn sql(&self, backend: Backend) -> String {
+        let p = |n: usize| match backend {
+            Backend::Sqlite => "?".to_owned(),
+            Backend::Postgres => format!("${n}"),
+        };
+        match self.expected {
+            None => format!("UPDATE event_log_head SET hash = {} WHERE id = 1", p(1)),
+            Some(_) => format!(
+                "UPDATE event_log_head SET position = {}, hash = {} \
+                 WHERE id = 1 AND position = {} AND hash = {}",
+                p(1),
+                p(2),
+                p(3),
+                p(4)
+            ),
+        }
+    }
+
+    fn bind<'q>(
+        &self,
+        query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    ) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>
+    where
+        Self: 'q,
+    {
+        match self.expected {
+            None => query.bind(self.last.hash.as_str()),
+            Some(expected) => query
+                .bind(self.last.position)
+                .bind(self.last.hash.as_str())
+                .bind(expected.position)
+                .bind(expected.hash.as_str()),
+        }
+    }
 }
 
 /// One multi-row INSERT of `rows`; on SQLite followed, in the same statement list, by
-/// setting the head's hash when `head_hash` is given.
+/// `head` when it is given. Returns the rows changed by both.
 async fn insert_rows(
     tx: &mut sqlx::Transaction<'_, Any>,
     backend: Backend,
     rows: &[StoredEvent],
-    head_hash: Option<&str>,
-) -> Result<(), StoreError> {
+    head: Option<&HeadUpdate<'_>>,
+) -> Result<u64, StoreError> {
     // Placeholders are written by hand: sqlx's QueryBuilder emits `?` for `Any`, which
     // PostgreSQL rejects.
     let mut sql = format!(
         "INSERT INTO events ({EVENT_COLUMNS}) VALUES {}",
         placeholders(backend, rows.len(), 15)
     );
-    if head_hash.is_some() {
-        sql.push_str("; UPDATE event_log_head SET hash = ? WHERE id = 1");
+    if let Some(head) = head {
+        sql.push_str("; ");
+        sql.push_str(&head.sql(backend));
     }
     let mut query = sqlx::query(&sql);
     // Borrowed text: sqlx `Any` copies a `String` it is bound (even by reference), not a
@@ -538,11 +716,10 @@ async fn insert_rows(
             .bind(e.prev_hash.as_str())
             .bind(e.hash.as_str());
     }
-    if let Some(hash) = head_hash {
-        query = query.bind(hash);
+    if let Some(head) = head {
+        query = head.bind(query);
     }
-    query.execute(&mut **tx).await?;
-    Ok(())
+    Ok(query.execute(&mut **tx).await?.rows_affected())
 }
 
 /// The VALUES list of a multi-row INSERT of `rows` rows of `width` values, in bind order:
@@ -604,5 +781,71 @@ mod tests {
         let mut moved = StoredEvent::sample();
         moved.position = 2;
         assert_ne!(moved.compute_hash(), base);
+    }
+
+    fn notice(id: &str, events: i64) -> Vec<NewEvent> {
+        (1..=events)
+            .map(|sequence| NewEvent {
+                aggregate_type: "notice".into(),
+                aggregate_id: id.into(),
+                sequence,
+                event_type: "NoticeRecorded".into(),
+                event_version: "1".into(),
+                payload: format!("{{\"n\":{sequence}}}"),
+                metadata: "{}".into(),
+                actor: "test".into(),
+                document_number: None,
+                source_line: Some(sequence),
+                clause: None,
+            })
+            .collect()
+    }
+
+    /// The head an append starts from on SQLite is only a hint: wrong in any way, the
+    /// append stores nothing on it, takes the head row and still continues the chain.
+    #[tokio::test]
+    async fn a_wrong_head_hint_changes_nothing_but_the_way_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("log.db").display());
+        let db = Database::connect(&url).await.unwrap();
+        db.append(&notice("a", 3)).await.unwrap();
+        let known = db.last_head.expected().expect("an append notes its head");
+        assert_eq!(known.position, 3);
+        let wrong = [
+            LogHead {
+                hash: "f".repeat(64),
+                ..known.clone()
+            },
+            LogHead {
+                position: 2,
+                ..known.clone()
+            },
+            LogHead {
+                position: 40,
+                ..known.clone()
+            },
+        ];
+        for (i, hint) in wrong.into_iter().enumerate() {
+            let head = db.head_position().await.unwrap();
+            *db.last_head.lock() = Some(hint);
+            let stored = db.append(&notice(&format!("b{i}"), 2)).await.unwrap();
+            let positions: Vec<i64> = stored.iter().map(|e| e.position).collect();
+            assert_eq!(positions, [head + 1, head + 2], "hint {i}");
+            assert_eq!(db.last_head.expected().unwrap().position, head + 2);
+        }
+        // And right, it is the way in that takes no head row first.
+        let stored = db.append(&notice("c", 4)).await.unwrap();
+        assert_eq!(stored[0].position, 10);
+        let log = db.events_after(0, 100).await.unwrap();
+        assert_eq!(log.len(), 13);
+        assert_eq!(&log[9..], &stored[..]);
+        assert!(db.verify().await.unwrap().is_intact());
+        // A conflict is still reported as one.
+        assert!(matches!(
+            db.append(&notice("c", 1)).await,
+            Err(StoreError::Conflict)
+        ));
+        assert_eq!(db.head_position().await.unwrap(), 13);
+        db.close().await;
     }
 }

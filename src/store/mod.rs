@@ -177,6 +177,8 @@ pub struct Database {
     readers: Arc<readers::Readers>,
     /// SQLite only: the WAL's shared-memory index, `<database>-shm` ([`commits`]).
     wal_index: Option<Arc<commits::WalIndex>>,
+    /// SQLite only: the head this process's last append left ([`log::LastHead`]).
+    last_head: log::LastHead,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -259,6 +261,7 @@ impl Database {
             observer: Observer::default(),
             readers: Arc::new(readers),
             wal_index,
+            last_head: log::LastHead::default(),
         })
     }
 
