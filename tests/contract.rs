@@ -937,6 +937,10 @@ async fn appends_through_several_handles_continue_one_chain(db: TestDb) {
     assert_eq!(log, expected, "every append is stored as it was returned");
     let positions: Vec<i64> = log.iter().map(|e| e.position).collect();
     assert_eq!(positions, (1..=log.len() as i64).collect::<Vec<_>>());
+    // `--as-recorded-at` takes the last position recorded by an instant.
+    for pair in log.windows(2) {
+        assert!(pair[0].recorded_at <= pair[1].recorded_at, "{pair:?}");
+    }
     assert!(second.verify().await.unwrap().is_intact());
     assert_eq!(first.head_position().await.unwrap(), log.len() as i64);
     first.close().await;

@@ -132,10 +132,11 @@ impl StoredEvent {
             source_line: self.source_line,
             clause: self.clause.as_deref(),
         };
-        let json = serde_json::to_string(&canonical).expect("canonical event serialises");
         let mut hasher = Sha256::new();
         hasher.update(self.prev_hash.as_bytes());
-        hasher.update(json.as_bytes());
+        // Serialised straight into the hash: the same bytes `to_string` would make, without
+        // building them first.
+        serde_json::to_writer(&mut hasher, &canonical).expect("canonical event serialises");
         hex::encode(hasher.finalize())
     }
 }
@@ -292,6 +293,10 @@ impl Database {
     /// `Ok(None)` (rolled back, nothing stored) when it no longer is. A stale head cannot
     /// store a row either: its positions are taken (the log has no gaps), so the INSERT
     /// fails with a unique violation ([`StoreError::Conflict`]), also rolled back.
+    ///
+    /// `recorded_at` is read before the lock, but after the hint: the hint is a commit of
+    /// this process, and the append succeeds only if nothing committed after it, so times
+    /// still never decrease along positions (`--as-recorded-at` relies on it).
     async fn append_after(
         &self,
         connection: &mut AnyConnection,
