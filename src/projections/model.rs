@@ -1498,7 +1498,6 @@ fn unknown<'a>(names: &[&'a str], known: impl Fn(&str) -> bool) -> Vec<&'a str> 
         .collect()
 }
 
-/// `$from, $from+1, …` (`n` numbered parameters).
 /// Versions read from the database, by their post.
 fn by_post(versions: Vec<Version>) -> HashMap<PostKey, Vec<Version>> {
     let mut found: HashMap<PostKey, Vec<Version>> = HashMap::new();
@@ -1511,6 +1510,7 @@ fn by_post(versions: Vec<Version>) -> HashMap<PostKey, Vec<Version>> {
     found
 }
 
+/// `$from, $from+1, …` (`n` numbered parameters).
 fn numbered(from: usize, n: usize) -> String {
     (from..from + n)
         .map(|i| format!("${i}"))

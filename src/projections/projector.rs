@@ -525,8 +525,8 @@ async fn vacuum_analyze(db: &Database) {
 const ANALYZE_FROM_EVENTS: i64 = 10_000;
 
 /// A rebuild's events, batch after batch, read by a task of their own
-/// ([`Database::read_log`], on a connection opened for it) and decoded by another while the rebuild applies the previous batch:
-/// reading and decoding rows is about as much work as projecting them (BENCHMARKS.md,
+/// ([`Database::read_log`], on a connection opened for it) and decoded by another while
+/// the rebuild applies the previous batch: reading and decoding rows is about as much work as projecting them (BENCHMARKS.md,
 /// session 4), and the three overlap (a batch is read while the one before is decoded).
 /// An empty batch ends the log. Consistent with the rebuild's transaction: on SQLite that
 /// transaction holds the write lock from its first statement, so no event can be appended

@@ -462,18 +462,15 @@ impl State {
             .collect()
     }
 
-    /// The kept tenures of `post` that hold on `on`.
+    /// The kept tenures of `post` that hold on `on`: those whose packed dates rule them out
+    /// are passed over, the rest checked by [`holding`](Self::holding).
     fn holding_post(&self, post: &Post, on: &str) -> Vec<Tenure> {
-        let Some(day) = date_key(on) else {
-            return self.holding(post.tenures.iter().map(|t| &t.id), on);
+        let day = date_key(on);
+        let may_hold = |t: &&Kept| match (day, t.dates) {
+            (Some(day), Some(dates)) => dates.hold_on(day),
+            _ => true,
         };
-        post.tenures
-            .iter()
-            .filter(|t| t.dates.is_none_or(|dates| dates.hold_on(day)))
-            .filter_map(|t| self.tenures.get(&t.id))
-            .filter(|t| t.holds_on(on))
-            .cloned()
-            .collect()
+        self.holding(post.tenures.iter().filter(may_hold).map(|t| &t.id), on)
     }
 
     /// [`Queries::resolve_person`], on the records in memory.

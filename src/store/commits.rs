@@ -5,8 +5,9 @@
 //! <https://www.sqlite.org/walformat.html>, §2.1) changes with each transaction committed:
 //! its `iChange` counter, the last valid frame `mxFrame`, the frame checksums, and the
 //! salts when the WAL restarts. Reading those bytes is a `pread` of a file the page cache
-//! holds; a statement on SQLite is a round trip to the connection's worker thread. [`Database::commit_stamp`](super::Database::commit_stamp) reads it, so a caller
-//! that read something at stamp `S` knows, while the stamp is still `S`, that nothing was
+//! holds; a statement on SQLite is a round trip to the connection's worker thread.
+//! [`Database::commit_stamp`](super::Database::commit_stamp) reads it, so a caller that
+//! read something at stamp `S` knows, while the stamp is still `S`, that nothing was
 //! committed since, by this process or any other.
 //!
 //! SQLite writes the header twice (second copy first) and its readers take it only when

@@ -248,16 +248,8 @@ impl Database {
             return Ok(Vec::new());
         }
         let mut connection = self.pool().acquire().await?;
-        self.append_on(&mut connection, events).await
-    }
-
-    async fn append_on(
-        &self,
-        connection: &mut AnyConnection,
-        events: &[NewEvent],
-    ) -> Result<Vec<StoredEvent>, StoreError> {
         if let Some(head) = self.last_head.expected() {
-            match self.append_after(connection, &head, events).await {
+            match self.append_after(&mut connection, &head, events).await {
                 Ok(Some(stored)) => return Ok(stored),
                 // The head moved (another writer, or a concurrent append of this process)
                 // or the rows conflict: the general path below tells which.
@@ -268,7 +260,7 @@ impl Database {
                 }
             }
         }
-        let mut tx = Connection::begin(connection).await?;
+        let mut tx = Connection::begin(&mut *connection).await?;
         let count = i64::try_from(events.len()).map_err(|_| StoreError::Conflict)?;
         let head = sqlx::query(
             "UPDATE event_log_head SET position = position + $1 WHERE id = 1 \
@@ -280,9 +272,7 @@ impl Database {
         let new_head: i64 = head.try_get("position")?;
         let prev_hash: String = head.try_get("hash")?;
         let stored = chain(events, new_head - count + 1, prev_hash, &now_utc());
-        if !insert_rows_and_head(&mut tx, self.backend(), &stored, None).await? {
-            return Err(StoreError::Corrupt("the log's head row is missing".into()));
-        }
+        insert_rows_and_head(&mut tx, self.backend(), &stored, None).await?;
         self.observe_and_commit(tx, stored).await
     }
 
@@ -379,9 +369,7 @@ impl Database {
             }
             prev_hash = e.hash.clone();
         }
-        if !insert_rows_and_head(&mut tx, self.backend(), events, None).await? {
-            return Err(StoreError::Corrupt("the log's head row is missing".into()));
-        }
+        insert_rows_and_head(&mut tx, self.backend(), events, None).await?;
         tx.commit().await?;
         self.last_head.committed(self.backend(), last);
         Ok(())
@@ -605,7 +593,8 @@ impl LastHead {
 /// Inserts `rows` and moves the head row to their last, in the transaction of the append.
 /// With `expected`, the head row is moved only where it still is `expected`; `Ok(false)`
 /// when it was not (nothing to commit then). Without, the head's position was moved already
-/// (`UPDATE … RETURNING`) and only its hash is set.
+/// (`UPDATE … RETURNING`) and only its hash is set; a head row that is not there is
+/// [`StoreError::Corrupt`].
 ///
 /// On SQLite the last INSERT and the head's UPDATE go as one statement list (sqlx binds `?`
 /// parameters across them in order, and reports the rows both changed): each statement is
@@ -635,6 +624,9 @@ async fn insert_rows_and_head(
         let sql = head.sql(backend);
         let changed = head.bind(sqlx::query(&sql)).execute(&mut **tx).await?;
         moved = changed.rows_affected() == 1;
+    }
+    if !moved && expected.is_none() {
+        return Err(StoreError::Corrupt("the log's head row is missing".into()));
     }
     Ok(moved)
 }
