@@ -32,6 +32,7 @@ backend_suite!(
     verify_detects_tampering_with_the_exact_position,
     projections_catch_up_after_a_crash_between_append_and_projection,
     an_append_projects_itself_in_its_transaction,
+    an_append_hands_its_caller_what_the_read_models_hold,
     concurrent_overlapping_ingests_lose_and_duplicate_nothing,
     queries_refuse_bad_arguments,
     read_connections_cannot_write,
@@ -577,6 +578,87 @@ async fn an_append_projects_itself_in_its_transaction(db: TestDb) {
     let incremental = export_json(&registry).await;
     registry.projector().rebuild().await.unwrap();
     assert_eq!(export_json(&registry).await, incremental);
+}
+
+/// The receipt an append's projection leaves for its caller is what the read models then
+/// hold for the notice, and the ingest reports from it what a read would have said.
+async fn an_append_hands_its_caller_what_the_read_models_hold(db: TestDb) {
+    let registry = seeded(&db).await;
+    let all = |rows: &[NewEvent]| (1..=rows.len()).collect::<Vec<usize>>();
+    // Recorded and projected in one append: a receipt, taken once.
+    let rows = raw_events(&registry, 3, "免去王五同志市财政局副局长职务");
+    let id = rows[0].aggregate_id.clone();
+    let stored = registry.database().append(&rows).await.unwrap();
+    let receipt = registry
+        .projector()
+        .take_receipt(&id, &all(&rows))
+        .expect("a receipt of the append");
+    let view = registry.queries().notice_summary(&id).await.unwrap();
+    let positions: Vec<(usize, i64)> = stored
+        .iter()
+        .map(|e| (e.sequence as usize, e.position))
+        .collect();
+    assert_eq!(receipt.events, positions);
+    assert_eq!(receipt.title, view.title);
+    assert_eq!(receipt.document_number, view.document_number);
+    assert_eq!(receipt.warnings, view.warnings);
+    assert_eq!(receipt.warnings.len(), 1, "{:?}", receipt.warnings);
+    assert!(registry
+        .projector()
+        .take_receipt(&id, &all(&rows))
+        .is_none());
+    // Appended while the read models lag: left to catch-up, no receipt.
+    let bare = Database::connect(&db.url).await.unwrap();
+    bare.append(&raw_events(&registry, 4, "赵六同志任市财政局副局长"))
+        .await
+        .unwrap();
+    bare.close().await;
+    let rows = raw_events(&registry, 5, "钱七同志任市财政局副局长");
+    registry.database().append(&rows).await.unwrap();
+    let lagging = registry
+        .projector()
+        .take_receipt(&rows[0].aggregate_id, &all(&rows));
+    assert!(lagging.is_none(), "{lagging:?}");
+    registry.projector().catch_up().await.unwrap();
+    // Ingests report what the read models hold, flags included (removals of holders never
+    // recorded, second holders of one-seat posts).
+    let mut warned = 0;
+    for n in 10..60 {
+        let out = registry
+            .ingest(&generated_notice(n), &actor())
+            .await
+            .unwrap()
+            .remove(0);
+        let view = registry
+            .queries()
+            .notice_summary(&out.notice_id)
+            .await
+            .unwrap();
+        let positions = registry
+            .database()
+            .event_positions("notice", &out.notice_id, 1)
+            .await
+            .unwrap();
+        let first = positions.first().map(|(_, p)| *p);
+        assert_eq!(out.first_position, first);
+        assert_eq!(out.last_position, positions.last().map(|(_, p)| *p));
+        assert_eq!(out.events_appended, positions.len());
+        assert_eq!(out.title, view.title);
+        assert_eq!(out.document_number, view.document_number);
+        let raised: Vec<_> = view
+            .warnings
+            .into_iter()
+            .filter(|w| first.is_some_and(|f| w.position >= f))
+            .collect();
+        assert_eq!(out.warnings, raised, "notice {n}");
+        warned += out.warnings.len();
+        let sequences: Vec<usize> = positions.iter().map(|(s, _)| *s as usize).collect();
+        let left = registry
+            .projector()
+            .take_receipt(&out.notice_id, &sequences);
+        assert!(left.is_none(), "the ingest took its receipt: {left:?}");
+    }
+    assert!(warned > 0, "the notices raised no warning to compare");
 }
 
 async fn projections_catch_up_after_a_crash_between_append_and_projection(db: TestDb) {

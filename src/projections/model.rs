@@ -30,6 +30,7 @@ use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
 use sqlx::{Any, AnyConnection, Row};
 
+use super::queries::NoticeWarning;
 use crate::domain::events::PostFact;
 use crate::store::log::placeholders;
 use crate::store::{Backend, StoreError, StoredEvent};
@@ -659,6 +660,32 @@ impl Model {
     /// Rows buffered, to bound a long replay's memory.
     pub fn buffered_rows(&self) -> usize {
         self.out.buffered_rows()
+    }
+
+    /// The warnings on `notice_id` buffered and not yet flushed, in the order the read model
+    /// lists a notice's warnings (position, then seq).
+    pub fn buffered_warnings(&self, notice_id: &str) -> Vec<NoticeWarning> {
+        let mut found: Vec<(i64, i64, NoticeWarning)> = self
+            .out
+            .warnings
+            .cells
+            .chunks_exact(self.out.warnings.columns)
+            .filter_map(|row| match row {
+                [Cell::Int(Some(position)), Cell::Int(Some(seq)), Cell::Text(Some(notice)), Cell::Int(line), Cell::Text(Some(message))]
+                    if notice == notice_id =>
+                {
+                    let warning = NoticeWarning {
+                        position: *position,
+                        line: *line,
+                        message: message.clone(),
+                    };
+                    Some((*position, *seq, warning))
+                }
+                _ => None,
+            })
+            .collect();
+        found.sort_by_key(|(position, seq, _)| (*position, *seq));
+        found.into_iter().map(|(_, _, warning)| warning).collect()
     }
 
     // --- notices ---

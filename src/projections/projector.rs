@@ -9,6 +9,7 @@
 //! it left it, so a busy server's ingest reads the read models only for keys it has not
 //! seen; a rebuild starts from empty tables and never reads them.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,7 @@ use sqlx::{Any, FromRow, Row, Transaction};
 use tokio::task::JoinHandle;
 
 use super::model::{Cell, Conn, Model, NoticeContext, NoticeRun, TenureRow, Writes};
+use super::queries::NoticeWarning;
 use super::shadow::{Shadow, SWAP_WAIT};
 use crate::domain::events::{FactWithdrawn, NoticeCorrected, PersonSplit, PersonsMerged};
 use crate::domain::posts::is_head_post;
@@ -72,8 +74,11 @@ pub struct Projector {
     upcasters: Upcasters,
     /// The model of the last committed batch, reused while the checkpoint has not moved.
     kept: Arc<Mutex<Option<Model>>>,
-    /// The model of an append's projection, kept once that append has committed.
-    appended: Arc<Mutex<Option<Model>>>,
+    /// The model of an append's projection, kept once that append has committed, and the
+    /// receipt of that projection.
+    appended: Arc<Mutex<Option<Projected>>>,
+    /// Receipts of committed appends' projections, until their callers take them.
+    receipts: Arc<Mutex<VecDeque<Receipt>>>,
     /// Log head when this process last refreshed PostgreSQL's statistics (or first saw the
     /// log); 0 before that. See [`Projector::keep_statistics_fresh`].
     analyzed_at: Arc<AtomicI64>,
@@ -149,6 +154,7 @@ impl Projector {
             upcasters: Arc::new(crate::store::upcasters()),
             kept: Arc::new(Mutex::new(None)),
             appended: Arc::new(Mutex::new(None)),
+            receipts: Arc::new(Mutex::new(VecDeque::new())),
             analyzed_at: Arc::new(AtomicI64::new(0)),
             rebuild_sizes: (BATCH, REBUILD_FLUSH_ROWS),
             bulk_loads: Arc::new(AtomicUsize::new(0)),
@@ -226,12 +232,28 @@ impl Projector {
         let mut conn = Conn::of(tx);
         self.apply_events(&mut conn, &mut model, (events, &decoded), After::Nothing)
             .await?;
+        let receipt = Receipt::of(events, &decoded, &model);
         model.flush(&mut conn).await?;
         move_checkpoint(tx, last.position).await?;
         // Kept only once the append commits (`committed`): a model that believes writes a
-        // failed or cancelled commit undid must never be reused.
-        *self.appended.lock().unwrap_or_else(|e| e.into_inner()) = Some(model);
+        // failed or cancelled commit undid must never be reused, nor a receipt of them.
+        *self.appended.lock().unwrap_or_else(|e| e.into_inner()) = Some((model, receipt));
         Ok(())
+    }
+
+    /// The receipt of the committed append of `sequences` (in order) of notice
+    /// `aggregate_id`, if that append recorded the notice and projected it in its own
+    /// transaction; taken once. Without one, the caller reads the read models.
+    pub fn take_receipt(&self, aggregate_id: &str, sequences: &[usize]) -> Option<Receipt> {
+        let mut receipts = self.receipts.lock().unwrap_or_else(|e| e.into_inner());
+        let index = receipts.iter().position(|r| {
+            r.aggregate_id == aggregate_id
+                && r.events
+                    .iter()
+                    .map(|(sequence, _)| *sequence)
+                    .eq(sequences.iter().copied())
+        })?;
+        receipts.remove(index)
     }
 
     /// Drops every read model and replays the whole log in one transaction: readers see the
@@ -491,11 +513,70 @@ impl AppendObserver for Projector {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         // Only the model of this very append (another may have projected since).
-        if let (Some(model), Some(last)) = (model, events.last()) {
+        if let (Some((model, receipt)), Some(last)) = (model, events.last()) {
             if model.last_hash() == Some(last.hash.as_str()) {
+                if let Some(receipt) = receipt {
+                    let mut receipts = self.receipts.lock().unwrap_or_else(|e| e.into_inner());
+                    if receipts.len() == RECEIPTS_KEPT {
+                        receipts.pop_front();
+                    }
+                    receipts.push_back(receipt);
+                }
                 self.keep_model(model);
             }
         }
+    }
+}
+
+/// Receipts kept for callers that have not taken theirs yet (an append through a bare
+/// `Database` or by a caller that reports nothing leaves one behind; the oldest go first).
+const RECEIPTS_KEPT: usize = 64;
+
+/// An append's projection, waiting for the append to commit: its model and its receipt.
+type Projected = (Model, Option<Receipt>);
+
+/// What an append's projection wrote for a notice it recorded, handed to the caller that
+/// appended ([`Projector::take_receipt`]) so that its report — positions, title, warnings —
+/// needs no read after the commit. It says what the read models held for that notice when
+/// the append committed: the rows `rm_notices` and `rm_notice_warnings` got from these events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub aggregate_id: String,
+    /// (sequence, position) of each appended event, in order.
+    pub events: Vec<(usize, i64)>,
+    pub document_number: Option<String>,
+    pub title: String,
+    /// The warnings the projection raised on this notice, in the read model's order.
+    pub warnings: Vec<NoticeWarning>,
+}
+
+impl Receipt {
+    /// The receipt of projecting `events` into `model` (before its flush): only for the
+    /// append that recorded a notice, all of whose events are that notice's.
+    fn of(events: &[StoredEvent], decoded: &[RegistryEvent], model: &Model) -> Option<Self> {
+        let first = events.first()?;
+        let recorded = decoded.iter().find_map(|d| match d {
+            RegistryEvent::NoticeRecorded(n) => Some(n),
+            _ => None,
+        })?;
+        if events.iter().any(|e| e.aggregate_id != first.aggregate_id) {
+            return None;
+        }
+        Some(Self {
+            aggregate_id: first.aggregate_id.clone(),
+            events: events
+                .iter()
+                .map(|e| {
+                    (
+                        usize::try_from(e.sequence).unwrap_or(usize::MAX),
+                        e.position,
+                    )
+                })
+                .collect(),
+            document_number: recorded.document_number.clone(),
+            title: recorded.title.clone(),
+            warnings: model.buffered_warnings(&first.aggregate_id),
+        })
     }
 }
 

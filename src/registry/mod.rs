@@ -18,6 +18,7 @@ use crate::domain::{
     PersonError,
 };
 use crate::notice::{self, AliasTable, Diagnostic, Notice, ParseOutput};
+use crate::projections::projector::Receipt;
 use crate::projections::resident::ResidentTenures;
 use crate::projections::{NoticeWarning, Projector, Queries, QueryError};
 use crate::store::repository::{META_ACTOR, META_DOCUMENT_NUMBER};
@@ -382,8 +383,45 @@ impl Registry {
         Ok(outcome)
     }
 
-    /// Catches the projections up after a command and reports what it appended.
+    /// Reports what a command appended: from the receipt of its projection when the append
+    /// recorded a notice and projected it in its own transaction (no read after the
+    /// commit), otherwise from the read models once the projections have caught up.
     async fn outcome(
+        &self,
+        aggregate_id: &str,
+        appended: &[usize],
+    ) -> Result<IngestOutcome, RegistryError> {
+        match self.projector.take_receipt(aggregate_id, appended) {
+            Some(receipt) => Ok(self.outcome_of(receipt)),
+            None => self.outcome_from_read_models(aggregate_id, appended).await,
+        }
+    }
+
+    /// The outcome of an append that recorded a notice, from its projection's receipt.
+    fn outcome_of(&self, receipt: Receipt) -> IngestOutcome {
+        let first = receipt.events.first().map(|(_, position)| *position);
+        let last = receipt.events.last().map(|(_, position)| *position);
+        if let Some(last) = last {
+            self.projector.keep_statistics_fresh(last);
+        }
+        IngestOutcome {
+            notice_id: receipt.aggregate_id,
+            document_number: receipt.document_number,
+            title: receipt.title,
+            already_recorded: receipt.events.is_empty(),
+            corrected: false,
+            events_appended: receipt.events.len(),
+            first_position: first,
+            last_position: last,
+            // Raised by this projection, so by this command's events.
+            warnings: receipt.warnings,
+            revoked_notices: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    /// Catches the projections up after a command and reports what it appended.
+    async fn outcome_from_read_models(
         &self,
         aggregate_id: &str,
         appended: &[usize],
