@@ -149,3 +149,38 @@ fn ingest_then_query_as_json_and_bad_dates_are_refused() {
     let out = renmian(&["verify"], None, &db);
     assert!(out.status.success());
 }
+
+#[test]
+fn the_database_file_alone_holds_an_ingest_once_the_command_exits() {
+    let (dir, db) = temp_db();
+    let out = renmian(&["ingest", "seeds/linxiang-gazette-2023-no2.md"], None, &db);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The write-ahead log was checkpointed into the file and removed when the command closed
+    // the database, so a copy of the file alone (what a backup takes) has the notice.
+    let file = dir.path().join("cli.db");
+    let wal = dir.path().join("cli.db-wal");
+    assert!(!wal.exists(), "the write-ahead log was left behind");
+    let copy = dir.path().join("copy.db");
+    std::fs::copy(&file, &copy).unwrap();
+    let copied = format!("sqlite://{}", copy.display());
+    let out = renmian(
+        &[
+            "holders",
+            "--org",
+            "市教体局",
+            "--post",
+            "副局长",
+            "--on",
+            "2023-05-01",
+            "--json",
+        ],
+        None,
+        &copied,
+    );
+    let holders: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(holders[0]["person"], "钟炎夫", "{holders}");
+}

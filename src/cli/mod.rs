@@ -330,7 +330,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .map(|()| ExitCode::SUCCESS);
     }
     let registry = Registry::open(&cli.database).await?;
-    match cli.command {
+    let done = execute(&registry, cli.command).await;
+    // Closed before the process exits: on SQLite the last connection to close checkpoints
+    // the write-ahead log into the database file and removes it, so the file alone (a
+    // copy, a backup) holds everything this command wrote.
+    registry.database().close().await;
+    done
+}
+
+/// Runs a command that needs the registry.
+async fn execute(registry: &Registry, command: Command) -> anyhow::Result<ExitCode> {
+    match command {
         Command::Parse { .. } | Command::Serve(_) | Command::GenNotices(_) => {
             unreachable!("handled above")
         }
@@ -372,7 +382,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             as_of,
             json,
         } => {
-            let queries = as_of.queries(&registry).await?;
+            let queries = as_of.queries(registry).await?;
             let tenures = queries.holders(&org, &post, on.date()?).await?;
             show_tenures(&tenures, json)?;
         }
@@ -382,7 +392,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             as_of,
             json,
         } => {
-            let queries = as_of.queries(&registry).await?;
+            let queries = as_of.queries(registry).await?;
             let tenures = queries.holdings(&person, on.date()?).await?;
             show_tenures(&tenures, json)?;
         }
@@ -393,7 +403,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             as_of,
             json,
         } => {
-            let queries = as_of.queries(&registry).await?;
+            let queries = as_of.queries(registry).await?;
             let tenures = match (org, person) {
                 (Some(org), _) => queries.post_history(&org, post.as_deref()).await?,
                 (None, Some(person)) => queries.person_history(&person).await?,
@@ -408,7 +418,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             as_of,
             json,
         } => {
-            let queries = as_of.queries(&registry).await?;
+            let queries = as_of.queries(registry).await?;
             let probations = if all {
                 queries.all_probations(on.date()?).await?
             } else {
@@ -481,7 +491,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         } => match document_number {
             Some(number) => {
-                let view = as_of.queries(&registry).await?.notice(&number).await?;
+                let view = as_of.queries(registry).await?.notice(&number).await?;
                 if json {
                     print_json(&view)?;
                 } else {
@@ -490,7 +500,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             None => {
                 let views = as_of
-                    .queries(&registry)
+                    .queries(registry)
                     .await?
                     .notices(0, i64::MAX, false)
                     .await?;

@@ -210,8 +210,21 @@ pub async fn serve(database: &str, args: ServeArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    run_server(registry, listener, config, shutdown_signal()).await
+    let served = run_server(registry.clone(), listener, config, shutdown_signal()).await;
+    // As the CLI does after every command (on SQLite the last connection to close
+    // checkpoints the write-ahead log into the file and removes it), but bounded: a task
+    // still holding a connection must not keep a stopping server alive.
+    if tokio::time::timeout(CLOSE_WAIT, registry.database().close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the database did not close within {CLOSE_WAIT:?}; exiting anyway");
+    }
+    served
 }
+
+/// Longest wait for the database to close when the server stops.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// The first day whose holders and holdings `serve` answers from memory: January 1st,
 /// `years` years back; with 0, a date no question reaches.
