@@ -7,7 +7,8 @@
 //! rows into a table with only its primary key and the five secondary indexes built
 //! afterwards, one sort each (BENCHMARKS.md, session 9).
 //!
-//! How, all in the rebuild's transaction:
+//! How, all in the rebuild's transaction (on a `PgConnection`: the rebuild writes its rows
+//! with `COPY`, which sqlx `Any` cannot send):
 //! 1. [`Shadow::create`]: schema [`SHADOW_SCHEMA`]; in it, each read-model table `LIKE` the
 //!    live one (columns, defaults, checks, column comments, storage, statistics), with its
 //!    primary key and unique constraints (the projector's `ON CONFLICT` clauses need them),
@@ -31,7 +32,8 @@
 
 use std::time::{Duration, Instant};
 
-use sqlx::{Acquire, Any, AnyConnection, Row, Transaction};
+use sqlx::postgres::PgConnection;
+use sqlx::{Acquire, Postgres, Row, Transaction};
 
 use super::projector::READ_MODEL_TABLES;
 use crate::store::StoreError;
@@ -61,7 +63,7 @@ pub struct Shadow {
 
 impl Shadow {
     /// Creates the new, empty tables and points the transaction's unqualified names at them.
-    pub async fn create(tx: &mut AnyConnection) -> Result<Self, StoreError> {
+    pub async fn create(tx: &mut PgConnection) -> Result<Self, StoreError> {
         let row = sqlx::query(
             "SELECT quote_ident(n.nspname) AS live_schema, \
              current_setting('search_path') AS search_path \
@@ -109,7 +111,7 @@ impl Shadow {
     /// `wait` while readers hold the live tables.
     pub async fn swap(
         self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut Transaction<'static, Postgres>,
         wait: Duration,
     ) -> Result<(), StoreError> {
         for statement in &self.indexes {
@@ -152,7 +154,7 @@ impl Shadow {
     }
 
     /// Locks the live tables at once, drops them and moves the new ones in.
-    async fn replace_live(&self, tx: &mut AnyConnection) -> Result<(), sqlx::Error> {
+    async fn replace_live(&self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
         let live: Vec<String> = READ_MODEL_TABLES
             .iter()
             .map(|table| format!("{}.{table}", self.live_schema))
@@ -185,7 +187,7 @@ fn gives_way(e: &sqlx::Error) -> bool {
 /// primary key and unique constraints of `live` (same names) with their comments, its
 /// storage parameters, its comment and its grants.
 async fn copied_definitions(
-    tx: &mut AnyConnection,
+    tx: &mut PgConnection,
     live: &str,
     new: &str,
 ) -> Result<Vec<String>, StoreError> {
@@ -229,7 +231,7 @@ async fn copied_definitions(
 /// The secondary indexes of `live` (those of no constraint), as statements creating them on
 /// `new` under the same names; then the comments on any of its indexes.
 async fn secondary_indexes(
-    tx: &mut AnyConnection,
+    tx: &mut PgConnection,
     live: &str,
     new: &str,
 ) -> Result<(Vec<String>, Vec<String>), StoreError> {
@@ -283,7 +285,7 @@ fn retarget(definition: &str, live: &str, new: &str) -> Option<String> {
     ))
 }
 
-async fn set_search_path(tx: &mut AnyConnection, path: &str) -> Result<(), StoreError> {
+async fn set_search_path(tx: &mut PgConnection, path: &str) -> Result<(), StoreError> {
     sqlx::query("SELECT set_config('search_path', $1, true)")
         .bind(path)
         .execute(&mut *tx)
@@ -291,7 +293,7 @@ async fn set_search_path(tx: &mut AnyConnection, path: &str) -> Result<(), Store
     Ok(())
 }
 
-async fn execute(tx: &mut AnyConnection, statement: &str) -> Result<(), StoreError> {
+async fn execute(tx: &mut PgConnection, statement: &str) -> Result<(), StoreError> {
     sqlx::query(statement).execute(&mut *tx).await?;
     Ok(())
 }

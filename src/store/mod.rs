@@ -35,7 +35,8 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyPool, ConnectOptions, Executor, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Any, AnyPool, ConnectOptions, Executor, Postgres, Transaction};
 
 pub use commits::CommitStamp;
 pub use integrity::{Acknowledgement, Anomaly, IntegrityReport};
@@ -179,6 +180,7 @@ pub struct Database {
     wal_index: Option<Arc<commits::WalIndex>>,
     /// SQLite only: the head this process's last append left ([`log::LastHead`]).
     last_head: log::LastHead,
+    bounds: DatabaseOptions,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -262,7 +264,36 @@ impl Database {
             readers: Arc::new(readers),
             wal_index,
             last_head: log::LastHead::default(),
+            bounds,
         })
+    }
+
+    /// PostgreSQL: a transaction on a connection of the driver's own type, with the time
+    /// bounds of the pool's, on a pool of one connection of its own (close it after the
+    /// commit). A rebuild writes its rows through it with `COPY`, which sqlx `Any` cannot
+    /// send.
+    pub async fn postgres_transaction(
+        &self,
+    ) -> Result<(PgPool, Transaction<'static, Postgres>), StoreError> {
+        let statement_ms = self.bounds.statement_timeout.as_millis().max(1);
+        let url = &self.pool.connect_options().database_url;
+        let options = PgConnectOptions::from_url(url)?
+            .options([
+                ("statement_timeout", statement_ms.to_string()),
+                (
+                    "idle_in_transaction_session_timeout",
+                    statement_ms.saturating_mul(2).to_string(),
+                ),
+            ])
+            .log_statements(tracing::log::LevelFilter::Trace)
+            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2));
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(self.bounds.acquire_timeout)
+            .connect_with(options)
+            .await?;
+        let tx = pool.begin().await?;
+        Ok((pool, tx))
     }
 
     /// A stamp that changes whenever a transaction commits to the database, in any
