@@ -119,6 +119,21 @@ async fn the_log_moves_from_sqlite_to_postgres_intact() {
         verified,
         format!("ok: hash chain intact over {lines} events (head position {lines})\n")
     );
+    if target.backend == "postgres" {
+        // The log that grew from nothing in one go has the planner's statistics.
+        use sqlx::{Connection, Row};
+        let mut conn = sqlx::PgConnection::connect(&target.url).await.unwrap();
+        let analysed = sqlx::query(
+            "SELECT count(*) AS n FROM pg_statistic WHERE starelid = 'events'::regclass",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert!(
+            analysed.get::<i64, _>("n") > 0,
+            "events not analysed after load-events"
+        );
+    }
     assert_eq!(
         ok(&target.url, &["export", "--json"]),
         ok(&source.url, &["export", "--json"]),

@@ -290,3 +290,53 @@ async fn a_swap_kept_waiting_gives_up_and_changes_nothing() {
     assert_eq!(export_json(&registry).await, incremental);
     assert_eq!(registry.projector().checkpoint().await.unwrap(), checkpoint);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_swapped_in_tables_go_live_analysed_with_their_copied_rows_frozen() {
+    let Some((db, registry)) = postgres_with_history().await else {
+        return;
+    };
+    let mut conn = connect(&db).await;
+    registry.projector().rebuild().await.unwrap();
+    // Statistics of the new tables came with them (analysed before the swap, not by a
+    // VACUUM after the commit that a planner could race).
+    let unanalysed: Vec<String> = sqlx::query(
+        "SELECT c.relname::text AS name FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = current_schema() AND c.relkind = 'r' AND c.relname LIKE 'rm\\_%' \
+           AND c.relname <> 'rm_ingest_requests' \
+           AND NOT EXISTS (SELECT 1 FROM pg_statistic s WHERE s.starelid = c.oid) \
+         ORDER BY 1",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap()
+    .iter()
+    .map(|row| row.get("name"))
+    .collect();
+    assert!(unanalysed.is_empty(), "no statistics: {unanalysed:?}");
+    // The tenure versions went in with COPY … FREEZE: their pages are all-frozen in the
+    // visibility map (a VACUUM of young rows would mark them all-visible, not frozen; the
+    // tables written with INSERT … ON CONFLICT are not).
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_visibility")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let pages = "SELECT all_visible, all_frozen FROM pg_visibility_map_summary($1::regclass)";
+    let tenures = sqlx::query(pages)
+        .bind("rm_tenures")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let (visible, frozen): (i64, i64) = (tenures.get("all_visible"), tenures.get("all_frozen"));
+    assert!(
+        frozen > 0 && frozen == visible,
+        "{frozen} of {visible} pages frozen"
+    );
+    let posts = sqlx::query(pages)
+        .bind("rm_posts")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(posts.get::<i64, _>("all_frozen"), 0);
+}

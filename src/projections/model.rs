@@ -483,7 +483,7 @@ async fn copy_in(pg: &mut PgConnection, insert: &str, data: Vec<String>) -> Resu
         .and_then(|t| t.strip_suffix("VALUES"))
         .ok_or_else(|| StoreError::Corrupt(format!("not an INSERT to copy: {insert}")))?;
     let mut copy = pg
-        .copy_in_raw(&format!("COPY {} FROM STDIN", target.trim()))
+        .copy_in_raw(&format!("COPY {} FROM STDIN WITH (FREEZE)", target.trim()))
         .await?;
     for piece in data {
         copy.send(piece.into_bytes()).await?;

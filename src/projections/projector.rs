@@ -337,12 +337,12 @@ impl Projector {
         times.committed();
         *self.kept.lock().unwrap_or_else(|e| e.into_inner()) =
             model.worth_keeping(false).then_some(model);
-        // PostgreSQL: statistics for the tables just filled (without them the planner costs
-        // a 1M-row table as nearly empty: a holdings query took 590 ms on the wrong index
-        // instead of 0.2 ms, until autovacuum got round to it), and the dead row versions
-        // its UPDATEs left vacuumed away (notices' fact counts, tenure versions closed after
-        // they were written: few, since a rebuild holds open versions back).
-        vacuum_analyze(&self.db).await;
+        // PostgreSQL: the dead row versions its UPDATEs left vacuumed away (notices' fact
+        // counts, tenure versions closed after they were written: few, since a rebuild
+        // holds open versions back; the rows it copied are frozen and visible to all
+        // already). The tables were analysed before the swap (`shadow.rs`), and a rebuild
+        // does not change the log.
+        vacuum(&self.db, Upkeep::AfterRebuild).await;
         times.report(checkpoint);
         Ok(checkpoint)
     }
@@ -406,7 +406,7 @@ impl Projector {
             .is_ok()
         {
             let db = self.db.clone();
-            tokio::spawn(async move { vacuum_analyze(&db).await });
+            tokio::spawn(async move { vacuum(&db, Upkeep::Growing).await });
         }
     }
 
@@ -591,20 +591,33 @@ impl Receipt {
     }
 }
 
-/// PostgreSQL, best effort (a failure is logged and leaves it to autovacuum): `VACUUM
-/// (ANALYZE)` of the read models — fresh planner statistics, and the dead row versions of
-/// UPDATEs (closed tenure versions, also during a rebuild) cleared from their indexes,
-/// which a holders scan otherwise visits one heap block each (migration 0009) — then
-/// `ANALYZE` of the event log. In the simple query protocol, one statement per call:
-/// VACUUM cannot run in a transaction block.
-async fn vacuum_analyze(db: &Database) {
+/// What [`vacuum`] does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Upkeep {
+    /// While the log grows: `VACUUM (ANALYZE)` of the read models, then `ANALYZE` of the
+    /// event log.
+    Growing,
+    /// After a rebuild: `VACUUM` of the read models only.
+    AfterRebuild,
+}
+
+/// PostgreSQL, best effort (a failure is logged and leaves it to autovacuum): `VACUUM` of
+/// the read models — the dead row versions of UPDATEs (closed tenure versions, also during
+/// a rebuild) cleared from their indexes, which a holders scan otherwise visits one heap
+/// block each (migration 0009) — with fresh planner statistics as `upkeep` says. In the
+/// simple query protocol, one statement per call: VACUUM cannot run in a transaction block.
+async fn vacuum(db: &Database, upkeep: Upkeep) {
     if db.backend() != Backend::Postgres {
         return;
     }
-    let statements = [
-        format!("VACUUM (ANALYZE) {}", READ_MODEL_TABLES.join(", ")),
-        "ANALYZE events".to_string(),
-    ];
+    let tables = READ_MODEL_TABLES.join(", ");
+    let statements = match upkeep {
+        Upkeep::Growing => vec![
+            format!("VACUUM (ANALYZE) {tables}"),
+            "ANALYZE events".to_string(),
+        ],
+        Upkeep::AfterRebuild => vec![format!("VACUUM {tables}")],
+    };
     for sql in &statements {
         if let Err(e) = sqlx::raw_sql(sql).execute(db.pool()).await {
             tracing::warn!(error = %e, statement = %sql, "failed; autovacuum will do it");

@@ -16,7 +16,7 @@
 //!    first on the transaction's `search_path`, so the replay, which names tables
 //!    unqualified, writes and reads the new tables.
 //! 2. [`Shadow::swap`]: the live tables' secondary indexes built on the new ones (same
-//!    names, same definitions), the live tables dropped, the new ones moved into the live
+//!    names, same definitions), the new tables analysed, the live tables dropped, the new ones moved into the live
 //!    schema, the shadow schema dropped and the `search_path` restored.
 //!
 //! Readers see the old read models until the commit and the new ones after it; a rebuild
@@ -117,6 +117,14 @@ impl Shadow {
         for statement in &self.indexes {
             execute(tx, statement).await?;
         }
+        // Statistics before the tables go live: the planner never costs them as empty (a
+        // holdings query on an unanalysed 1M-row table took 590 ms on the wrong index
+        // instead of 0.2 ms).
+        let tables: Vec<String> = READ_MODEL_TABLES
+            .iter()
+            .map(|table| format!("{SHADOW_SCHEMA}.{table}"))
+            .collect();
+        execute(tx, &format!("ANALYZE {}", tables.join(", "))).await?;
         execute(tx, &format!("SET LOCAL lock_timeout = '{SWAP_LOCK_WAIT}'")).await?;
         let started = Instant::now();
         let mut attempt: u32 = 1;

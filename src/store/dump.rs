@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 
 use super::log::GENESIS_HASH;
-use super::{Database, StoreError, StoredEvent};
+use super::{Backend, Database, StoreError, StoredEvent};
 
 /// Events per database page while dumping and per transaction while loading.
 const BATCH: usize = 1000;
@@ -113,6 +113,13 @@ pub async fn load(db: &Database, path: &Path) -> Result<u64, DumpError> {
     }
     db.append_verbatim(&batch).await?;
     loaded += batch.len() as u64;
+    // PostgreSQL: the planner's statistics of a log that grew from nothing in one go (best
+    // effort: autovacuum does it too, later).
+    if db.backend() == Backend::Postgres {
+        if let Err(e) = sqlx::raw_sql("ANALYZE events").execute(db.pool()).await {
+            tracing::warn!(error = %e, "ANALYZE events failed; autovacuum will do it");
+        }
+    }
     Ok(loaded)
 }
 
