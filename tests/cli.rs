@@ -22,6 +22,34 @@ fn renmian(args: &[&str], stdin: Option<&[u8]>, database: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// `holders --json` of the seed's 市教体局 副局长 on `on`.
+fn seed_deputies(database: &str, on: &str) -> Output {
+    renmian(
+        &[
+            "holders",
+            "--org",
+            "市教体局",
+            "--post",
+            "副局长",
+            "--on",
+            on,
+            "--json",
+        ],
+        None,
+        database,
+    )
+}
+
+/// The first holder [`seed_deputies`] names on 2023-05-01.
+fn seed_deputy_on_2023_05_01(database: &str) -> String {
+    let out = seed_deputies(database, "2023-05-01");
+    let holders: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    holders[0]["person"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
 fn temp_db() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("cli.db").display());
@@ -105,35 +133,8 @@ fn ingest_then_query_as_json_and_bad_dates_are_refused() {
         String::from_utf8(out.stdout).unwrap(),
         "临政人〔2023〕4号: already recorded\n"
     );
-    let out = renmian(
-        &[
-            "holders",
-            "--org",
-            "市教体局",
-            "--post",
-            "副局长",
-            "--on",
-            "2023-05-01",
-            "--json",
-        ],
-        None,
-        &db,
-    );
-    let holders: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(holders[0]["person"], "钟炎夫");
-    let out = renmian(
-        &[
-            "holders",
-            "--org",
-            "市教体局",
-            "--post",
-            "副局长",
-            "--on",
-            "2023-5-1",
-        ],
-        None,
-        &db,
-    );
+    assert_eq!(seed_deputy_on_2023_05_01(&db), "钟炎夫");
+    let out = seed_deputies(&db, "2023-5-1");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8(out.stderr)
         .unwrap()
@@ -167,20 +168,5 @@ fn the_database_file_alone_holds_an_ingest_once_the_command_exits() {
     let copy = dir.path().join("copy.db");
     std::fs::copy(&file, &copy).unwrap();
     let copied = format!("sqlite://{}", copy.display());
-    let out = renmian(
-        &[
-            "holders",
-            "--org",
-            "市教体局",
-            "--post",
-            "副局长",
-            "--on",
-            "2023-05-01",
-            "--json",
-        ],
-        None,
-        &copied,
-    );
-    let holders: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(holders[0]["person"], "钟炎夫", "{holders}");
+    assert_eq!(seed_deputy_on_2023_05_01(&copied), "钟炎夫");
 }
