@@ -340,3 +340,33 @@ async fn the_swapped_in_tables_go_live_analysed_with_their_copied_rows_frozen() 
         .unwrap();
     assert_eq!(posts.get::<i64, _>("all_frozen"), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn text_compares_as_bytes_as_on_sqlite_before_and_after_a_rebuild() {
+    let Some((db, registry)) = postgres_with_history().await else {
+        return;
+    };
+    let mut conn = connect(&db).await;
+    // Migration 0013: every text column of the log and the read models has collation "C"
+    // (SQLite's BINARY), so text orders alike on both databases whatever the database's
+    // default collation; the rebuild's new tables (`LIKE` the live ones) keep it.
+    let other_collations = "SELECT c.relname || '.' || a.attname AS col FROM pg_attribute a \
+         JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = current_schema() AND c.relkind = 'r' AND a.attnum > 0 \
+           AND NOT a.attisdropped AND a.atttypid = 'text'::regtype \
+           AND (c.relname LIKE 'rm\\_%' OR c.relname IN ('events', 'integrity_acknowledgements')) \
+           AND a.attcollation <> 'pg_catalog.\"C\"'::regcollation ORDER BY 1";
+    for round in ["migrated", "rebuilt"] {
+        if round == "rebuilt" {
+            registry.projector().rebuild().await.unwrap();
+        }
+        let columns: Vec<String> = sqlx::query(other_collations)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get("col"))
+            .collect();
+        assert!(columns.is_empty(), "{round}: {columns:?}");
+    }
+}
