@@ -21,6 +21,7 @@
 //! - A tenure version is never updated but for closing it (`version_to`); a version written
 //!   and superseded within one flush is written closed.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 // foldhash: the model's keys are hashed millions of times in a rebuild, where SipHash was
@@ -325,7 +326,10 @@ fn copy_line<'a>(out: &mut String, values: impl IntoIterator<Item = Value<'a>>) 
             out.push('\t');
         }
         match value {
-            Value::Int(Some(v)) => out.push_str(&v.to_string()),
+            Value::Int(Some(v)) => {
+                // Writing into a String cannot fail.
+                let _ = write!(out, "{v}");
+            }
             Value::Text(Some(v)) => {
                 for c in v.chars() {
                     match c {
