@@ -9,8 +9,9 @@ mod common;
 use std::time::Duration;
 
 use common::{actor, export_json, generated_notice, seeded, TestDb};
+use renmian::projections::Projector;
 use renmian::registry::Registry;
-use renmian::store::StoreError;
+use renmian::store::{Database, DatabaseOptions, StoreError};
 use sqlx::{Connection, PgConnection, Row};
 
 /// The live read-model tables as the catalog describes them: columns (type, NOT NULL,
@@ -369,4 +370,35 @@ async fn text_compares_as_bytes_as_on_sqlite_before_and_after_a_rebuild() {
             .collect();
         assert!(columns.is_empty(), "{round}: {columns:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rebuild_s_statements_are_not_bound_by_the_pool_s_statement_timeout() {
+    let Some((db, registry)) = postgres_with_history().await else {
+        return;
+    };
+    let before = export_json(&registry).await;
+    // A bound far below what a rebuild's statements take (catalog copies, index builds,
+    // ANALYZE; with it on the rebuild's connection the rebuild fails): they grow with the
+    // log, so the rebuild's own connection bounds lock waits instead.
+    let short = DatabaseOptions {
+        statement_timeout: Duration::from_millis(1),
+        ..DatabaseOptions::default()
+    };
+    // Connecting runs the migrator's few statements under that bound too: on a busy
+    // machine one of them may overrun it, so connecting is retried (the rebuild is not).
+    let mut bounded = None;
+    for _ in 0..20 {
+        match Database::connect_with(&db.url, short).await {
+            Ok(connected) => {
+                bounded = Some(connected);
+                break;
+            }
+            Err(e) => eprintln!("connecting under a 1 ms bound: {e}; again"),
+        }
+    }
+    let bounded = bounded.expect("connected under a 1 ms statement bound");
+    Projector::new(bounded.clone()).rebuild().await.unwrap();
+    bounded.close().await;
+    assert_eq!(export_json(&registry).await, before);
 }

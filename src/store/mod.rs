@@ -268,10 +268,14 @@ impl Database {
         })
     }
 
-    /// PostgreSQL: a transaction on a connection of the driver's own type, with the time
-    /// bounds of the pool's, on a pool of one connection of its own (close it after the
-    /// commit). A rebuild writes its rows through it with `COPY`, which sqlx `Any` cannot
-    /// send.
+    /// PostgreSQL: a transaction on a connection of the driver's own type, on a pool of one
+    /// connection of its own (close it after the commit). A rebuild writes its rows through
+    /// it with `COPY`, which sqlx `Any` cannot send. Its statements grow with the log (at
+    /// 1M events an index build takes ~0.9 s, at 100M minutes), so they are not bounded by
+    /// [`DatabaseOptions::statement_timeout`] as the pool's are; what that bound guards
+    /// against, a statement stuck on a lock, is bounded instead by `lock_timeout` (the same
+    /// duration), and a client that dies mid-transaction releases its locks after twice that
+    /// (at least a minute: the transaction idles while the replay works between writes).
     pub async fn postgres_transaction(
         &self,
     ) -> Result<(PgPool, Transaction<'static, Postgres>), StoreError> {
@@ -279,10 +283,10 @@ impl Database {
         let url = &self.pool.connect_options().database_url;
         let options = PgConnectOptions::from_url(url)?
             .options([
-                ("statement_timeout", statement_ms.to_string()),
+                ("lock_timeout", statement_ms.to_string()),
                 (
                     "idle_in_transaction_session_timeout",
-                    statement_ms.saturating_mul(2).to_string(),
+                    statement_ms.saturating_mul(2).max(60_000).to_string(),
                 ),
             ])
             .log_statements(tracing::log::LevelFilter::Trace)
