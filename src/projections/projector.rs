@@ -618,12 +618,22 @@ async fn vacuum(db: &Database, upkeep: Upkeep) {
         ],
         Upkeep::AfterRebuild => vec![format!("VACUUM {tables}")],
     };
-    for sql in &statements {
-        if let Err(e) = sqlx::raw_sql(sql).execute(db.pool()).await {
-            tracing::warn!(error = %e, statement = %sql, "failed; autovacuum will do it");
+    // Not bound by the pool's statement timeout: a VACUUM grows with the tables.
+    let mut conn = match db.postgres_maintenance().await {
+        Ok(conn) => conn,
+        Err(e) => {
+            tracing::warn!(error = %e, "no connection to vacuum on; autovacuum will do it");
             return;
         }
+    };
+    for sql in &statements {
+        // Without arguments sqlx sends the simple query protocol, as `raw_sql` would.
+        if let Err(e) = sqlx::Executor::execute(&mut conn, sql.as_str()).await {
+            tracing::warn!(error = %e, statement = %sql, "failed; autovacuum will do it");
+            break;
+        }
     }
+    let _ = sqlx::Connection::close(conn).await;
 }
 
 /// Log size from which [`Projector::keep_statistics_fresh`] refreshes statistics.

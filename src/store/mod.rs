@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Any, AnyPool, ConnectOptions, Executor, Postgres, Transaction};
 
 pub use commits::CommitStamp;
@@ -270,18 +270,35 @@ impl Database {
 
     /// PostgreSQL: a transaction on a connection of the driver's own type, on a pool of one
     /// connection of its own (close it after the commit). A rebuild writes its rows through
-    /// it with `COPY`, which sqlx `Any` cannot send. Its statements grow with the log (at
-    /// 1M events an index build takes ~0.9 s, at 100M minutes), so they are not bounded by
-    /// [`DatabaseOptions::statement_timeout`] as the pool's are; what that bound guards
-    /// against, a statement stuck on a lock, is bounded instead by `lock_timeout` (the same
-    /// duration), and a client that dies mid-transaction releases its locks after twice that
-    /// (at least a minute: the transaction idles while the replay works between writes).
+    /// it with `COPY`, which sqlx `Any` cannot send. Bounded as
+    /// [`Database::postgres_maintenance`]'s connections are.
     pub async fn postgres_transaction(
         &self,
     ) -> Result<(PgPool, Transaction<'static, Postgres>), StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(self.bounds.acquire_timeout)
+            .connect_with(self.maintenance_options()?)
+            .await?;
+        let tx = pool.begin().await?;
+        Ok((pool, tx))
+    }
+
+    /// PostgreSQL: a connection of the driver's own type for work that grows with the log
+    /// — a rebuild's index builds and `COPY`s (~0.9 s each at 1M events, minutes at 100M),
+    /// `VACUUM` — so its statements are not bound by
+    /// [`DatabaseOptions::statement_timeout`] as the pool's are; what that bound guards
+    /// against, a statement stuck on a lock, is bounded instead by `lock_timeout` (the same
+    /// duration), and a client that dies mid-transaction releases its locks after twice
+    /// that (at least a minute: a rebuild's transaction idles while its replay works).
+    pub async fn postgres_maintenance(&self) -> Result<PgConnection, StoreError> {
+        Ok(sqlx::Connection::connect_with(&self.maintenance_options()?).await?)
+    }
+
+    fn maintenance_options(&self) -> Result<PgConnectOptions, StoreError> {
         let statement_ms = self.bounds.statement_timeout.as_millis().max(1);
         let url = &self.pool.connect_options().database_url;
-        let options = PgConnectOptions::from_url(url)?
+        Ok(PgConnectOptions::from_url(url)?
             .options([
                 ("lock_timeout", statement_ms.to_string()),
                 (
@@ -290,14 +307,7 @@ impl Database {
                 ),
             ])
             .log_statements(tracing::log::LevelFilter::Trace)
-            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2));
-        let pool = PgPoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(self.bounds.acquire_timeout)
-            .connect_with(options)
-            .await?;
-        let tx = pool.begin().await?;
-        Ok((pool, tx))
+            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2)))
     }
 
     /// A stamp that changes whenever a transaction commits to the database, in any
