@@ -78,6 +78,17 @@ async fn postgres_with_history() -> Option<(TestDb, Registry)> {
     Some((db, registry))
 }
 
+/// The `name` column of every row `sql` returns.
+async fn names(conn: &mut PgConnection, sql: &str) -> Vec<String> {
+    sqlx::query(sql)
+        .fetch_all(conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get("name"))
+        .collect()
+}
+
 async fn connect(db: &TestDb) -> PgConnection {
     PgConnection::connect(&db.url).await.unwrap()
 }
@@ -301,7 +312,8 @@ async fn the_swapped_in_tables_go_live_analysed_with_their_copied_rows_frozen() 
     registry.projector().rebuild().await.unwrap();
     // Statistics of the new tables came with them (analysed before the swap, not by a
     // VACUUM after the commit that a planner could race).
-    let unanalysed: Vec<String> = sqlx::query(
+    let unanalysed = names(
+        &mut conn,
         "SELECT c.relname::text AS name FROM pg_class c \
          JOIN pg_namespace n ON n.oid = c.relnamespace \
          WHERE n.nspname = current_schema() AND c.relkind = 'r' AND c.relname LIKE 'rm\\_%' \
@@ -309,12 +321,7 @@ async fn the_swapped_in_tables_go_live_analysed_with_their_copied_rows_frozen() 
            AND NOT EXISTS (SELECT 1 FROM pg_statistic s WHERE s.starelid = c.oid) \
          ORDER BY 1",
     )
-    .fetch_all(&mut conn)
-    .await
-    .unwrap()
-    .iter()
-    .map(|row| row.get("name"))
-    .collect();
+    .await;
     assert!(unanalysed.is_empty(), "no statistics: {unanalysed:?}");
     // The tenure versions went in with COPY … FREEZE: their pages are all-frozen in the
     // visibility map (a VACUUM of young rows would mark them all-visible, not frozen; the
@@ -351,7 +358,7 @@ async fn text_compares_as_bytes_as_on_sqlite_before_and_after_a_rebuild() {
     // Migration 0013: every text column of the log and the read models has collation "C"
     // (SQLite's BINARY), so text orders alike on both databases whatever the database's
     // default collation; the rebuild's new tables (`LIKE` the live ones) keep it.
-    let other_collations = "SELECT c.relname || '.' || a.attname AS col FROM pg_attribute a \
+    let other_collations = "SELECT c.relname || '.' || a.attname AS name FROM pg_attribute a \
          JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
          WHERE n.nspname = current_schema() AND c.relkind = 'r' AND a.attnum > 0 \
            AND NOT a.attisdropped AND a.atttypid = 'text'::regtype \
@@ -361,13 +368,7 @@ async fn text_compares_as_bytes_as_on_sqlite_before_and_after_a_rebuild() {
         if round == "rebuilt" {
             registry.projector().rebuild().await.unwrap();
         }
-        let columns: Vec<String> = sqlx::query(other_collations)
-            .fetch_all(&mut conn)
-            .await
-            .unwrap()
-            .iter()
-            .map(|row| row.get("col"))
-            .collect();
+        let columns = names(&mut conn, other_collations).await;
         assert!(columns.is_empty(), "{round}: {columns:?}");
     }
 }
