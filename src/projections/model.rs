@@ -129,6 +129,19 @@ macro_rules! on_conn {
 }
 pub(super) use on_conn;
 
+/// `execute_on!(conn, query)`: executes `query` (built once per driver, as in [`on_conn!`])
+/// on the connection of `conn` and returns the rows it changed.
+macro_rules! execute_on {
+    ($conn:expr, $query:expr) => {
+        on_conn!($conn, |c| $query
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected())
+            .map_err(StoreError::from))
+    };
+}
+pub(super) use execute_on;
+
 /// A notice's context for the facts it states.
 #[derive(Debug, Clone)]
 pub(super) struct NoticeContext {
@@ -433,7 +446,7 @@ impl Rows {
                         "{head} {}{tail}",
                         placeholders(backend, chunk.len() / columns, columns)
                     );
-                    on_conn!(conn, |c| {
+                    execute_on!(conn, {
                         let mut query = sqlx::query(&sql);
                         for cell in chunk {
                             query = match cell {
@@ -441,7 +454,7 @@ impl Rows {
                                 Cell::Text(v) => query.bind(v.as_deref()),
                             };
                         }
-                        query.execute(c).await.map(|_| ()).map_err(StoreError::from)
+                        query
                     })?;
                 }
             }
@@ -1192,8 +1205,7 @@ impl Model {
         );
         // A merge or split reads these in a rebuild too, on either driver.
         on_conn!(tx, |c| {
-            let query = binds.iter().fold(sqlx::query(&sql), |q, b| q.bind(*b));
-            let versions = query
+            let versions = bound(&sql, binds)
                 .fetch_all(c)
                 .await?
                 .iter()
@@ -1631,15 +1643,14 @@ impl Writes {
         let mut counts: Vec<(String, i64)> = self.fact_counts.drain().collect();
         counts.sort();
         for (notice_id, n) in counts {
-            on_conn!(conn, |c| sqlx::query(
-                "UPDATE rm_notices SET event_count = event_count + $1 WHERE notice_id = $2",
-            )
-            .bind(n)
-            .bind(&notice_id)
-            .execute(c)
-            .await
-            .map(|_| ())
-            .map_err(StoreError::from))?;
+            execute_on!(
+                conn,
+                sqlx::query(
+                    "UPDATE rm_notices SET event_count = event_count + $1 WHERE notice_id = $2",
+                )
+                .bind(n)
+                .bind(&notice_id)
+            )?;
         }
         Ok(())
     }
@@ -1678,7 +1689,7 @@ async fn close_versions(
         param(&mut sql);
     }
     sql.push(')');
-    let closed = on_conn!(conn, |c| {
+    let closed = execute_on!(conn, {
         let mut query = sqlx::query(&sql);
         for (tenure_id, from, to) in closes {
             query = query.bind(*tenure_id).bind(*from).bind(*to);
@@ -1687,10 +1698,6 @@ async fn close_versions(
             query = query.bind(*tenure_id);
         }
         query
-            .execute(c)
-            .await
-            .map(|done| done.rows_affected())
-            .map_err(StoreError::from)
     })?;
     if closed != closes.len() as u64 {
         return Err(StoreError::Corrupt(format!(
@@ -1731,11 +1738,12 @@ fn numbered(from: usize, n: usize) -> String {
         .join(", ")
 }
 
-/// A query binding `binds` as text, in order.
-fn bound<'q>(
-    sql: &'q str,
-    binds: &[&'q str],
-) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+/// A query binding `binds` as text, in order, for driver `DB`.
+fn bound<'q, DB>(sql: &'q str, binds: &[&'q str]) -> Query<'q, DB, DB::Arguments<'q>>
+where
+    DB: sqlx::Database,
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
     binds.iter().fold(sqlx::query(sql), |q, b| q.bind(*b))
 }
 

@@ -22,7 +22,9 @@ use sqlx::postgres::PgPool;
 use sqlx::{Any, FromRow, Postgres, Row, Transaction};
 use tokio::task::JoinHandle;
 
-use super::model::{on_conn, Cell, Conn, Model, NoticeContext, NoticeRun, TenureRow, Writes};
+use super::model::{
+    execute_on, on_conn, Cell, Conn, Model, NoticeContext, NoticeRun, TenureRow, Writes,
+};
 use super::queries::NoticeWarning;
 use super::shadow::{Shadow, SWAP_WAIT};
 use crate::domain::events::{FactWithdrawn, NoticeCorrected, PersonSplit, PersonsMerged};
@@ -983,15 +985,13 @@ async fn lock_checkpoint(tx: &mut Conn<'_>) -> Result<i64, StoreError> {
 }
 
 async fn move_checkpoint(tx: &mut Conn<'_>, position: i64) -> Result<(), StoreError> {
-    on_conn!(tx, |c| sqlx::query(
-        "UPDATE projection_checkpoint SET position = $1 WHERE name = $2"
-    )
-    .bind(position)
-    .bind(CHECKPOINT)
-    .execute(c)
-    .await
-    .map(|_| ())
-    .map_err(StoreError::from))
+    execute_on!(
+        tx,
+        sqlx::query("UPDATE projection_checkpoint SET position = $1 WHERE name = $2")
+            .bind(position)
+            .bind(CHECKPOINT)
+    )?;
+    Ok(())
 }
 
 /// Starts a new notice run unless `event` continues the current one (same aggregate, same
@@ -1506,19 +1506,19 @@ async fn revoke(
 ) -> Result<(), StoreError> {
     // Rare: the notice's row may still be buffered, so write everything first.
     model.flush(tx).await?;
-    on_conn!(tx, |c| sqlx::query(
-        "UPDATE rm_notices SET revoked_position = $1, revoked_at = $2, revoked_reason = $3, \
+    execute_on!(
+        tx,
+        sqlx::query(
+            "UPDATE rm_notices SET revoked_position = $1, revoked_at = $2, revoked_reason = $3, \
          revoked_by = $4 WHERE notice_id = $5",
-    )
-    .bind(event.position)
-    .bind(&event.recorded_at)
-    .bind(&r.reason)
-    .bind(r.by_notice.as_deref().unwrap_or(&event.actor))
-    .bind(&event.aggregate_id)
-    .execute(c)
-    .await
-    .map(|_| ())
-    .map_err(StoreError::from))
+        )
+        .bind(event.position)
+        .bind(&event.recorded_at)
+        .bind(&r.reason)
+        .bind(r.by_notice.as_deref().unwrap_or(&event.actor))
+        .bind(&event.aggregate_id)
+    )?;
+    Ok(())
 }
 
 async fn correct(
@@ -1528,24 +1528,24 @@ async fn correct(
     c: &NoticeCorrected,
 ) -> Result<(), StoreError> {
     model.flush(tx).await?;
-    on_conn!(tx, |conn| sqlx::query(
-        "UPDATE rm_notices SET title = $1, issued_on = $2, remarks = $3, content_hash = $4, \
+    execute_on!(
+        tx,
+        sqlx::query(
+            "UPDATE rm_notices SET title = $1, issued_on = $2, remarks = $3, content_hash = $4, \
          source_text = $5, corrected_position = $6, corrected_at = $7, corrected_reason = $8, \
          correction_count = correction_count + 1 WHERE notice_id = $9",
-    )
-    .bind(&c.title)
-    .bind(&c.issued_on)
-    .bind(serde_json::to_string(&c.remarks).unwrap_or_default())
-    .bind(&c.content_hash)
-    .bind(&c.source_text)
-    .bind(event.position)
-    .bind(&event.recorded_at)
-    .bind(&c.reason)
-    .bind(&event.aggregate_id)
-    .execute(conn)
-    .await
-    .map(|_| ())
-    .map_err(StoreError::from))
+        )
+        .bind(&c.title)
+        .bind(&c.issued_on)
+        .bind(serde_json::to_string(&c.remarks).unwrap_or_default())
+        .bind(&c.content_hash)
+        .bind(&c.source_text)
+        .bind(event.position)
+        .bind(&event.recorded_at)
+        .bind(&c.reason)
+        .bind(&event.aggregate_id)
+    )?;
+    Ok(())
 }
 
 /// Every current tenure of the retired record moves to the remaining one (as new versions).
@@ -1560,16 +1560,15 @@ async fn merge_persons(
         tenure.person_id = m.into;
         model.supersede(tx, tenure, event.position).await?;
     }
-    on_conn!(tx, |c| sqlx::query(
-        "UPDATE rm_persons SET merged_into = $1, merged_position = $2 WHERE person_id = $3",
-    )
-    .bind(m.into)
-    .bind(event.position)
-    .bind(m.person_id)
-    .execute(c)
-    .await
-    .map(|_| ())
-    .map_err(StoreError::from))?;
+    execute_on!(
+        tx,
+        sqlx::query(
+            "UPDATE rm_persons SET merged_into = $1, merged_position = $2 WHERE person_id = $3",
+        )
+        .bind(m.into)
+        .bind(event.position)
+        .bind(m.person_id)
+    )?;
     model.retire_person(m.person_id);
     Ok(())
 }

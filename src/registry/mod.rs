@@ -399,25 +399,15 @@ impl Registry {
 
     /// The outcome of an append that recorded a notice, from its projection's receipt.
     fn outcome_of(&self, receipt: Receipt) -> IngestOutcome {
-        let first = receipt.events.first().map(|(_, position)| *position);
-        let last = receipt.events.last().map(|(_, position)| *position);
-        if let Some(last) = last {
-            self.projector.keep_statistics_fresh(last);
-        }
-        IngestOutcome {
-            notice_id: receipt.aggregate_id,
-            document_number: receipt.document_number,
-            title: receipt.title,
-            already_recorded: receipt.events.is_empty(),
-            corrected: false,
-            events_appended: receipt.events.len(),
-            first_position: first,
-            last_position: last,
-            // Raised by this projection, so by this command's events.
-            warnings: receipt.warnings,
-            revoked_notices: Vec::new(),
-            notes: Vec::new(),
-        }
+        let positions: Vec<i64> = receipt.events.iter().map(|(_, p)| *p).collect();
+        // Raised by this projection, so by this command's events.
+        self.reported(
+            receipt.aggregate_id,
+            receipt.document_number,
+            receipt.title,
+            &positions,
+            receipt.warnings,
+        )
     }
 
     /// Catches the projections up after a command and reports what it appended.
@@ -438,29 +428,49 @@ impl Registry {
                 .collect(),
             None => Vec::new(),
         };
-        if let Some(&last) = new.last() {
-            self.projector.keep_statistics_fresh(last);
-        }
         let view = self.queries.notice_summary(aggregate_id).await?;
         let first = new.first().copied();
-        Ok(IngestOutcome {
-            notice_id: aggregate_id.to_string(),
-            document_number: view.document_number,
-            title: view.title,
-            already_recorded: new.is_empty(),
+        // Warnings raised by this command's events (all of them for a new notice).
+        let warnings = view
+            .warnings
+            .into_iter()
+            .filter(|w| first.is_none_or(|f| w.position >= f))
+            .collect();
+        Ok(self.reported(
+            aggregate_id.to_string(),
+            view.document_number,
+            view.title,
+            &new,
+            warnings,
+        ))
+    }
+
+    /// The report of a command on a notice that appended the events at `positions` (none:
+    /// the notice was already recorded) and raised `warnings`.
+    fn reported(
+        &self,
+        notice_id: String,
+        document_number: Option<String>,
+        title: String,
+        positions: &[i64],
+        warnings: Vec<NoticeWarning>,
+    ) -> IngestOutcome {
+        if let Some(&last) = positions.last() {
+            self.projector.keep_statistics_fresh(last);
+        }
+        IngestOutcome {
+            notice_id,
+            document_number,
+            title,
+            already_recorded: positions.is_empty(),
             corrected: false,
-            events_appended: new.len(),
-            first_position: first,
-            last_position: new.last().copied(),
-            // Warnings raised by this command's events (all of them for a new notice).
-            warnings: view
-                .warnings
-                .into_iter()
-                .filter(|w| first.is_none_or(|f| w.position >= f))
-                .collect(),
+            events_appended: positions.len(),
+            first_position: positions.first().copied(),
+            last_position: positions.last().copied(),
+            warnings,
             revoked_notices: Vec::new(),
             notes: Vec::new(),
-        })
+        }
     }
 
     /// An operator's confirmation of a probation that no notice confirmed: recorded on the

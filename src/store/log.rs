@@ -596,10 +596,9 @@ impl LastHead {
 /// (`UPDATE … RETURNING`) and only its hash is set; a head row that is not there is
 /// [`StoreError::Corrupt`].
 ///
-/// On SQLite the last INSERT and the head's UPDATE go as one statement list (sqlx binds `?`
-/// parameters across them in order, and reports the rows both changed): each statement is
-/// a round trip to the connection's worker thread. PostgreSQL takes no parameters in a
-/// statement list; there the UPDATE follows on its own.
+/// The last INSERT and the head's UPDATE go as one statement ([`insert_rows`]): each
+/// statement is a round trip, to the connection's worker thread on SQLite, to the server on
+/// PostgreSQL.
 async fn insert_rows_and_head(
     tx: &mut sqlx::Transaction<'_, Any>,
     backend: Backend,
