@@ -267,10 +267,77 @@ async fn concurrent_bulk_ingests_record_each_notice_once(db: TestDb) {
     assert!(projected == read_models(&a).await, "a rebuild disagrees");
 }
 
+/// A bulk ingest dropped part-way (a client that went away): each batch appended before
+/// or while it was dropped is in the log whole, the rest not at all, and running the load
+/// again ends where one uninterrupted run of the texts ends.
+async fn a_bulk_ingest_dropped_part_way_leaves_whole_notices(db: TestDb) {
+    let texts: Vec<String> = (1..=120).map(generated_notice).collect();
+    let reference = another(&db).await;
+    let sequential = Registry::open(&reference.url).await.unwrap();
+    one_after_the_other(&sequential, &texts).await;
+    let total = sequential.database().head_position().await.unwrap();
+
+    let registry = Registry::open(&db.url).await.unwrap();
+    let who = actor();
+    // Batches of a notice or two; dropped once the first of them is in the log.
+    let load = registry.ingest_all_in_batches(&texts, &who, 60);
+    let first_committed = async {
+        while registry.database().head_position().await.unwrap() == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    };
+    tokio::select! {
+        _ = load => panic!("the load finished before a batch of it was seen committed"),
+        () = first_committed => {}
+    }
+    // The batch in flight when the load was dropped commits or rolls back on its own.
+    let mut head = registry.database().head_position().await.unwrap();
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let now = registry.database().head_position().await.unwrap();
+        if now == head {
+            break;
+        }
+        head = now;
+    }
+    assert!(
+        head > 0 && head < total,
+        "dropped part-way: {head} of {total}"
+    );
+    let mut per_notice = std::collections::HashMap::<String, i64>::new();
+    for e in registry
+        .database()
+        .events_after(0, 1_000_000)
+        .await
+        .unwrap()
+    {
+        *per_notice.entry(e.aggregate_id).or_default() += 1;
+    }
+    for text in &texts {
+        let (id, events) = common::expectation(text);
+        let recorded = per_notice.get(&id).copied().unwrap_or(0);
+        assert!(
+            recorded == 0 || recorded == events,
+            "{id}: {recorded} of its {events} events"
+        );
+    }
+
+    registry
+        .ingest_all(&texts, &who)
+        .await
+        .expect("the load again");
+    assert_eq!(events(&registry).await, events(&sequential).await);
+    assert!(
+        read_models(&registry).await == read_models(&sequential).await,
+        "read models differ"
+    );
+}
+
 backend_suite!(
     bulk_ingest_is_ingest_one_text_after_the_other,
     a_refused_text_stops_the_bulk_ingest_after_the_texts_before_it,
     concurrent_bulk_ingests_record_each_notice_once,
+    a_bulk_ingest_dropped_part_way_leaves_whole_notices,
 );
 
 /// PostgreSQL: a bulk load refreshes the planner's statistics and vacuums the read models
