@@ -236,11 +236,18 @@ async fn a_refused_text_stops_it_in_batches_of(url: &str, batch_events: usize) {
     );
 }
 
-async fn concurrent_bulk_ingests_record_each_notice_once(db: TestDb) {
+/// 120 generated notices, and a registry of another database (kept alive by the `TestDb`)
+/// that ingested them one after the other.
+async fn generated_ingested_one_by_one(db: &TestDb) -> (Vec<String>, TestDb, Registry) {
     let texts: Vec<String> = (1..=120).map(generated_notice).collect();
-    let reference = another(&db).await;
+    let reference = another(db).await;
     let sequential = Registry::open(&reference.url).await.unwrap();
     one_after_the_other(&sequential, &texts).await;
+    (texts, reference, sequential)
+}
+
+async fn concurrent_bulk_ingests_record_each_notice_once(db: TestDb) {
+    let (texts, _reference, sequential) = generated_ingested_one_by_one(&db).await;
     let expected_events = sequential.database().head_position().await.unwrap();
 
     let (a, b) = (
@@ -271,10 +278,7 @@ async fn concurrent_bulk_ingests_record_each_notice_once(db: TestDb) {
 /// or while it was dropped is in the log whole, the rest not at all, and running the load
 /// again ends where one uninterrupted run of the texts ends.
 async fn a_bulk_ingest_dropped_part_way_leaves_whole_notices(db: TestDb) {
-    let texts: Vec<String> = (1..=120).map(generated_notice).collect();
-    let reference = another(&db).await;
-    let sequential = Registry::open(&reference.url).await.unwrap();
-    one_after_the_other(&sequential, &texts).await;
+    let (texts, _reference, sequential) = generated_ingested_one_by_one(&db).await;
     let total = sequential.database().head_position().await.unwrap();
 
     let registry = Registry::open(&db.url).await.unwrap();
