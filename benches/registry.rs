@@ -25,7 +25,10 @@
 //!    even with both overlapped perfectly it takes at least the longer of the two: the
 //!    ratio the ceiling allows is scan / max(scan, floor);
 //! 3. in-process query latency, p50/p99 of `holders` and `holdings` over random lookups;
-//! 4. peak RSS (VmHWM, reset between phases through /proc/self/clear_refs).
+//! 4. peak RSS (VmHWM, reset between phases through /proc/self/clear_refs);
+//! 5. the machine's CPU during bulk ingest, ingest and rebuild: how busy every core was
+//!    (any process: on PostgreSQL the server's work too) and how much of it was this
+//!    process's — whether a phase is bound by the CPU or by waiting.
 //!
 //! Also the pure parse time of the same texts, and the event store alone: the same events
 //! through `Database::append` (positions, hash chain, head row; one transaction per notice)
@@ -126,6 +129,10 @@ struct Report {
     /// SQLite's file mapping (`mmap_size`), which are the OS page cache, not the process's.
     anon_ingest_kib: u64,
     anon_rebuild_kib: u64,
+    /// The machine's CPU over each phase ([`CpuMeter`]).
+    cpu_bulk: CpuShare,
+    cpu_ingest: CpuShare,
+    cpu_rebuild: CpuShare,
 }
 
 fn main() {
@@ -218,13 +225,16 @@ async fn run(
     eprintln!("[{backend}] bulk ingest (ingest_all) into a fresh database");
     let expected: usize = generate(&config).map(|n| n.expected_events).sum();
     r.rss_before_bulk_kib = rss_kib("VmRSS");
+    let cpu = CpuMeter::start();
     r.bulk_ingest = bulk_ingest(&config, bulk_url, expected, &mut r.rss_bulk_kib).await;
+    r.cpu_bulk = cpu.stop();
 
     let registry = Registry::open(url).await.expect("open registry");
     let actor = Actor::named("bench");
     r.rss_base_kib = rss_kib("VmRSS");
     reset_peak_rss();
     eprintln!("[{backend}] ingest");
+    let cpu = CpuMeter::start();
     let started = Instant::now();
     let mut last_date = NaiveDate::MIN;
     let mut first_date = None;
@@ -246,14 +256,17 @@ async fn run(
     }
     // Generation is inside this loop too; it is a few percent of parse time, see above.
     r.ingest = started.elapsed().saturating_sub(generate_only);
+    r.cpu_ingest = cpu.stop();
     r.rss_ingest_kib = rss_kib("VmHWM");
     r.anon_ingest_kib = rss_kib("RssAnon");
 
     eprintln!("[{backend}] rebuild");
     reset_peak_rss();
+    let cpu = CpuMeter::start();
     let started = Instant::now();
     registry.projector().rebuild().await.expect("rebuild");
     r.rebuild = started.elapsed();
+    r.cpu_rebuild = cpu.stop();
     r.rss_rebuild_kib = rss_kib("VmHWM");
     r.anon_rebuild_kib = rss_kib("RssAnon");
 
@@ -782,6 +795,84 @@ fn rss_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The machine's CPU over a phase, as shares of its capacity (every core for the phase's
+/// wall time): busy in any process, and in this one. On PostgreSQL most of the rest is
+/// the server's work for this process (it runs on the same machine); a busy share near
+/// 100 % means the phase is bound by the machine's CPU, not by waiting.
+#[derive(Clone, Copy, Default)]
+struct CpuShare {
+    machine: f64,
+    own: f64,
+}
+
+/// Clock ticks at the start of a phase ([`CpuShare`]); Linux `/proc`, zeros elsewhere.
+struct CpuMeter {
+    busy: u64,
+    total: u64,
+    own: u64,
+}
+
+impl CpuMeter {
+    fn start() -> Self {
+        let (busy, total) = machine_ticks();
+        Self {
+            busy,
+            total,
+            own: own_ticks(),
+        }
+    }
+
+    fn stop(&self) -> CpuShare {
+        let (busy, total) = machine_ticks();
+        let elapsed = total.saturating_sub(self.total).max(1) as f64;
+        let machine = busy.saturating_sub(self.busy) as f64 / elapsed;
+        // The two files are read a moment apart and count in ticks (10 ms): this
+        // process's share can come out a point over the machine's, never really is.
+        let own = (own_ticks().saturating_sub(self.own) as f64 / elapsed).min(machine);
+        CpuShare { machine, own }
+    }
+}
+
+/// (busy, busy + idle) ticks of every CPU: the `cpu` line of /proc/stat (user nice system
+/// idle iowait irq softirq steal …; guest time is inside user already).
+fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .filter(|l| l.starts_with("cpu "))
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .filter_map(|v| v.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let at = |i: usize| ticks.get(i).copied().unwrap_or(0);
+    let idle = at(3) + at(4);
+    let busy = at(0) + at(1) + at(2) + at(5) + at(6) + at(7);
+    (busy, busy + idle)
+}
+
+/// User + system ticks of this process, every thread: fields 14 and 15 of
+/// /proc/self/stat, counted after the command name's closing parenthesis.
+fn own_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    // After the name: state is field 3, so utime (14) and stime (15) are at 11 and 12.
+    let at = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    at(11) + at(12)
+}
+
 /// Resets VmHWM to the current RSS (Linux ≥ 4.0), so each phase's peak is its own.
 fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
@@ -945,5 +1036,21 @@ fn print_report(o: &Options, reports: &[Report]) {
     row("peak RSS during rebuild", &|r| mib(r.rss_rebuild_kib));
     row("RssAnon after ingest", &|r| mib(r.anon_ingest_kib));
     row("RssAnon after rebuild", &|r| mib(r.anon_rebuild_kib));
+    let cpu = |share: CpuShare| {
+        format!(
+            "{:.0}% ({:.0}% this process)",
+            100.0 * share.machine,
+            100.0 * share.own
+        )
+    };
+    row("CPU busy during bulk ingest, of the machine", &|r| {
+        cpu(r.cpu_bulk)
+    });
+    row("CPU busy during ingest, of the machine", &|r| {
+        cpu(r.cpu_ingest)
+    });
+    row("CPU busy during rebuild, of the machine", &|r| {
+        cpu(r.cpu_rebuild)
+    });
     println!();
 }
