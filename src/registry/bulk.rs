@@ -12,10 +12,9 @@
 //! While one batch is appended, the texts of the next are parsed and decided (at most one
 //! append in flight, batches appended in the order staged): the append and its projection
 //! run on a task of their own (and on SQLite in the connection's own thread), so the two
-//! overlap on two cores. And while a bulk load
-//! runs, the projector keeps its model of the read models between batches however large
-//! it grows (up to a bound; `Projector::bulk_load`), instead of reading back what each
-//! batch's facts touch.
+//! overlap on two cores. And while a bulk load runs, the projector keeps its model of the
+//! read models between batches however large it grows (up to a bound;
+//! `Projector::bulk_load`), instead of reading back what each batch's facts touch.
 //!
 //! The result is what ingesting the texts one after the other with `ingest` gives: the same
 //! events at the same positions, the same read models, the same outcomes (tests/bulk.rs, on
