@@ -27,10 +27,9 @@ use std::sync::Arc;
 // foldhash: the model's keys are hashed millions of times in a rebuild, where SipHash was
 // about 6 % of the replay's samples; its seed is still random per process.
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
-use sqlx::any::AnyArguments;
 use sqlx::postgres::PgConnection;
 use sqlx::query::Query;
-use sqlx::{Any, AnyConnection, Row};
+use sqlx::{AnyConnection, Row};
 
 use super::queries::NoticeWarning;
 use crate::domain::events::PostFact;
@@ -188,7 +187,7 @@ pub(super) struct TenureRow {
 }
 
 /// The columns of a tenure row after `version_from` (and `version_to`), in
-/// [`TenureRow::bind`] order: one list for the version reads and the version writes.
+/// [`TenureRow::cells`] order: one list for the version reads and the version writes.
 macro_rules! tenure_columns {
     () => {
         "tenure_id, person_id, person, organization, organization_as_written, post, \
@@ -204,7 +203,7 @@ const TENURE_COLUMNS: &str = tenure_columns!();
 /// Cells of a tenure version row: `version_from`, `version_to` and [`TENURE_COLUMNS`].
 const TENURE_CELLS: usize = 27;
 
-/// Writes tenure versions ([`TenureRow::bind`] order).
+/// Writes tenure versions ([`TenureRow::cells`] order).
 const TENURE_INSERT: &str = concat!(
     "INSERT INTO rm_tenures (version_from, version_to, ",
     tenure_columns!(),
@@ -260,24 +259,8 @@ impl TenureRow {
             && (self.is_open() || self.end_date.as_deref().is_some_and(|e| e > date))
     }
 
-    /// Binds the version's cells after `version_from` and `version_to`, in
-    /// [`TENURE_COLUMNS`] order ([`TENURE_CELLS`] in all), borrowing every text.
-    fn bind<'q>(
-        &'q self,
-        query: Query<'q, Any, AnyArguments<'q>>,
-        version_from: i64,
-        version_to: Option<i64>,
-    ) -> Query<'q, Any, AnyArguments<'q>> {
-        self.cells(version_from, version_to)
-            .into_iter()
-            .fold(query, |query, cell| match cell {
-                Value::Int(v) => query.bind(v),
-                Value::Text(v) => query.bind(v),
-            })
-    }
-
     /// The version's cells: `version_from`, `version_to`, then [`TENURE_COLUMNS`] in order
-    /// (what [`TenureRow::bind`] binds and a `COPY` of [`TENURE_INSERT`]'s columns sends).
+    /// (what [`write_rows`] binds to [`TENURE_INSERT`] or sends in a `COPY` of its columns).
     fn cells(&self, version_from: i64, version_to: Option<i64>) -> [Value<'_>; TENURE_CELLS] {
         fn text(v: &Option<String>) -> Value<'_> {
             Value::Text(v.as_deref())
@@ -435,40 +418,70 @@ impl Rows {
         &mut self.cells[row * self.columns + column]
     }
 
-    /// Writes the buffered rows in order, [`INSERT_CHUNK`] per statement, binding each cell
-    /// by reference into the buffer (sqlx `Any` copies an owned `String` it is given, and
-    /// borrows a `&str`); the buffer is emptied and keeps its capacity for the next rows.
+    /// Writes the buffered rows in order ([`write_rows`]); the buffer is emptied and keeps
+    /// its capacity for the next rows.
     async fn write(&mut self, conn: &mut Conn<'_>, backend: Backend) -> Result<(), StoreError> {
-        let (head, tail, columns) = (self.head, self.tail, self.columns);
-        match conn {
-            // No conflict clause to honour: `COPY` (sqlx `Any` cannot send it).
-            Conn::Postgres(pg) if tail.is_empty() => {
-                let rows = self.cells.chunks_exact(columns);
-                let data = copy_data(rows.map(|row| row.iter().map(Value::from)));
-                copy_in(pg, head, data).await?;
-            }
-            _ => {
-                for chunk in self.cells.chunks(INSERT_CHUNK * columns) {
-                    let sql = format!(
-                        "{head} {}{tail}",
-                        placeholders(backend, chunk.len() / columns, columns)
-                    );
-                    execute_on!(conn, {
-                        let mut query = sqlx::query(&sql);
-                        for cell in chunk {
-                            query = match cell {
-                                Cell::Int(v) => query.bind(*v),
-                                Cell::Text(v) => query.bind(v.as_deref()),
-                            };
-                        }
-                        query
-                    })?;
-                }
-            }
-        }
+        let rows = self.cells.chunks_exact(self.columns).map(row_values);
+        write_rows(conn, backend, (self.head, self.tail, self.columns), rows).await?;
         self.cells.clear();
         Ok(())
     }
+}
+
+/// A buffered row's cells, borrowed. (Functions, not closures, map the rows [`write_rows`]
+/// is given: a closure's borrow is not general enough for the futures `tokio::spawn` takes.)
+fn row_values(row: &[Cell]) -> impl Iterator<Item = Value<'_>> {
+    row.iter().map(Value::from)
+}
+
+/// A buffered tenure version's cells, borrowed ([`TenureRow::cells`]).
+fn version_values(
+    (from, to, row): &(i64, Option<i64>, Arc<TenureRow>),
+) -> [Value<'_>; TENURE_CELLS] {
+    row.cells(*from, *to)
+}
+
+/// Writes `rows` (each a row's cells in `columns`' order) with `insert` (`INSERT INTO t (c1,
+/// …) VALUES`) and its `tail` (a conflict clause, or nothing): on PostgreSQL's own
+/// connection with `COPY` when there is no conflict clause to honour (sqlx `Any` cannot
+/// send it), else as multi-row INSERTs of [`INSERT_CHUNK`] rows, every cell bound by
+/// reference into the caller's buffers (sqlx `Any` copies an owned `String` it is given,
+/// and borrows a `&str`).
+async fn write_rows<'a, R>(
+    conn: &mut Conn<'_>,
+    backend: Backend,
+    (insert, tail, columns): (&str, &str, usize),
+    rows: impl Iterator<Item = R>,
+) -> Result<(), StoreError>
+where
+    R: IntoIterator<Item = Value<'a>>,
+{
+    if let Conn::Postgres(pg) = conn {
+        if tail.is_empty() {
+            return copy_in(pg, insert, copy_data(rows)).await;
+        }
+    }
+    let mut rows = rows.peekable();
+    // A statement's cells at a time, the buffer reused (most flushes leave most tables empty).
+    let mut cells: Vec<Value<'a>> = Vec::new();
+    while rows.peek().is_some() {
+        cells.clear();
+        cells.extend(rows.by_ref().take(INSERT_CHUNK).flatten());
+        let sql = format!(
+            "{insert} {}{tail}",
+            placeholders(backend, cells.len() / columns, columns)
+        );
+        execute_on!(
+            conn,
+            cells
+                .iter()
+                .fold(sqlx::query(&sql), |query, cell| match *cell {
+                    Value::Int(v) => query.bind(v),
+                    Value::Text(v) => query.bind(v),
+                })
+        )?;
+    }
+    Ok(())
 }
 
 /// Bytes of `COPY` data sent at a time.
@@ -1630,28 +1643,9 @@ impl Writes {
         for chunk in std::mem::take(&mut self.closes).chunks(INSERT_CHUNK) {
             close_versions(conn, backend, chunk).await?;
         }
-        match conn {
-            Conn::Postgres(pg) => {
-                let rows = self.tenures.iter();
-                let data = copy_data(rows.map(|(from, to, row)| row.cells(*from, *to)));
-                copy_in(pg, TENURE_INSERT, data).await?;
-            }
-            // Bound straight from the rows the model shares, a statement's worth at a
-            // time: nothing is copied (sqlx `Any` borrows a `&str`).
-            _ => {
-                for chunk in self.tenures.chunks(INSERT_CHUNK) {
-                    let sql = format!(
-                        "{TENURE_INSERT} {}",
-                        placeholders(backend, chunk.len(), TENURE_CELLS)
-                    );
-                    let mut query = sqlx::query(&sql);
-                    for (from, to, row) in chunk {
-                        query = row.bind(query, *from, *to);
-                    }
-                    query.execute(conn.get()?).await?;
-                }
-            }
-        }
+        // Straight from the rows the model shares: nothing is copied but into `COPY`'s text.
+        let rows = self.tenures.iter().map(version_values);
+        write_rows(conn, backend, (TENURE_INSERT, "", TENURE_CELLS), rows).await?;
         self.tenures.clear();
         let mut counts: Vec<(String, i64)> = self.fact_counts.drain().collect();
         counts.sort();
