@@ -16,8 +16,9 @@
 //!    first on the transaction's `search_path`, so the replay, which names tables
 //!    unqualified, writes and reads the new tables.
 //! 2. [`Shadow::swap`]: the live tables' secondary indexes built on the new ones (same
-//!    names, same definitions), the new tables analysed, the live tables dropped, the new ones moved into the live
-//!    schema, the shadow schema dropped and the `search_path` restored.
+//!    names, same definitions), the new tables analysed, the live tables dropped, the new
+//!    ones moved into the live schema, the shadow schema dropped and the `search_path`
+//!    restored.
 //!
 //! Readers see the old read models until the commit and the new ones after it; a rebuild
 //! that fails leaves nothing behind (PostgreSQL's DDL is transactional). The swap needs
