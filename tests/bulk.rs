@@ -9,7 +9,9 @@ mod common;
 
 use common::{actor, generated_notice, notice_text, TestDb};
 use renmian::projections::export::{export, to_json, ExportedTable};
-use renmian::registry::{IngestOutcome, Registry, RegistryError, BULK_BATCH_EVENTS};
+use renmian::registry::{
+    BulkProjection, IngestOutcome, Registry, RegistryError, BULK_BATCH_EVENTS,
+};
 use renmian::workload::{generate, WorkloadConfig};
 
 /// A notice of 临湘市人民政府 (临政人〔2024〕`number`号) revoking 临政人〔2024〕`revoked`号.
@@ -169,16 +171,73 @@ async fn bulk_ingest_is_ingest_one_text_after_the_other(db: TestDb) {
     assert_eq!(events(&bulk).await, events(&sequential).await);
 }
 
-async fn a_refused_text_stops_the_bulk_ingest_after_the_texts_before_it(db: TestDb) {
-    // In batches of one notice, the text before the refused one is being appended when
-    // it is refused.
-    let small = another(&db).await;
-    for (url, batch_events) in [(&db.url, BULK_BATCH_EVENTS), (&small.url, 1)] {
-        a_refused_text_stops_it_in_batches_of(url, batch_events).await;
+/// Projecting once at the end of the load (what a large load into an empty registry does)
+/// ends where ingesting the texts one after the other ends: the same outcomes — warnings
+/// included, read after the projection — events and read models. Without a text that goes
+/// on its own, the whole load projects at its end; with the mixed-in cases, the first such
+/// text brings the read models up to the log and the rest of the load projects in each
+/// append.
+async fn projecting_at_the_end_is_ingest_one_text_after_the_other(db: TestDb) {
+    let mixed = texts();
+    // Generated notices and a removal from a post nobody was recorded in (a warning); none
+    // of them goes on its own.
+    let mut plain: Vec<String> = mixed[..12].to_vec();
+    plain.push(notice_text(
+        9008,
+        "2024年4月1日",
+        &["免去路人甲同志市统计局局长职务"],
+    ));
+    for (texts, batch_events) in [
+        (&plain, 1),
+        (&plain, BULK_BATCH_EVENTS),
+        (&mixed, 60),
+        (&mixed, BULK_BATCH_EVENTS),
+    ] {
+        let case = format!("{} texts, batches of {batch_events} events", texts.len());
+        let reference = another(&db).await;
+        let sequential = Registry::open(&reference.url).await.unwrap();
+        let expected = one_after_the_other(&sequential, texts).await;
+        let other = another(&db).await;
+        let bulk = Registry::open(&other.url).await.unwrap();
+        let outcomes = bulk
+            .ingest_all_projecting(texts, &actor(), batch_events, BulkProjection::AtTheEnd)
+            .await
+            .expect("bulk ingest");
+        assert_eq!(outcomes, expected, "{case}");
+        assert!(
+            outcomes.iter().any(|o| !o.warnings.is_empty()),
+            "{case}: no warning to check"
+        );
+        assert_eq!(events(&bulk).await, events(&sequential).await, "{case}");
+        assert!(
+            read_models(&bulk).await == read_models(&sequential).await,
+            "read models differ ({case})"
+        );
     }
 }
 
-async fn a_refused_text_stops_it_in_batches_of(url: &str, batch_events: usize) {
+async fn a_refused_text_stops_the_bulk_ingest_after_the_texts_before_it(db: TestDb) {
+    // In batches of one notice, the text before the refused one is being appended when
+    // it is refused.
+    // Projecting at the end, what the load appended before it stopped is projected.
+    let small = another(&db).await;
+    let at_the_end = another(&db).await;
+    let small_at_the_end = another(&db).await;
+    for (url, batch_events, projection) in [
+        (&db.url, BULK_BATCH_EVENTS, BulkProjection::InEachAppend),
+        (&small.url, 1, BulkProjection::InEachAppend),
+        (&at_the_end.url, BULK_BATCH_EVENTS, BulkProjection::AtTheEnd),
+        (&small_at_the_end.url, 1, BulkProjection::AtTheEnd),
+    ] {
+        a_refused_text_stops_it_in_batches_of(url, batch_events, projection).await;
+    }
+}
+
+async fn a_refused_text_stops_it_in_batches_of(
+    url: &str,
+    batch_events: usize,
+    projection: BulkProjection,
+) {
     let registry = Registry::open(url).await.unwrap();
     let conflicting = notice_text(9001, "2024年3月1日", &["王五同志任市商务局局长"]);
     let texts = vec![
@@ -189,7 +248,7 @@ async fn a_refused_text_stops_it_in_batches_of(url: &str, batch_events: usize) {
         generated_notice(9004),
     ];
     let refused = registry
-        .ingest_all_in_batches(&texts, &actor(), batch_events)
+        .ingest_all_projecting(&texts, &actor(), batch_events, projection)
         .await
         .unwrap_err();
     assert_eq!(refused.index, 3);
@@ -216,7 +275,7 @@ async fn a_refused_text_stops_it_in_batches_of(url: &str, batch_events: usize) {
     // Text without a notice: refused as `ingest` refuses it, nothing of it stored.
     let texts = vec![generated_notice(9005), "not a notice".to_string()];
     let refused = registry
-        .ingest_all_in_batches(&texts, &actor(), batch_events)
+        .ingest_all_projecting(&texts, &actor(), batch_events, projection)
         .await
         .unwrap_err();
     assert_eq!(refused.index, 1);
@@ -278,13 +337,23 @@ async fn concurrent_bulk_ingests_record_each_notice_once(db: TestDb) {
 /// or while it was dropped is in the log whole, the rest not at all, and running the load
 /// again ends where one uninterrupted run of the texts ends.
 async fn a_bulk_ingest_dropped_part_way_leaves_whole_notices(db: TestDb) {
+    dropped_part_way(db, BulkProjection::InEachAppend).await;
+}
+
+/// The same when the load projects at its end: what it appended before it was dropped is
+/// in the log, not yet in the read models, and the next ingest brings them up to it.
+async fn a_bulk_ingest_projecting_at_the_end_dropped_part_way_leaves_whole_notices(db: TestDb) {
+    dropped_part_way(db, BulkProjection::AtTheEnd).await;
+}
+
+async fn dropped_part_way(db: TestDb, projection: BulkProjection) {
     let (texts, _reference, sequential) = generated_ingested_one_by_one(&db).await;
     let total = sequential.database().head_position().await.unwrap();
 
     let registry = Registry::open(&db.url).await.unwrap();
     let who = actor();
     // Batches of a notice or two; dropped once the first of them is in the log.
-    let load = registry.ingest_all_in_batches(&texts, &who, 60);
+    let load = registry.ingest_all_projecting(&texts, &who, 60, projection);
     let first_committed = async {
         while registry.database().head_position().await.unwrap() == 0 {
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
@@ -339,9 +408,11 @@ async fn a_bulk_ingest_dropped_part_way_leaves_whole_notices(db: TestDb) {
 
 backend_suite!(
     bulk_ingest_is_ingest_one_text_after_the_other,
+    projecting_at_the_end_is_ingest_one_text_after_the_other,
     a_refused_text_stops_the_bulk_ingest_after_the_texts_before_it,
     concurrent_bulk_ingests_record_each_notice_once,
     a_bulk_ingest_dropped_part_way_leaves_whole_notices,
+    a_bulk_ingest_projecting_at_the_end_dropped_part_way_leaves_whole_notices,
 );
 
 /// PostgreSQL: a bulk load refreshes the planner's statistics and vacuums the read models

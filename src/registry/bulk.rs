@@ -16,6 +16,18 @@
 //! read models between batches however large it grows (up to a bound;
 //! `Projector::bulk_load`), instead of reading back what each batch's facts touch.
 //!
+//! A large load into an empty registry (the history of a jurisdiction, loaded before anyone
+//! uses it) does not project batch by batch at all: its batches are appended alone and one
+//! `Projector::rebuild` projects the log when the load ends ([`BulkProjection::AtTheEnd`]).
+//! Inserting each batch's rows into the read models' indexes costs more with every batch —
+//! at 1M events on SQLite, 70 of the load's 94 s went into projecting — while a rebuild writes
+//! the rows into tables without secondary indexes and sorts each index once (or, on
+//! PostgreSQL, copies them with `COPY`). Until the load ends, the read models stay empty
+//! (their checkpoint, and every answer, before the load's first event); the outcomes'
+//! warnings are read after the rebuild. A text that goes on its own needs the read models,
+//! so the first one brings them up to the log that way and the rest of the load projects in
+//! each append.
+//!
 //! The result is what ingesting the texts one after the other with `ingest` gives: the same
 //! events at the same positions, the same read models, the same outcomes (tests/bulk.rs, on
 //! both databases). A text that needs more than recording new notices — one already
@@ -25,6 +37,7 @@
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::ops::Range;
 use std::pin::Pin;
 use std::task::Poll;
 
@@ -47,6 +60,36 @@ use crate::store::{Database, SqlEventRepository, StoreError};
 /// appended and projected: a few tenths of a second at this size (the 3 000-file load is
 /// ten batches in under 4 s).
 pub const BULK_BATCH_EVENTS: usize = 8_000;
+
+/// A bulk ingest of at least this many texts into an empty registry projects once, at its
+/// end, instead of in each batch's append ([`BulkProjection::AtTheEnd`]).
+pub const PROJECT_AT_THE_END_FROM: usize = 1_000;
+
+/// When a bulk ingest projects what it appends into the read models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BulkProjection {
+    /// In each batch's append transaction, as [`Registry::ingest`] does.
+    InEachAppend,
+    /// Once, when the load ends: the batches are appended alone and
+    /// `Projector::rebuild` projects the whole log (sorting each index once instead of
+    /// inserting into it row by row). Until then the read models stay where they were. A
+    /// text that goes on its own — it needs the read models — first has them brought up
+    /// to the log the same way, and the rest of the load projects in each append.
+    AtTheEnd,
+}
+
+impl BulkProjection {
+    /// For a load of `texts` texts into a registry whose log ends at `head` (not read for
+    /// a small load): at the end for a large load into an empty registry, where a rebuild
+    /// replays only what the load appended; else in each append.
+    fn for_load(texts: usize, head: Option<i64>) -> Self {
+        if texts >= PROJECT_AT_THE_END_FROM && head == Some(0) {
+            Self::AtTheEnd
+        } else {
+            Self::InEachAppend
+        }
+    }
+}
 
 /// A bulk ingest stopped at text `index`: every text before it is recorded (`recorded`
 /// holds their outcomes), nothing of it or of the texts after it was stored by this call.
@@ -146,15 +189,38 @@ impl Batch {
 /// A batch taken to be appended: its notices and their events, in order.
 type Taken = (Vec<Staged>, Vec<crate::store::NewEvent>);
 
+/// What the append of one batch reports.
+struct Appended {
+    outcomes: Vec<IngestOutcome>,
+    /// Appended without projecting: the outcomes' warnings are not known yet.
+    unprojected: Option<Unprojected>,
+}
+
+/// A batch appended without projecting.
+#[derive(Debug, Clone, Copy)]
+struct Unprojected {
+    first_text: usize,
+    first_position: i64,
+    last_position: i64,
+}
+
+/// The outcomes of a bulk ingest so far, and which of them wait for the projection.
+#[derive(Default)]
+struct Recorded {
+    outcomes: Vec<IngestOutcome>,
+    /// Indexes into `outcomes` of each batch appended without projecting, with the batch.
+    unprojected: Vec<(Range<usize>, Unprojected)>,
+}
+
 /// The append of one batch, driven while the next batch is staged: at most one at a time,
 /// so batches are appended in the order they were staged.
 struct InFlight<F> {
     append: Option<Pin<Box<F>>>,
     /// Its result, when it finished while something else was being driven.
-    done: Option<Result<Vec<IngestOutcome>, BulkError>>,
+    done: Option<Result<Appended, BulkError>>,
 }
 
-impl<F: Future<Output = Result<Vec<IngestOutcome>, BulkError>>> InFlight<F> {
+impl<F: Future<Output = Result<Appended, BulkError>>> InFlight<F> {
     fn new() -> Self {
         Self {
             append: None,
@@ -184,9 +250,10 @@ impl<F: Future<Output = Result<Vec<IngestOutcome>, BulkError>>> InFlight<F> {
         .await
     }
 
-    /// Waits for the append in flight, if any, and adds its outcomes to `outcomes`; its
-    /// error carries every outcome recorded before it.
-    async fn finish(&mut self, outcomes: &mut Vec<IngestOutcome>) -> Result<(), BulkError> {
+    /// Waits for the append in flight, if any, and adds its outcomes to `recorded`; its
+    /// error carries every outcome recorded before it (`recorded`'s unprojected batches
+    /// still index them).
+    async fn finish(&mut self, recorded: &mut Recorded) -> Result<(), BulkError> {
         let result = match (self.append.take(), self.done.take()) {
             (Some(append), _) => append.await,
             (None, Some(done)) => done,
@@ -194,11 +261,18 @@ impl<F: Future<Output = Result<Vec<IngestOutcome>, BulkError>>> InFlight<F> {
         };
         match result {
             Ok(appended) => {
-                outcomes.extend(appended);
+                let start = recorded.outcomes.len();
+                recorded.outcomes.extend(appended.outcomes);
+                if let Some(batch) = appended.unprojected {
+                    recorded
+                        .unprojected
+                        .push((start..recorded.outcomes.len(), batch));
+                }
                 Ok(())
             }
             Err(mut error) => {
-                let own = std::mem::replace(&mut error.recorded, std::mem::take(outcomes));
+                let own =
+                    std::mem::replace(&mut error.recorded, std::mem::take(&mut recorded.outcomes));
                 error.recorded.extend(own);
                 Err(error)
             }
@@ -233,6 +307,29 @@ impl Registry {
 
     /// [`Registry::ingest_all`] with batches of about `batch_events` events (tests use
     /// small ones, so that many batches are appended while the next ones are staged).
+    /// A load of [`PROJECT_AT_THE_END_FROM`] texts or more into an empty registry projects
+    /// at its end ([`BulkProjection::AtTheEnd`]), any other in each append.
+    pub async fn ingest_all_in_batches<T: AsRef<str>>(
+        &self,
+        texts: &[T],
+        actor: &Actor,
+        batch_events: usize,
+    ) -> Result<Vec<IngestOutcome>, BulkError> {
+        let head = if texts.len() < PROJECT_AT_THE_END_FROM {
+            None
+        } else {
+            match self.db.head_position().await {
+                Ok(head) => Some(head),
+                Err(e) => return Err(BulkError::at(0, e.into(), &mut Vec::new())),
+            }
+        };
+        let projection = BulkProjection::for_load(texts.len(), head);
+        self.ingest_all_projecting(texts, actor, batch_events, projection)
+            .await
+    }
+
+    /// [`Registry::ingest_all_in_batches`], projecting as `projection` says. Either way,
+    /// when it returns (done or stopped) the read models hold everything it appended.
     ///
     /// One batch is appended while the texts of the next are parsed and decided: the
     /// database writes and commits (on SQLite in its connection's thread; at 1M events the
@@ -241,15 +338,49 @@ impl Registry {
     /// that goes on its own (see the module documentation) waits for that append first, and
     /// so does a text that repeats a notice of the batch being appended (loading it would
     /// not see those events yet).
-    pub async fn ingest_all_in_batches<T: AsRef<str>>(
+    pub async fn ingest_all_projecting<T: AsRef<str>>(
         &self,
         texts: &[T],
         actor: &Actor,
         batch_events: usize,
+        projection: BulkProjection,
     ) -> Result<Vec<IngestOutcome>, BulkError> {
         let _bulk = self.projector.bulk_load();
+        let mut recorded = Recorded::default();
+        let loaded = self
+            .load(texts, actor, batch_events, projection, &mut recorded)
+            .await;
+        match loaded {
+            Ok(()) => {
+                self.project_unprojected(&mut recorded).await?;
+                Ok(recorded.outcomes)
+            }
+            Err(mut error) => {
+                // What the load appended before it stopped is projected all the same.
+                let mut before = Recorded {
+                    outcomes: std::mem::take(&mut error.recorded),
+                    unprojected: std::mem::take(&mut recorded.unprojected),
+                };
+                if let Err(unprojected) = self.project_unprojected(&mut before).await {
+                    tracing::warn!(error = %error, "a bulk ingest stopped, and projecting what it appended failed too");
+                    return Err(unprojected);
+                }
+                error.recorded = before.outcomes;
+                Err(error)
+            }
+        }
+    }
+
+    /// The texts staged, batch by batch, each appended while the next is staged.
+    async fn load<T: AsRef<str>>(
+        &self,
+        texts: &[T],
+        actor: &Actor,
+        batch_events: usize,
+        mut projection: BulkProjection,
+        recorded: &mut Recorded,
+    ) -> Result<(), BulkError> {
         let mut batch = Batch::new(&self.db);
-        let mut outcomes = Vec::with_capacity(texts.len());
         let mut flight = InFlight::new();
         for (index, text) in texts.iter().enumerate() {
             let staging = flight
@@ -260,27 +391,66 @@ impl Registry {
                 Ok(Staging::OnItsOwn) => true,
                 Err(error) => {
                     // Every text before this one is recorded, nothing of it.
-                    flight.finish(&mut outcomes).await?;
-                    flight.start(self.append_batch(batch.take(), texts, actor));
-                    flight.finish(&mut outcomes).await?;
-                    return Err(BulkError::at(index, error, &mut outcomes));
+                    flight.finish(recorded).await?;
+                    flight.start(self.append_batch(batch.take(), texts, actor, projection));
+                    flight.finish(recorded).await?;
+                    return Err(BulkError::at(index, error, &mut recorded.outcomes));
                 }
             };
             if on_its_own || batch.event_count() >= batch_events {
-                flight.finish(&mut outcomes).await?;
-                flight.start(self.append_batch(batch.take(), texts, actor));
+                flight.finish(recorded).await?;
+                flight.start(self.append_batch(batch.take(), texts, actor, projection));
             }
             if on_its_own {
-                flight.finish(&mut outcomes).await?;
+                flight.finish(recorded).await?;
                 batch.appended();
-                self.ingest_on_its_own(index, text.as_ref(), actor, &mut outcomes)
+                if projection == BulkProjection::AtTheEnd {
+                    // `ingest` reads the read models (what the text revokes or was revoked
+                    // by, its earlier record), and whether a later notice of the load was
+                    // revoked is read from them too: from here on they keep up.
+                    self.project_unprojected(recorded).await?;
+                    projection = BulkProjection::InEachAppend;
+                }
+                self.ingest_on_its_own(index, text.as_ref(), actor, &mut recorded.outcomes)
                     .await?;
             }
         }
-        flight.finish(&mut outcomes).await?;
-        flight.start(self.append_batch(batch.take(), texts, actor));
-        flight.finish(&mut outcomes).await?;
-        Ok(outcomes)
+        flight.finish(recorded).await?;
+        flight.start(self.append_batch(batch.take(), texts, actor, projection));
+        flight.finish(recorded).await
+    }
+
+    /// Projects the batches `recorded` appended without projecting — a rebuild, since the
+    /// read models stand where the load found them and the log has grown by whole batches
+    /// since — and completes their outcomes with the warnings the projection raised. When
+    /// that fails, the error names the first such batch's first text and carries only the
+    /// outcomes before it (the batches are recorded; ingesting them again is idempotent).
+    async fn project_unprojected(&self, recorded: &mut Recorded) -> Result<(), BulkError> {
+        let unprojected = std::mem::take(&mut recorded.unprojected);
+        let Some((first_range, first)) = unprojected.first().cloned() else {
+            return Ok(());
+        };
+        let projected = async {
+            self.projector.rebuild().await?;
+            for (range, batch) in &unprojected {
+                let warnings = self
+                    .queries
+                    .warnings_between(batch.first_position, batch.last_position)
+                    .await?;
+                assign_warnings(&mut recorded.outcomes[range.clone()], warnings);
+            }
+            Ok::<(), RegistryError>(())
+        }
+        .await;
+        if let Err(error) = projected {
+            recorded.outcomes.truncate(first_range.start);
+            return Err(BulkError::at(
+                first.first_text,
+                error,
+                &mut recorded.outcomes,
+            ));
+        }
+        Ok(())
     }
 
     /// Decides every notice of text `index` into the batch, or nothing of it.
@@ -362,17 +532,29 @@ impl Registry {
         (staged, events): Taken,
         texts: &[T],
         actor: &Actor,
-    ) -> Result<Vec<IngestOutcome>, BulkError> {
+        projection: BulkProjection,
+    ) -> Result<Appended, BulkError> {
         let mut outcomes = Vec::new();
         let Some(first_text) = staged.first().map(|s| s.text) else {
-            return Ok(outcomes);
+            return Ok(Appended {
+                outcomes,
+                unprojected: None,
+            });
         };
+        let project = projection == BulkProjection::InEachAppend;
         // The append, and the projection in its transaction, on a task of its own: a
         // worker thread projects this batch while the caller's task parses and decides the
         // next (on one task the two took turns, and a load kept 1.07 of two cores busy).
         // Dropping this future leaves the task to commit or roll back the batch whole.
         let db = self.db.clone();
-        let appended = match tokio::spawn(async move { db.append(&events).await }).await {
+        let append = async move {
+            if project {
+                db.append(&events).await
+            } else {
+                db.append_unobserved(&events).await
+            }
+        };
+        let appended = match tokio::spawn(append).await {
             Ok(appended) => appended,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(e) => Err(StoreError::Unavailable(format!(
@@ -394,12 +576,26 @@ impl Registry {
                     self.ingest_on_its_own(index, texts[index].as_ref(), actor, &mut outcomes)
                         .await?;
                 }
-                return Ok(outcomes);
+                return Ok(Appended {
+                    outcomes,
+                    unprojected: None,
+                });
             }
             Err(e) => return Err(BulkError::at(first_text, e.into(), &mut outcomes)),
         };
-        match self.report(&staged, &stored).await {
-            Ok(reported) => Ok(reported),
+        let unprojected = match (project, stored.first(), stored.last()) {
+            (false, Some(first), Some(last)) => Some(Unprojected {
+                first_text,
+                first_position: first.position,
+                last_position: last.position,
+            }),
+            _ => None,
+        };
+        match self.report(&staged, &stored, project).await {
+            Ok(outcomes) => Ok(Appended {
+                outcomes,
+                unprojected,
+            }),
             Err(error) => Err(BulkError::at(first_text, error, &mut outcomes)),
         }
     }
@@ -421,24 +617,17 @@ impl Registry {
         }
     }
 
-    /// Outcomes of the staged notices, whose events were appended as `stored`.
+    /// Outcomes of the staged notices, whose events were appended as `stored`; with their
+    /// warnings when the append was `projected`, else without (yet).
     async fn report(
         &self,
         staged: &[Staged],
         stored: &[crate::store::StoredEvent],
+        projected: bool,
     ) -> Result<Vec<IngestOutcome>, RegistryError> {
         let (Some(first), Some(last)) = (stored.first(), stored.last()) else {
             return Ok(Vec::new());
         };
-        // The append projected itself unless the read models were behind.
-        self.projector.catch_up().await?;
-        self.projector.keep_statistics_fresh(last.position);
-        let mut warnings = self
-            .queries
-            .warnings_between(first.position, last.position)
-            .await?
-            .into_iter()
-            .peekable();
         let mut events = stored.iter().peekable();
         let mut outcomes = Vec::with_capacity(staged.len());
         for s in staged {
@@ -447,15 +636,6 @@ impl Registry {
             while let Some(e) = events.next_if(|e| e.aggregate_id == s.notice_id) {
                 positions.push(e.position);
             }
-            let (first, last) = (positions.first().copied(), positions.last().copied());
-            // Warnings raised by its events (`ingest` reports the notice's own warnings from
-            // its first position on, read right after its append).
-            let mut own = Vec::new();
-            while let Some((notice_id, w)) = warnings.next_if(|(_, w)| Some(w.position) <= last) {
-                if notice_id == s.notice_id {
-                    own.push(w);
-                }
-            }
             outcomes.push(IngestOutcome {
                 notice_id: s.notice_id.clone(),
                 document_number: s.document_number.clone(),
@@ -463,14 +643,42 @@ impl Registry {
                 already_recorded: false,
                 corrected: false,
                 events_appended: positions.len(),
-                first_position: first,
-                last_position: last,
-                warnings: own,
+                first_position: positions.first().copied(),
+                last_position: positions.last().copied(),
+                warnings: Vec::new(),
                 revoked_notices: Vec::new(),
                 notes: Vec::new(),
             });
         }
+        if projected {
+            // The append projected itself unless the read models were behind.
+            self.projector.catch_up().await?;
+            let warnings = self
+                .queries
+                .warnings_between(first.position, last.position)
+                .await?;
+            assign_warnings(&mut outcomes, warnings);
+        }
+        self.projector.keep_statistics_fresh(last.position);
         Ok(outcomes)
+    }
+}
+
+/// Gives each outcome of a batch (in position order) the warnings, of `warnings` (the
+/// batch's, in position order), that its own events raised: `ingest` reports a notice's
+/// warnings from its first position on, read right after its append.
+fn assign_warnings(
+    outcomes: &mut [IngestOutcome],
+    warnings: Vec<(String, crate::projections::NoticeWarning)>,
+) {
+    let mut warnings = warnings.into_iter().peekable();
+    for outcome in outcomes {
+        let last = outcome.last_position;
+        while let Some((notice_id, w)) = warnings.next_if(|(_, w)| Some(w.position) <= last) {
+            if notice_id == outcome.notice_id {
+                outcome.warnings.push(w);
+            }
+        }
     }
 }
 
@@ -485,6 +693,17 @@ mod tests {
              各镇人民政府、街道办事处，市直各单位：\n\n经市人民政府研究决定：\n\n{clause}。\n\n\
              临湘市人民政府\n\n2024年3月1日\n"
         )
+    }
+
+    #[test]
+    fn only_a_large_load_into_an_empty_registry_projects_at_the_end() {
+        use BulkProjection::{AtTheEnd, InEachAppend};
+        let large = PROJECT_AT_THE_END_FROM;
+        assert_eq!(BulkProjection::for_load(large, Some(0)), AtTheEnd);
+        assert_eq!(BulkProjection::for_load(large * 40, Some(0)), AtTheEnd);
+        assert_eq!(BulkProjection::for_load(large, Some(1)), InEachAppend);
+        assert_eq!(BulkProjection::for_load(large - 1, Some(0)), InEachAppend);
+        assert_eq!(BulkProjection::for_load(large - 1, None), InEachAppend);
     }
 
     /// A batch another writer overtook — one of its notices recorded between staging and
@@ -511,9 +730,10 @@ mod tests {
         assert_eq!(first[0].first_position, Some(1));
 
         let outcomes = registry
-            .append_batch(batch.take(), &texts, &actor)
+            .append_batch(batch.take(), &texts, &actor, BulkProjection::InEachAppend)
             .await
-            .unwrap();
+            .unwrap()
+            .outcomes;
         let already: Vec<bool> = outcomes.iter().map(|o| o.already_recorded).collect();
         assert_eq!(already, [false, true, false]);
         // Each notice once, the overtaken batch's in text order after the other writer's.

@@ -26,7 +26,7 @@ use crate::store::{Database, SqlEventRepository, StoreError};
 
 mod bulk;
 
-pub use bulk::{BulkError, BULK_BATCH_EVENTS};
+pub use bulk::{BulkError, BulkProjection, BULK_BATCH_EVENTS, PROJECT_AT_THE_END_FROM};
 
 /// Attempts at an ingest that keeps losing optimistic-lock races before giving up.
 const MAX_ATTEMPTS: usize = 8;

@@ -244,12 +244,33 @@ impl Database {
     /// A unique violation on (aggregate, sequence) means another writer got there first and
     /// is reported as [`StoreError::Conflict`]; nothing is stored then.
     pub async fn append(&self, events: &[NewEvent]) -> Result<Vec<StoredEvent>, StoreError> {
+        self.append_observed(events, true).await
+    }
+
+    /// [`Database::append`] without the observer: nothing but the events is written in
+    /// the transaction, and the read models are left behind them (a bulk load into an empty
+    /// registry projects once, at its end, with `Projector::rebuild`).
+    pub async fn append_unobserved(
+        &self,
+        events: &[NewEvent],
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.append_observed(events, false).await
+    }
+
+    async fn append_observed(
+        &self,
+        events: &[NewEvent],
+        observe: bool,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
         let mut connection = self.pool().acquire().await?;
         if let Some(head) = self.last_head.expected() {
-            match self.append_after(&mut connection, &head, events).await {
+            match self
+                .append_after(&mut connection, &head, events, observe)
+                .await
+            {
                 Ok(Some(stored)) => return Ok(stored),
                 // The head moved (another writer, or a concurrent append of this process)
                 // or the rows conflict: the general path below tells which.
@@ -273,7 +294,7 @@ impl Database {
         let prev_hash: String = head.try_get("hash")?;
         let stored = chain(events, new_head - count + 1, prev_hash, &now_utc());
         insert_rows_and_head(&mut tx, self.backend(), &stored, None).await?;
-        self.observe_and_commit(tx, stored).await
+        self.observe_and_commit(tx, stored, observe).await
     }
 
     /// SQLite: the append when this process knows the head its last append left, which
@@ -292,6 +313,7 @@ impl Database {
         connection: &mut AnyConnection,
         head: &LogHead,
         events: &[NewEvent],
+        observe: bool,
     ) -> Result<Option<Vec<StoredEvent>>, StoreError> {
         let recorded_at = now_utc();
         let (tx, stored) = futures::join!(Connection::begin(connection), async {
@@ -300,7 +322,7 @@ impl Database {
         let mut tx = tx?;
         let changed = insert_rows_and_head(&mut tx, self.backend(), &stored, Some(head)).await;
         match changed {
-            Ok(true) => self.observe_and_commit(tx, stored).await.map(Some),
+            Ok(true) => self.observe_and_commit(tx, stored, observe).await.map(Some),
             Ok(false) | Err(StoreError::Conflict) => {
                 tx.rollback().await?;
                 changed.map(|_| None)
@@ -309,14 +331,15 @@ impl Database {
         }
     }
 
-    /// The rest of an append: the observer's work in a savepoint, the commit, the head
-    /// noted for the next append and the observer told.
+    /// The rest of an append: the observer's work in a savepoint (when `observe`), the
+    /// commit, the head noted for the next append and the observer told.
     async fn observe_and_commit(
         &self,
         mut tx: sqlx::Transaction<'_, Any>,
         stored: Vec<StoredEvent>,
+        observe: bool,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let observer = self.observer.get();
+        let observer = if observe { self.observer.get() } else { None };
         if let Some(observer) = &observer {
             let mut savepoint = Acquire::begin(&mut *tx).await?;
             match observer.appended(&mut savepoint, &stored).await {
