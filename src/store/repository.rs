@@ -52,8 +52,12 @@ impl From<StoreError> for PersistenceError {
 }
 
 /// Serialises a JSON value canonically: serde_json's `Value` keeps object keys sorted.
+/// Compact, as `Value`'s `Display` writes it, but straight into a byte buffer (`Display`
+/// goes through `fmt::Write` piece by piece; in a profile of a bulk load's staging it was
+/// 6 % of the caller's samples, too little to show in the load's time).
 fn canonical_json(value: &Value) -> String {
-    value.to_string()
+    // Cannot fail: a `Value`'s keys are strings.
+    serde_json::to_string(value).unwrap_or_else(|_| value.to_string())
 }
 
 /// Source line and clause of an event payload `{"Variant": {"line": …, "clause": …}}`.
@@ -227,5 +231,19 @@ mod tests {
         let payload = serde_json::json!({"RemovalRecorded": {"line": 885, "clause": "免去…"}});
         assert_eq!(provenance(&payload), (Some(885), Some("免去…".to_string())));
         assert_eq!(provenance(&Value::Null), (None, None));
+    }
+
+    /// The text stored and hashed: compact, keys sorted, what `Value`'s `Display` writes.
+    #[test]
+    fn canonical_json_is_compact_with_sorted_keys() {
+        let value: Value =
+            serde_json::from_str(r#"{ "b": {"y": [1, 2], "x": "免去\"甲\"\n"}, "a": null }"#)
+                .unwrap();
+        let canonical = canonical_json(&value);
+        assert_eq!(
+            canonical,
+            r#"{"a":null,"b":{"x":"免去\"甲\"\n","y":[1,2]}}"#
+        );
+        assert_eq!(canonical, value.to_string());
     }
 }
