@@ -305,17 +305,39 @@ async fn generated_ingested_one_by_one(db: &TestDb) -> (Vec<String>, TestDb, Reg
     (texts, reference, sequential)
 }
 
+/// Two loads of the same texts (in opposite orders) at once through two registries, each
+/// projecting in each append or at the end: while one appends alone, the other projects
+/// (its texts already recorded go on their own, through `ingest`), which the first sees and
+/// so projects what it appended and goes on projecting in each append.
 async fn concurrent_bulk_ingests_record_each_notice_once(db: TestDb) {
-    let (texts, _reference, sequential) = generated_ingested_one_by_one(&db).await;
+    let at_the_end = another(&db).await;
+    for (url, projection) in [
+        (&db.url, BulkProjection::InEachAppend),
+        (&at_the_end.url, BulkProjection::AtTheEnd),
+    ] {
+        concurrent_loads(&db, url, projection).await;
+    }
+}
+
+async fn concurrent_loads(db: &TestDb, url: &str, projection: BulkProjection) {
+    let (texts, _reference, sequential) = generated_ingested_one_by_one(db).await;
     let expected_events = sequential.database().head_position().await.unwrap();
 
     let (a, b) = (
-        Registry::open(&db.url).await.unwrap(),
-        Registry::open(&db.url).await.unwrap(),
+        Registry::open(url).await.unwrap(),
+        Registry::open(url).await.unwrap(),
     );
     let reversed: Vec<String> = texts.iter().rev().cloned().collect();
     let who = actor();
-    let (from_a, from_b) = tokio::join!(a.ingest_all(&texts, &who), b.ingest_all(&reversed, &who));
+    // Projecting at the end, in many batches, so that the two loads interleave.
+    let batch_events = match projection {
+        BulkProjection::InEachAppend => BULK_BATCH_EVENTS,
+        BulkProjection::AtTheEnd => 60,
+    };
+    let (from_a, from_b) = tokio::join!(
+        a.ingest_all_projecting(&texts, &who, batch_events, projection),
+        b.ingest_all_projecting(&reversed, &who, batch_events, projection)
+    );
     let (from_a, from_b) = (from_a.unwrap(), from_b.unwrap());
     assert_eq!(a.database().head_position().await.unwrap(), expected_events);
     for text in &texts {

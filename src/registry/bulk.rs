@@ -382,6 +382,13 @@ impl Registry {
     ) -> Result<(), BulkError> {
         let mut batch = Batch::new(&self.db);
         let mut flight = InFlight::new();
+        // Where the read models stood when the load began: should they move on while it
+        // appends alone, another process (a server on the same database) is projecting
+        // what the load appends, and projecting it again at the end would be work twice.
+        let found = match projection {
+            BulkProjection::AtTheEnd => self.projector.checkpoint().await.ok(),
+            BulkProjection::InEachAppend => None,
+        };
         for (index, text) in texts.iter().enumerate() {
             let staging = flight
                 .alongside(self.stage(&mut batch, index, text.as_ref(), actor))
@@ -399,6 +406,10 @@ impl Registry {
             };
             if on_its_own || batch.event_count() >= batch_events {
                 flight.finish(recorded).await?;
+                if projection == BulkProjection::AtTheEnd && self.projected_since(found).await {
+                    self.project_unprojected(recorded).await?;
+                    projection = BulkProjection::InEachAppend;
+                }
                 flight.start(self.append_batch(batch.take(), texts, actor, projection));
             }
             if on_its_own {
@@ -420,9 +431,19 @@ impl Registry {
         flight.finish(recorded).await
     }
 
+    /// Whether the projection checkpoint moved past `found` (where it stood when the load
+    /// began); a checkpoint that cannot be read counts as not moved.
+    async fn projected_since(&self, found: Option<i64>) -> bool {
+        match (found, self.projector.checkpoint().await) {
+            (Some(found), Ok(now)) => now > found,
+            _ => false,
+        }
+    }
+
     /// Projects the batches `recorded` appended without projecting — a rebuild, since the
     /// read models stand where the load found them and the log has grown by whole batches
-    /// since — and completes their outcomes with the warnings the projection raised. When
+    /// since, unless someone else caught them up most of the way — and completes their
+    /// outcomes with the warnings the projection raised. When
     /// that fails, the error names the first such batch's first text and carries only the
     /// outcomes before it (the batches are recorded; ingesting them again is idempotent).
     async fn project_unprojected(&self, recorded: &mut Recorded) -> Result<(), BulkError> {
@@ -431,7 +452,17 @@ impl Registry {
             return Ok(());
         };
         let projected = async {
-            self.projector.rebuild().await?;
+            // Another process (a server on the same database) may have caught the read
+            // models up meanwhile; if it got most of the way, what is left is caught up too
+            // rather than projected again from the start (with a `renmian serve` running, a
+            // rebuild at the end made a 10 000-file load 13.0 → 15.4 s).
+            let checkpoint = self.projector.checkpoint().await?;
+            let head = self.db.head_position().await?;
+            if (head - checkpoint) * 2 < head {
+                self.projector.catch_up().await?;
+            } else {
+                self.projector.rebuild().await?;
+            }
             for (range, batch) in &unprojected {
                 let warnings = self
                     .queries
