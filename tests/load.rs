@@ -68,6 +68,16 @@ async fn ingest(
     }
 }
 
+/// The ListHolders every client sends: 市财政局's 副局长 on 2024-05-01.
+fn holders_request() -> pb::ListHoldersRequest {
+    pb::ListHoldersRequest {
+        organization: "市财政局".into(),
+        post: "副局长".into(),
+        on_date: "2024-05-01".into(),
+        ..Default::default()
+    }
+}
+
 async fn run_load(server: TestServer, backend: &str) {
     let rounds: u32 = std::env::var("RENMIAN_LOAD_ROUNDS")
         .ok()
@@ -110,14 +120,7 @@ async fn run_load(server: TestServer, backend: &str) {
                 let shared = SHARED_BASE + (round * 4 + c / 8) % SHARED;
                 ingest(&mut client, generated_notice(shared), &mut report).await;
                 let on_date = "2024-05-01".to_string();
-                let holders = client
-                    .list_holders(pb::ListHoldersRequest {
-                        organization: "市财政局".into(),
-                        post: "副局长".into(),
-                        on_date: on_date.clone(),
-                        ..Default::default()
-                    })
-                    .await;
+                let holders = client.list_holders(holders_request()).await;
                 // 市财政局 is recorded once a notice naming it is: this client's notices so
                 // far may not, nor anyone else's yet (seen on PostgreSQL). Afterwards it is.
                 if let Err(status) = holders {
@@ -156,12 +159,7 @@ async fn run_load(server: TestServer, backend: &str) {
     server
         .client()
         .await
-        .list_holders(pb::ListHoldersRequest {
-            organization: "市财政局".into(),
-            post: "副局长".into(),
-            on_date: "2024-05-01".into(),
-            ..Default::default()
-        })
+        .list_holders(holders_request())
         .await
         .expect("ListHolders once the notices naming 市财政局 are recorded");
     let clients_done = started.elapsed();
