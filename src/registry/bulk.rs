@@ -406,7 +406,13 @@ impl Registry {
             };
             if on_its_own || batch.event_count() >= batch_events {
                 flight.finish(recorded).await?;
-                if projection == BulkProjection::AtTheEnd && self.projected_since(found).await {
+                // From here on the read models keep up when a text goes on its own —
+                // `ingest` reads them (what the text revokes or was revoked by, its earlier
+                // record), and whether a later notice of the load was revoked is read from
+                // them too — or when another process has started projecting the load.
+                if projection == BulkProjection::AtTheEnd
+                    && (on_its_own || self.projected_since(found).await)
+                {
                     self.project_unprojected(recorded).await?;
                     projection = BulkProjection::InEachAppend;
                 }
@@ -415,13 +421,6 @@ impl Registry {
             if on_its_own {
                 flight.finish(recorded).await?;
                 batch.appended();
-                if projection == BulkProjection::AtTheEnd {
-                    // `ingest` reads the read models (what the text revokes or was revoked
-                    // by, its earlier record), and whether a later notice of the load was
-                    // revoked is read from them too: from here on they keep up.
-                    self.project_unprojected(recorded).await?;
-                    projection = BulkProjection::InEachAppend;
-                }
                 self.ingest_on_its_own(index, text.as_ref(), actor, &mut recorded.outcomes)
                     .await?;
             }
