@@ -170,10 +170,8 @@ impl Projector {
         read_checkpoint(&self.db).await
     }
 
-    /// Applies every event after the checkpoint. Returns the new checkpoint.
-    pub async fn catch_up(&self) -> Result<i64, StoreError> {
-        // Reading first keeps the common case (appends project themselves, see
-        // [`AppendObserver`]) free of a write transaction.
+    /// The checkpoint and the log's head, read together (one statement, one snapshot).
+    pub async fn checkpoint_and_head(&self) -> Result<(i64, i64), StoreError> {
         let row = self.db.read_one(sqlx::query(
             "SELECT c.position AS checkpoint, h.position AS head FROM projection_checkpoint c, \
              event_log_head h WHERE c.name = $1 AND h.id = 1",
@@ -181,7 +179,14 @@ impl Projector {
         .bind(CHECKPOINT)
         )
         .await?;
-        let (checkpoint, head): (i64, i64) = (row.try_get("checkpoint")?, row.try_get("head")?);
+        Ok((row.try_get("checkpoint")?, row.try_get("head")?))
+    }
+
+    /// Applies every event after the checkpoint. Returns the new checkpoint.
+    pub async fn catch_up(&self) -> Result<i64, StoreError> {
+        // Reading first keeps the common case (appends project themselves, see
+        // [`AppendObserver`]) free of a write transaction.
+        let (checkpoint, head) = self.checkpoint_and_head().await?;
         if checkpoint >= head {
             return Ok(checkpoint);
         }

@@ -455,8 +455,7 @@ impl Registry {
             // models up meanwhile; if it got most of the way, what is left is caught up too
             // rather than projected again from the start (with a `renmian serve` running, a
             // rebuild at the end made a 10 000-file load 13.0 → 15.4 s).
-            let checkpoint = self.projector.checkpoint().await?;
-            let head = self.db.head_position().await?;
+            let (checkpoint, head) = self.projector.checkpoint_and_head().await?;
             if (head - checkpoint) * 2 < head {
                 self.projector.catch_up().await?;
             } else {
