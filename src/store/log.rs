@@ -13,7 +13,6 @@
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sqlx::any::AnyRow;
 use sqlx::postgres::{PgConnectOptions, Postgres};
 use sqlx::sqlite::{Sqlite, SqliteConnectOptions};
 use sqlx::{Acquire, Any, AnyConnection, ConnectOptions, Connection, FromRow, Row};
@@ -194,74 +193,85 @@ where
 
 /// A stored event from a row of [`EVENT_COLUMNS`], by index, of `Any` or of a driver's own
 /// row type (`&str` borrowed from the row, copied once into the event).
-macro_rules! stored_event_from_row {
-    ($row:ty) => {
-        impl<'r> sqlx::FromRow<'r, $row> for StoredEvent {
-            fn from_row(row: &'r $row) -> Result<Self, sqlx::Error> {
-                let text = |i: usize| row.try_get::<&str, _>(i).map(str::to_owned);
-                let optional = |i: usize| {
-                    row.try_get::<Option<&str>, _>(i)
-                        .map(|v| v.map(str::to_owned))
-                };
-                Ok(Self {
-                    position: row.try_get(0)?,
-                    aggregate_type: text(1)?,
-                    aggregate_id: text(2)?,
-                    sequence: row.try_get(3)?,
-                    event_type: text(4)?,
-                    event_version: text(5)?,
-                    payload: text(6)?,
-                    metadata: text(7)?,
-                    recorded_at: text(8)?,
-                    actor: text(9)?,
-                    document_number: optional(10)?,
-                    source_line: row.try_get(11)?,
-                    clause: optional(12)?,
-                    prev_hash: text(13)?,
-                    hash: text(14)?,
-                })
-            }
-        }
-    };
+impl<'r, R> FromRow<'r, R> for StoredEvent
+where
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+    &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+        let optional = |i: usize| {
+            row.try_get::<Option<&str>, _>(i)
+                .map(|v| v.map(str::to_owned))
+        };
+        Ok(Self {
+            document_number: optional(10)?,
+            source_line: row.try_get(11)?,
+            clause: optional(12)?,
+            prev_hash: text(row, 13)?,
+            hash: text(row, 14)?,
+            ..leading_columns(row)?
+        })
+    }
 }
 
 /// A stored event from a row of [`REPLAY_COLUMNS`]: the columns left out come back `None`
 /// and empty.
 struct Replayed(StoredEvent);
 
-macro_rules! replayed_from_row {
-    ($row:ty) => {
-        impl<'r> sqlx::FromRow<'r, $row> for Replayed {
-            fn from_row(row: &'r $row) -> Result<Self, sqlx::Error> {
-                let text = |i: usize| row.try_get::<&str, _>(i).map(str::to_owned);
-                Ok(Self(StoredEvent {
-                    position: row.try_get(0)?,
-                    aggregate_type: text(1)?,
-                    aggregate_id: text(2)?,
-                    sequence: row.try_get(3)?,
-                    event_type: text(4)?,
-                    event_version: text(5)?,
-                    payload: text(6)?,
-                    metadata: text(7)?,
-                    recorded_at: text(8)?,
-                    actor: text(9)?,
-                    document_number: None,
-                    source_line: None,
-                    clause: None,
-                    prev_hash: String::new(),
-                    hash: text(10)?,
-                }))
-            }
-        }
-    };
+impl<'r, R> FromRow<'r, R> for Replayed
+where
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+    &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+        Ok(Self(StoredEvent {
+            hash: text(row, 10)?,
+            ..leading_columns(row)?
+        }))
+    }
 }
 
-replayed_from_row!(sqlx::sqlite::SqliteRow);
-replayed_from_row!(sqlx::postgres::PgRow);
+/// The ten columns [`EVENT_COLUMNS`] and [`REPLAY_COLUMNS`] begin with (`position` …
+/// `actor`); the others `None` and empty.
+fn leading_columns<'r, R>(row: &'r R) -> Result<StoredEvent, sqlx::Error>
+where
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+    &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(StoredEvent {
+        position: row.try_get(0)?,
+        aggregate_type: text(row, 1)?,
+        aggregate_id: text(row, 2)?,
+        sequence: row.try_get(3)?,
+        event_type: text(row, 4)?,
+        event_version: text(row, 5)?,
+        payload: text(row, 6)?,
+        metadata: text(row, 7)?,
+        recorded_at: text(row, 8)?,
+        actor: text(row, 9)?,
+        document_number: None,
+        source_line: None,
+        clause: None,
+        prev_hash: String::new(),
+        hash: String::new(),
+    })
+}
 
-stored_event_from_row!(AnyRow);
-stored_event_from_row!(sqlx::sqlite::SqliteRow);
-stored_event_from_row!(sqlx::postgres::PgRow);
+/// Column `i` of `row` as text, copied out of the row.
+fn text<'r, R>(row: &'r R, i: usize) -> Result<String, sqlx::Error>
+where
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+    &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    row.try_get::<&str, _>(i).map(str::to_owned)
+}
 
 /// Result of [`Database::verify`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
