@@ -185,9 +185,11 @@ async fn bench(o: Options) -> anyhow::Result<()> {
 
     // Real lookups: posts that have holders, and people that hold posts.
     let pool = registry.database().pool();
-    let posts = sqlx::query("SELECT DISTINCT organization, post FROM rm_tenures ORDER BY 1, 2")
-        .fetch_all(pool)
-        .await?;
+    let posts = sqlx::query(
+        "SELECT DISTINCT organization, post FROM rm_tenures WHERE version_to IS NULL ORDER BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await?;
     let holders: Vec<Lookup> = posts
         .iter()
         .map(|r| Ok(Lookup::Holders(r.try_get(0)?, r.try_get(1)?)))

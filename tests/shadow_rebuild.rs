@@ -125,7 +125,7 @@ async fn the_swapped_in_tables_are_defined_as_the_replaced_ones() {
         "GRANT SELECT ON rm_posts TO PUBLIC".to_string(),
         "COMMENT ON TABLE rm_posts IS 'posts named by some notice'".to_string(),
         "COMMENT ON COLUMN rm_posts.post IS 'as the notice wrote it'".to_string(),
-        "COMMENT ON INDEX rm_tenures_post IS 'post history'".to_string(),
+        "COMMENT ON INDEX rm_tenures_holding IS 'holders and post history'".to_string(),
         "COMMENT ON CONSTRAINT rm_tenures_pkey ON rm_tenures IS 'one row per version'".to_string(),
         "ALTER TABLE rm_persons SET (fillfactor = 90)".to_string(),
     ] {
@@ -144,7 +144,7 @@ async fn the_swapped_in_tables_are_defined_as_the_replaced_ones() {
         "SELECT to public".into(),
         "posts named by some notice".into(),
         "as the notice wrote it".into(),
-        "-- post history".into(),
+        "-- holders and post history".into(),
         "-- one row per version".into(),
         "fillfactor=90".into(),
     ] {

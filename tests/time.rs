@@ -5,7 +5,10 @@
 #[macro_use]
 mod common;
 
-use common::{actor, date, export_json, notice_text, seed_text, seeded, TestDb};
+use common::{
+    actor, assert_post_histories_read_every_version, date, export_json, notice_text, seed_text,
+    seeded, TestDb,
+};
 use renmian::projections::{ProbationStatus, Queries};
 use renmian::registry::{Registry, RegistryError};
 
@@ -141,6 +144,8 @@ async fn bitemporal_grid_over_a_correction_and_a_revocation(db: TestDb) {
         then.notice("临政人〔2024〕1号").await.unwrap().revoked_at,
         None
     );
+    // Post histories at every step, withdrawn tenures included.
+    assert_post_histories_read_every_version(&registry, &[p0, p1, p2]).await;
     // Rebuilding reproduces every version.
     let before = export_json(&registry).await;
     registry.projector().rebuild().await.unwrap();
@@ -513,6 +518,8 @@ async fn same_name_persons_are_flagged_merged_and_split(db: TestDb) {
         .await
         .unwrap_err();
     assert!(matches!(err, RegistryError::NotFound(_)), "{err}");
+    // Merged and split, every tenure keeps its post.
+    assert_post_histories_read_every_version(&registry, &[before_merge]).await;
     // All of it is events: the read models rebuild identically.
     let before = export_json(&registry).await;
     registry.projector().rebuild().await.unwrap();

@@ -210,6 +210,9 @@ async fn registry_agrees_with_the_generator(db: TestDb) {
     .get("n");
     assert!(confirmed > 5, "only {confirmed} confirmations");
 
+    // Post histories, now and as the registry knew them part-way.
+    common::assert_post_histories_read_every_version(&registry, &[head / 4, head / 2]).await;
+
     let before = to_json(&export(registry.database()).await.unwrap());
     registry.projector().rebuild().await.expect("rebuild");
     let after = to_json(&export(registry.database()).await.unwrap());

@@ -1196,12 +1196,7 @@ impl Model {
                 let mut titles: Vec<&str> = chunk.iter().map(|(_, p)| p.as_str()).collect();
                 titles.sort_unstable();
                 titles.dedup();
-                let filter = format!(
-                    "organization IN ({}) AND post IN ({}) \
-                     AND end_date IS NULL AND ended_position IS NULL",
-                    numbered(1, organizations.len()),
-                    numbered(organizations.len() + 1, titles.len())
-                );
+                let filter = open_on_posts(organizations.len(), titles.len());
                 let binds: Vec<&str> = organizations.iter().chain(&titles).copied().collect();
                 by_post(self.read_versions(tx, &filter, &binds).await?)
             };
@@ -1225,10 +1220,7 @@ impl Model {
         filter: &str,
         binds: &[&str],
     ) -> Result<Vec<Version>, StoreError> {
-        let sql = format!(
-            "SELECT version_from, {TENURE_COLUMNS} FROM rm_tenures WHERE {filter} \
-             AND version_to IS NULL AND withdrawn_position IS NULL"
-        );
+        let sql = versions_sql(filter);
         // A merge or split reads these in a rebuild too, on either driver.
         on_conn!(tx, |c| {
             let versions = bound(&sql, binds)
@@ -1256,7 +1248,7 @@ impl Model {
     ) -> Result<Vec<TenureRow>, StoreError> {
         let id = person_id.to_string();
         let mut rows: Vec<TenureRow> = self
-            .read_versions(tx, "person_id = CAST($1 AS BIGINT)", &[&id])
+            .read_versions(tx, OF_PERSON, &[&id])
             .await?
             .into_iter()
             .map(|v| Arc::unwrap_or_clone(v.row))
@@ -1279,12 +1271,7 @@ impl Model {
             return Ok(());
         }
         let ended = self
-            .read_versions(
-                tx,
-                "organization = $1 AND post = $2 \
-                 AND (end_date IS NOT NULL OR ended_position IS NOT NULL)",
-                &[organization, post],
-            )
+            .read_versions(tx, ENDED_OF_POST, &[organization, post])
             .await?;
         self.merge_ended(&key, ended);
         Ok(())
@@ -1344,9 +1331,7 @@ impl Model {
             .is_some_and(|vs| vs.contains(tenure_id));
         if !held && !self.complete && !self.ended_loaded.contains(key) {
             let id = tenure_id.to_string();
-            let read = self
-                .read_versions(tx, "tenure_id = CAST($1 AS BIGINT)", &[&id])
-                .await?;
+            let read = self.read_versions(tx, OF_TENURE, &[&id]).await?;
             self.merge_ended(key, read);
         }
         Ok(())
@@ -1392,30 +1377,43 @@ impl Model {
             })
             .collect();
         for chunk in missing.chunks(PREFETCH_KEYS) {
-            let filter = (0..chunk.len())
-                .map(|i| {
-                    let at = 3 * i;
-                    format!(
-                        "(organization = ${} AND post = ${} AND end_date > ${})",
-                        at + 1,
-                        at + 2,
-                        at + 3
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(" OR ");
-            let binds: Vec<&str> = chunk
+            // Range reads of `rm_tenures_holding` for every pairing of the organizations and
+            // titles asked for, ending after the earliest date asked; the pairs asked for and
+            // their dates are picked out here. A post asked for with two dates gets the union
+            // once: versions ending after either date, which `holders_on` filters by its own
+            // date. (An `OR` of one condition per pair leaves SQLite free to scan the whole
+            // index instead, as it did once the index took in withdrawn versions too,
+            // migration 0014: a notice's ingest read every current tenure.)
+            let mut asked: HashMap<&PostKey, &str> = HashMap::new();
+            for (key, date) in chunk.iter().copied() {
+                let earliest = asked.entry(key).or_insert(date.as_str());
+                *earliest = (*earliest).min(date.as_str());
+            }
+            let mut organizations: Vec<&str> = asked.keys().map(|(o, _)| o.as_str()).collect();
+            organizations.sort_unstable();
+            organizations.dedup();
+            let mut titles: Vec<&str> = asked.keys().map(|(_, p)| p.as_str()).collect();
+            titles.sort_unstable();
+            titles.dedup();
+            let Some(earliest) = asked.values().copied().min() else {
+                continue;
+            };
+            let filter = ending_after_on_posts(organizations.len(), titles.len());
+            let binds: Vec<&str> = organizations
                 .iter()
-                .flat_map(|((organization, post), date)| {
-                    [organization.as_str(), post.as_str(), date.as_str()]
-                })
+                .chain(&titles)
+                .copied()
+                .chain([earliest])
                 .collect();
-            let read = self
-                .read_versions(tx, &format!("({filter})"), &binds)
-                .await?;
-            // A post asked for with two dates gets the union once: versions ending after
-            // either date, which `holders_on` filters by its own date.
+            let read = self.read_versions(tx, &filter, &binds).await?;
             for (key, read) in by_post(read) {
+                let Some(&date) = asked.get(&key) else {
+                    continue;
+                };
+                let read = read
+                    .into_iter()
+                    .filter(|v| v.row.end_date.as_deref().is_some_and(|end| end > date))
+                    .collect();
                 self.merge_ended(&key, read);
             }
             self.ended_after
@@ -1726,6 +1724,45 @@ fn unknown<'a>(names: &[&'a str], known: impl Fn(&str) -> bool) -> Vec<&'a str> 
 }
 
 /// Versions read from the database, by their post.
+/// [`Model::read_versions`]' statement: current, not withdrawn versions matching `filter`.
+/// Every filter below is a search of one of `rm_tenures`' indexes, never a scan (a unit
+/// test asks SQLite for the plans).
+fn versions_sql(filter: &str) -> String {
+    format!(
+        "SELECT version_from, {TENURE_COLUMNS} FROM rm_tenures WHERE {filter} \
+         AND version_to IS NULL AND withdrawn_position IS NULL"
+    )
+}
+
+/// Filter: the open versions of every pairing of `organizations` (`$1…`) and `titles` (the
+/// parameters after them).
+fn open_on_posts(organizations: usize, titles: usize) -> String {
+    format!(
+        "organization IN ({}) AND post IN ({}) AND end_date IS NULL AND ended_position IS NULL",
+        numbered(1, organizations),
+        numbered(organizations + 1, titles)
+    )
+}
+
+/// Filter: the versions of every pairing of `organizations` and `titles` (as in
+/// [`open_on_posts`]) ending after the date of the parameter that follows them.
+fn ending_after_on_posts(organizations: usize, titles: usize) -> String {
+    format!(
+        "organization IN ({}) AND post IN ({}) AND end_date > ${}",
+        numbered(1, organizations),
+        numbered(organizations + 1, titles),
+        organizations + titles + 1
+    )
+}
+
+/// Filter: the ended versions of post (`$1`, `$2`).
+const ENDED_OF_POST: &str =
+    "organization = $1 AND post = $2 AND (end_date IS NOT NULL OR ended_position IS NOT NULL)";
+/// Filter: the versions of person record `$1`.
+const OF_PERSON: &str = "person_id = CAST($1 AS BIGINT)";
+/// Filter: the versions of tenure `$1`.
+const OF_TENURE: &str = "tenure_id = CAST($1 AS BIGINT)";
+
 fn by_post(versions: Vec<Version>) -> HashMap<PostKey, Vec<Version>> {
     let mut found: HashMap<PostKey, Vec<Version>> = HashMap::new();
     for v in versions {
@@ -1757,6 +1794,26 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every read of the projector's partial model searches an index of `rm_tenures`: a
+    /// scan reads every current tenure once per notice (it did for a while, when an `OR`
+    /// of one condition per post stood in the place of `ending_after_on_posts`).
+    #[tokio::test]
+    async fn the_models_reads_search_rm_tenures_by_index() {
+        use crate::store::plans::{assert_searches_tenures, fresh_sqlite};
+        let (_dir, db) = fresh_sqlite().await;
+        for filter in [
+            open_on_posts(1, 1),
+            open_on_posts(3, 2),
+            ending_after_on_posts(1, 1),
+            ending_after_on_posts(3, 2),
+            ENDED_OF_POST.to_string(),
+            OF_PERSON.to_string(),
+            OF_TENURE.to_string(),
+        ] {
+            assert_searches_tenures(&db, &versions_sql(&filter), &["rm_tenures"]).await;
+        }
+    }
 
     #[test]
     fn copy_lines_escape_what_the_text_format_gives_a_meaning() {

@@ -585,6 +585,30 @@ impl Queries {
         }
     }
 
+    /// SQL restricting tenure versions to those of one post's tenures (`post` the parameter
+    /// holding its title), or of every post of an organization (`post` `None`), at `as_of`
+    /// (or now). Every tenure has exactly one current version, withdrawn or not, and its
+    /// organization and post never change: the current versions of a post name all its
+    /// tenures (index `rm_tenures_holding`, migration 0014), and an earlier view reads their
+    /// versions by primary key.
+    fn post_versions(&self, organization: &str, post: Option<&str>) -> String {
+        let of_post = |alias: &str| match post {
+            Some(post) => {
+                format!("{alias}.organization = {organization} AND {alias}.post = {post}")
+            }
+            None => format!("{alias}.organization = {organization}"),
+        };
+        match self.as_of {
+            None => format!("t.version_to IS NULL AND {}", of_post("t")),
+            Some(_) => format!(
+                "t.tenure_id IN (SELECT c.tenure_id FROM rm_tenures c \
+                 WHERE c.version_to IS NULL AND {}) AND {}",
+                of_post("c"),
+                self.version_filter()
+            ),
+        }
+    }
+
     /// SQL restricting a row recorded at `column` to the registry's view at `as_of`.
     fn recorded_filter(&self, column: &str) -> String {
         match self.as_of {
@@ -684,30 +708,7 @@ impl Queries {
         let post = require("post", post)?;
         let org = self.resolve_organization(organization).await?;
         let binds: [&str; 3] = [&iso(on), &org, &post];
-        let tenures = match self.as_of {
-            // Now: the open tenures and those ending after `on`, as two index range reads of
-            // `rm_tenures_holding` (migration 0008) instead of every current version of the
-            // post (a head post has hundreds at 1M events). `OR` would keep SQLite from
-            // using the index as a range.
-            None => {
-                let post_now = "t.version_to IS NULL AND t.withdrawn_position IS NULL \
-                     AND t.organization = $2 AND t.post = $3 \
-                     AND (t.start_date IS NULL OR t.start_date <= $1)";
-                let sql = format!(
-                    "{TENURE_SELECT} WHERE {post_now} AND t.end_date IS NULL \
-                     AND t.ended_position IS NULL \
-                     UNION ALL {TENURE_SELECT} WHERE {post_now} AND t.end_date > $1"
-                );
-                self.fetch_tenures(&sql, &binds).await?
-            }
-            Some(_) => {
-                self.tenures(
-                    &format!("{HOLDS_ON} AND t.organization = $2 AND t.post = $3"),
-                    &binds,
-                )
-                .await?
-            }
-        };
+        let tenures = self.fetch_tenures(&self.holders_sql(), &binds).await?;
         if tenures.is_empty() {
             // Nobody holds it on `on`: say so, or say the post was never recorded.
             let known = self
@@ -725,6 +726,31 @@ impl Queries {
             }
         }
         Ok(holders_in_order(tenures, &post))
+    }
+
+    /// [`holders`](Self::holders)' statement: `$1` the date, `$2` the organization, `$3`
+    /// the post.
+    fn holders_sql(&self) -> String {
+        match self.as_of {
+            // Now: the open tenures and those ending after `on`, as two index range reads of
+            // `rm_tenures_holding` (migration 0008) instead of every current version of the
+            // post (a head post has hundreds at 1M events). `OR` would keep SQLite from
+            // using the index as a range.
+            None => {
+                let post_now = "t.version_to IS NULL AND t.withdrawn_position IS NULL \
+                     AND t.organization = $2 AND t.post = $3 \
+                     AND (t.start_date IS NULL OR t.start_date <= $1)";
+                format!(
+                    "{TENURE_SELECT} WHERE {post_now} AND t.end_date IS NULL \
+                     AND t.ended_position IS NULL \
+                     UNION ALL {TENURE_SELECT} WHERE {post_now} AND t.end_date > $1"
+                )
+            }
+            Some(_) => format!(
+                "{TENURE_SELECT} WHERE {} AND {HOLDS_ON}",
+                self.post_versions("$2", Some("$3"))
+            ),
+        }
     }
 
     /// Person records as the registry knew them (merged ones excluded), by name.
@@ -812,22 +838,23 @@ impl Queries {
         post: Option<&str>,
     ) -> Result<Vec<Tenure>, QueryError> {
         let org = self.resolve_organization(organization).await?;
-        let mut tenures = match post {
-            Some(post) => {
-                let post = require("post", post)?;
-                self.tenures(
-                    &format!("t.organization = $1 AND t.post = $2 {HISTORY_ORDER}"),
-                    &[&org, &post],
-                )
-                .await?
-            }
-            None => {
-                self.tenures(&format!("t.organization = $1 {HISTORY_ORDER}"), &[&org])
-                    .await?
-            }
-        };
+        let post = post.map(|post| require("post", post)).transpose()?;
+        let sql = self.post_history_sql(post.is_some());
+        let binds: Vec<&str> = std::iter::once(org.as_str())
+            .chain(post.as_deref())
+            .collect();
+        let mut tenures = self.fetch_tenures(&sql, &binds).await?;
         link_successions(&mut tenures);
         Ok(tenures)
+    }
+
+    /// [`post_history`](Self::post_history)'s statement: `$1` the organization, `$2` the
+    /// post `with_post`.
+    fn post_history_sql(&self, with_post: bool) -> String {
+        format!(
+            "{TENURE_SELECT} WHERE {} {HISTORY_ORDER}",
+            self.post_versions("$1", with_post.then_some("$2"))
+        )
     }
 
     /// Every tenure of a person, oldest first.
@@ -1204,6 +1231,27 @@ fn link_successions(tenures: &mut [Tenure]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A post's holders and its history, now and as of a position, and an organization's
+    /// history, read `rm_tenures` by index, never by a scan: without the index on
+    /// (organization, post) over every version (migration 0014) they go through the current
+    /// versions' `rm_tenures_holding` and the primary key.
+    #[tokio::test]
+    async fn holders_and_post_histories_search_rm_tenures_by_index() {
+        use crate::store::plans::{assert_searches_tenures, fresh_sqlite};
+        let (_dir, db) = fresh_sqlite().await;
+        let now = Queries::new(db.clone(), Arc::new(AliasTable::default()));
+        let then = now.as_of_position(1000).unwrap();
+        for queries in [&now, &then] {
+            for sql in [
+                queries.holders_sql(),
+                queries.post_history_sql(true),
+                queries.post_history_sql(false),
+            ] {
+                assert_searches_tenures(&db, &sql, &["t", "c"]).await;
+            }
+        }
+    }
 
     #[test]
     fn dates_must_be_iso_with_leading_zeros() {

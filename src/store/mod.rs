@@ -434,6 +434,58 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// Test support: a fresh SQLite database in a directory of its own (kept as long as the
+/// directory is), and how SQLite would run a statement of the read paths.
+#[cfg(test)]
+pub(crate) mod plans {
+    use sqlx::Row;
+
+    use super::Database;
+
+    pub(crate) async fn fresh_sqlite() -> (tempfile::TempDir, Database) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("plans.db").display());
+        let db = Database::connect(&url).await.unwrap();
+        (dir, db)
+    }
+
+    /// The lines of SQLite's `EXPLAIN QUERY PLAN` for `sql` (its `$N` parameters bound to
+    /// text; SQLite plans without statistics, as renmian runs it).
+    pub(crate) async fn plan(db: &Database, sql: &str) -> Vec<String> {
+        let params = (1..).take_while(|n| sql.contains(&format!("${n}"))).count();
+        let explain = format!("EXPLAIN QUERY PLAN {sql}");
+        let query = (0..params).fold(sqlx::query(&explain), |q, _| q.bind("x"));
+        query
+            .fetch_all(db.pool())
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .iter()
+            .map(|r| r.get::<String, _>("detail"))
+            .collect()
+    }
+
+    /// Panics unless every line of `sql`'s plan that reads `rm_tenures` (under any alias in
+    /// `aliases`) is an index search.
+    pub(crate) async fn assert_searches_tenures(db: &Database, sql: &str, aliases: &[&str]) {
+        let lines = plan(db, sql).await;
+        let reads: Vec<&String> = lines
+            .iter()
+            .filter(|l| {
+                let mut words = l.split_whitespace();
+                matches!(words.next(), Some("SEARCH" | "SCAN"))
+                    && words.next().is_some_and(|table| aliases.contains(&table))
+            })
+            .collect();
+        assert!(
+            !reads.is_empty(),
+            "{sql}: no read of rm_tenures in {lines:?}"
+        );
+        for line in reads {
+            assert!(line.starts_with("SEARCH "), "{sql}: {line} ({lines:?})");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -119,6 +119,97 @@ pub async fn export_json(registry: &renmian::registry::Registry) -> String {
     serde_json::to_string(&renmian::projections::export::to_json(&tables)).expect("json")
 }
 
+/// What a post's history reads through its tenures' current versions (migration 0014)
+/// holds: every tenure has exactly one current version, and its organization and post are
+/// the same in every version; and the history of every post and organization, as of
+/// `positions` and now, lists exactly the tenures whose versions, read straight from
+/// `rm_tenures`, the registry held then.
+pub async fn assert_post_histories_read_every_version(
+    registry: &renmian::registry::Registry,
+    positions: &[i64],
+) {
+    use sqlx::Row;
+    let pool = registry.database().pool();
+    let broken: i64 = sqlx::query(
+        "SELECT COUNT(*) AS n FROM (SELECT tenure_id FROM rm_tenures GROUP BY tenure_id \
+         HAVING SUM(CASE WHEN version_to IS NULL THEN 1 ELSE 0 END) <> 1 \
+         OR COUNT(DISTINCT organization) <> 1 OR COUNT(DISTINCT post) <> 1) x",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+    .get("n");
+    assert_eq!(
+        broken, 0,
+        "tenures without one current version, or moving post"
+    );
+    let posts: Vec<(String, String)> =
+        sqlx::query("SELECT DISTINCT organization, post FROM rm_tenures ORDER BY 1, 2")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get("organization"), r.get("post")))
+            .collect();
+    assert!(!posts.is_empty());
+    let mut organizations: Vec<&String> = posts.iter().map(|(o, _)| o).collect();
+    organizations.dedup();
+    let head = registry.database().head_position().await.unwrap();
+    let mut nonempty = 0;
+    for &position in positions.iter().chain([&head]) {
+        let now = position == head;
+        let queries = if now {
+            registry.queries().clone()
+        } else {
+            registry.queries().as_of_position(position).unwrap()
+        };
+        let asked = posts
+            .iter()
+            .map(|(o, p)| (o, Some(p.as_str())))
+            .chain(organizations.iter().map(|o| (*o, None)));
+        for (organization, post) in asked {
+            let mut sql = format!(
+                "SELECT tenure_id FROM rm_tenures WHERE organization = $1 \
+                 AND version_from <= {position} AND (version_to IS NULL OR version_to > {position})"
+            );
+            if post.is_some() {
+                sql.push_str(" AND post = $2");
+            }
+            let mut direct = sqlx::query(&sql).bind(organization);
+            if let Some(post) = post {
+                direct = direct.bind(post);
+            }
+            let mut expected: Vec<i64> = direct
+                .fetch_all(pool)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get("tenure_id"))
+                .collect();
+            expected.sort_unstable();
+            // An organization the registry did not know yet is refused, not answered empty.
+            let mut answered: Vec<i64> = match queries.post_history(organization, post).await {
+                Ok(history) => history.iter().map(|t| t.tenure_id).collect(),
+                Err(e) if expected.is_empty() => {
+                    assert!(!now, "{organization} {post:?} now: {e}");
+                    Vec::new()
+                }
+                Err(e) => panic!("{organization} {post:?} as of {position}: {e}"),
+            };
+            answered.sort_unstable();
+            assert_eq!(
+                answered, expected,
+                "{organization} {post:?} as of {position}"
+            );
+            nonempty += usize::from(!expected.is_empty());
+        }
+    }
+    assert!(
+        nonempty > posts.len(),
+        "too little history to compare ({nonempty})"
+    );
+}
+
 pub fn seed_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("seeds/linxiang-gazette-2023-no2.md")
 }
