@@ -1190,12 +1190,7 @@ impl Model {
             let mut found = if self.complete {
                 HashMap::new()
             } else {
-                let mut organizations: Vec<&str> = chunk.iter().map(|(o, _)| o.as_str()).collect();
-                organizations.sort_unstable();
-                organizations.dedup();
-                let mut titles: Vec<&str> = chunk.iter().map(|(_, p)| p.as_str()).collect();
-                titles.sort_unstable();
-                titles.dedup();
+                let (organizations, titles) = in_lists(chunk.iter().copied());
                 let filter = open_on_posts(organizations.len(), titles.len());
                 let binds: Vec<&str> = organizations.iter().chain(&titles).copied().collect();
                 by_post(self.read_versions(tx, &filter, &binds).await?)
@@ -1389,12 +1384,7 @@ impl Model {
                 let earliest = asked.entry(key).or_insert(date.as_str());
                 *earliest = (*earliest).min(date.as_str());
             }
-            let mut organizations: Vec<&str> = asked.keys().map(|(o, _)| o.as_str()).collect();
-            organizations.sort_unstable();
-            organizations.dedup();
-            let mut titles: Vec<&str> = asked.keys().map(|(_, p)| p.as_str()).collect();
-            titles.sort_unstable();
-            titles.dedup();
+            let (organizations, titles) = in_lists(asked.keys().copied());
             let Some(earliest) = asked.values().copied().min() else {
                 continue;
             };
@@ -1732,6 +1722,19 @@ fn versions_sql(filter: &str) -> String {
         "SELECT version_from, {TENURE_COLUMNS} FROM rm_tenures WHERE {filter} \
          AND version_to IS NULL AND withdrawn_position IS NULL"
     )
+}
+
+/// The organizations and the titles of `keys`, each sorted and distinct: the IN lists of
+/// [`open_on_posts`] and [`ending_after_on_posts`].
+fn in_lists<'k>(keys: impl Iterator<Item = &'k PostKey>) -> (Vec<&'k str>, Vec<&'k str>) {
+    let (mut organizations, mut titles): (Vec<&str>, Vec<&str>) = keys
+        .map(|(organization, title)| (organization.as_str(), title.as_str()))
+        .unzip();
+    for list in [&mut organizations, &mut titles] {
+        list.sort_unstable();
+        list.dedup();
+    }
+    (organizations, titles)
 }
 
 /// Filter: the open versions of every pairing of `organizations` (`$1…`) and `titles` (the
