@@ -486,8 +486,12 @@ pub(crate) mod plans {
     }
 
     /// Panics unless every line of `sql`'s plan that reads `rm_tenures` (under any alias in
-    /// `aliases`) is an index search.
-    pub(crate) async fn assert_searches_tenures(db: &Database, sql: &str, aliases: &[&str]) {
+    /// `aliases`) is an index search; returns those lines.
+    pub(crate) async fn assert_searches_tenures(
+        db: &Database,
+        sql: &str,
+        aliases: &[&str],
+    ) -> Vec<String> {
         let lines = plan(db, sql).await;
         let reads: Vec<&String> = lines
             .iter()
@@ -501,9 +505,10 @@ pub(crate) mod plans {
             !reads.is_empty(),
             "{sql}: no read of rm_tenures in {lines:?}"
         );
-        for line in reads {
+        for line in &reads {
             assert!(line.starts_with("SEARCH "), "{sql}: {line} ({lines:?})");
         }
+        reads.into_iter().cloned().collect()
     }
 }
 
