@@ -1713,7 +1713,6 @@ fn unknown<'a>(names: &[&'a str], known: impl Fn(&str) -> bool) -> Vec<&'a str> 
         .collect()
 }
 
-/// Versions read from the database, by their post.
 /// [`Model::read_versions`]' statement: current, not withdrawn versions matching `filter`.
 /// Every filter below is a search of one of `rm_tenures`' indexes, never a scan (a unit
 /// test asks SQLite for the plans).
@@ -1737,11 +1736,9 @@ fn in_lists<'k>(keys: impl Iterator<Item = &'k PostKey>) -> (Vec<&'k str>, Vec<&
     (organizations, titles)
 }
 
-/// (`COALESCE(end_date, '~')` is the third column of `rm_tenures_holding`, migration 0015:
-/// the filters below name it as the index does, so that it is searched as a range.)
-///
 /// Filter: the open versions of every pairing of `organizations` (`$1…`) and `titles` (the
-/// parameters after them).
+/// parameters after them). This filter and the next name `COALESCE(end_date, '~')` as
+/// `rm_tenures_holding` keys it (migration 0015), so that it is searched as a range.
 fn open_on_posts(organizations: usize, titles: usize) -> String {
     format!(
         "organization IN ({}) AND post IN ({}) AND COALESCE(end_date, '~') = '~' \
@@ -1771,6 +1768,7 @@ const OF_PERSON: &str = "person_id = CAST($1 AS BIGINT)";
 /// Filter: the versions of tenure `$1`.
 const OF_TENURE: &str = "tenure_id = CAST($1 AS BIGINT)";
 
+/// Versions read from the database, by their post.
 fn by_post(versions: Vec<Version>) -> HashMap<PostKey, Vec<Version>> {
     let mut found: HashMap<PostKey, Vec<Version>> = HashMap::new();
     for v in versions {

@@ -294,9 +294,13 @@ pub(crate) const TENURE_SELECT: &str = "SELECT t.*, e1.recorded_at AS recorded_a
      LEFT JOIN events e3 ON e3.position = t.withdrawn_position";
 
 /// A tenure holds on `$1` when it started on or before `$1` (or its start is unknown) and had
-/// not ended by then, and its appointing fact was not withdrawn.
+/// not ended by then, and its appointing fact was not withdrawn. "Not ended by then" is
+/// written as `rm_tenures_holding` keys it (migration 0015: `COALESCE(end_date, '~')`, '~'
+/// after every date), open or ending after `$1` as one range, and a tenure ended on a date
+/// not known is not open.
 const HOLDS_ON: &str = "(t.start_date IS NULL OR t.start_date <= $1) \
-     AND ((t.end_date IS NULL AND t.ended_position IS NULL) OR t.end_date > $1) \
+     AND COALESCE(t.end_date, '~') > $1 \
+     AND (t.end_date IS NOT NULL OR t.ended_position IS NULL) \
      AND t.withdrawn_position IS NULL";
 
 /// Chronological order of tenures: by start, or by end when the start is unknown (such a
@@ -599,7 +603,7 @@ impl Queries {
             None => format!("{alias}.organization = {organization}"),
         };
         match self.as_of {
-            None => format!("t.version_to IS NULL AND {}", of_post("t")),
+            None => format!("{} AND {}", self.version_filter(), of_post("t")),
             Some(_) => format!(
                 "t.tenure_id IN (SELECT c.tenure_id FROM rm_tenures c \
                  WHERE c.version_to IS NULL AND {}) AND {}",
@@ -729,25 +733,14 @@ impl Queries {
     }
 
     /// [`holders`](Self::holders)' statement: `$1` the date, `$2` the organization, `$3`
-    /// the post.
+    /// the post. Now, one range read of `rm_tenures_holding` (the post's current versions,
+    /// open or ending after the date) instead of every current version of the post (a head
+    /// post has hundreds at 1M events).
     fn holders_sql(&self) -> String {
-        match self.as_of {
-            // Now: the open tenures and those ending after `on`, one range read of
-            // `rm_tenures_holding`, whose key orders a post's entries by
-            // `COALESCE(end_date, '~')` (migration 0015: open ones after every date), instead
-            // of every current version of the post (a head post has hundreds at 1M events).
-            // A tenure ended on a date not known is not open.
-            None => format!(
-                "{TENURE_SELECT} WHERE t.version_to IS NULL AND t.withdrawn_position IS NULL \
-                 AND t.organization = $2 AND t.post = $3 AND COALESCE(t.end_date, '~') > $1 \
-                 AND (t.end_date IS NOT NULL OR t.ended_position IS NULL) \
-                 AND (t.start_date IS NULL OR t.start_date <= $1)"
-            ),
-            Some(_) => format!(
-                "{TENURE_SELECT} WHERE {} AND {HOLDS_ON}",
-                self.post_versions("$2", Some("$3"))
-            ),
-        }
+        format!(
+            "{TENURE_SELECT} WHERE {} AND {HOLDS_ON}",
+            self.post_versions("$2", Some("$3"))
+        )
     }
 
     /// Person records as the registry knew them (merged ones excluded), by name.

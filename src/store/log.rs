@@ -282,14 +282,24 @@ where
 /// made a `&str` already.
 pub(crate) struct Utf8Text<'r>(pub(crate) &'r str);
 
-/// `bytes` as text, or the decoding error a column of invalid UTF-8 is.
-fn utf8(bytes: &[u8]) -> Result<&str, sqlx::error::BoxDynError> {
-    Ok(simdutf8::basic::from_utf8(bytes)?)
+impl<'r> Utf8Text<'r> {
+    /// The value's bytes as text, or the decoding error a column of invalid UTF-8 is: the
+    /// decoding on drivers whose byte slices of a text value are its UTF-8 (SQLite,
+    /// PostgreSQL).
+    fn from_bytes<DB: sqlx::Database>(
+        value: DB::ValueRef<'r>,
+    ) -> Result<Self, sqlx::error::BoxDynError>
+    where
+        &'r [u8]: sqlx::Decode<'r, DB>,
+    {
+        let bytes = <&'r [u8] as sqlx::Decode<'r, DB>>::decode(value)?;
+        Ok(Self(simdutf8::basic::from_utf8(bytes)?))
+    }
 }
 
 impl<'r> sqlx::Decode<'r, Sqlite> for Utf8Text<'r> {
     fn decode(value: sqlx::sqlite::SqliteValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
-        utf8(<&'r [u8] as sqlx::Decode<'r, Sqlite>>::decode(value)?).map(Utf8Text)
+        Self::from_bytes::<Sqlite>(value)
     }
 }
 
@@ -305,7 +315,7 @@ impl sqlx::Type<Sqlite> for Utf8Text<'_> {
 
 impl<'r> sqlx::Decode<'r, Postgres> for Utf8Text<'r> {
     fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
-        utf8(<&'r [u8] as sqlx::Decode<'r, Postgres>>::decode(value)?).map(Utf8Text)
+        Self::from_bytes::<Postgres>(value)
     }
 }
 

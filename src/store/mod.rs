@@ -367,6 +367,7 @@ impl Database {
         *self.observer.0.write().unwrap_or_else(|e| e.into_inner()) = Some(observer);
     }
 
+    /// Closes every connection of this process.
     ///
     /// On SQLite the write-ahead log is then checkpointed into the database file and
     /// truncated, by a connection opened for that alone, so that the file alone (a copy, a
