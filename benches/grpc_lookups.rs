@@ -49,18 +49,30 @@ fn options() -> Options {
         connect: None,
     };
     let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = || args.next().and_then(|v| v.parse().ok());
-        match arg.as_str() {
-            "--notices" => o.notices = value().unwrap_or(o.notices),
-            "--requests" => o.requests = value().unwrap_or(o.requests),
-            "--seed" => o.seed = value().unwrap_or(7) as u64,
-            "--database" => o.database = args.next(),
-            "--connect" => o.connect = args.next().and_then(|a| a.parse().ok()),
-            _ => {} // `cargo bench` passes `--bench`
+    while let Some(a) = args.next() {
+        let mut value = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));
+        match a.as_str() {
+            "--notices" => o.notices = value().parse().expect("--notices K"),
+            "--requests" => o.requests = value().parse().expect("--requests N"),
+            "--seed" => o.seed = value().parse().expect("--seed S"),
+            "--database" => o.database = Some(value()),
+            "--connect" => o.connect = Some(connect_address(&value())),
+            // `cargo bench` passes `--bench` to every bench binary.
+            "--bench" => {}
+            other => panic!("unknown argument {other}"),
         }
     }
     o
+}
+
+/// `HOST:PORT`, also written as `http://HOST:PORT` (how `renmian serve` prints it). An
+/// address that does not parse stops the bench: it used to be dropped silently, and the
+/// bench then measured a server in its own process instead of the one asked for.
+fn connect_address(arg: &str) -> std::net::SocketAddr {
+    let bare = arg.strip_prefix("http://").unwrap_or(arg);
+    bare.trim_end_matches('/')
+        .parse()
+        .unwrap_or_else(|_| panic!("--connect HOST:PORT (an IP address and port), not {arg}"))
 }
 
 /// A query a client sends: which RPC and its arguments.
