@@ -34,7 +34,7 @@ use sqlx::{AnyConnection, Row};
 use super::queries::NoticeWarning;
 use crate::domain::events::PostFact;
 use crate::store::log::placeholders;
-use crate::store::{Backend, StoreError, StoredEvent};
+use crate::store::{Backend, StoreError};
 
 /// Rows per multi-row INSERT (the event log's append uses the same): 26 columns of a tenure
 /// version stay far below both backends' parameter limits.
@@ -836,11 +836,17 @@ impl Model {
         self.last_hash.as_deref()
     }
 
-    /// Records that `event` is applied.
-    pub fn applied(&mut self, event: &StoredEvent) {
-        self.first_applied.get_or_insert(event.position);
-        self.last_position = Some(event.position);
-        self.last_hash = Some(event.hash.clone());
+    /// Records that the event at `position` is applied. Its hash, which recognises the
+    /// model's position later, is noted once a batch ([`Self::stands_at`]).
+    pub fn applied(&mut self, position: i64) {
+        self.first_applied.get_or_insert(position);
+        self.last_position = Some(position);
+        self.last_hash = None;
+    }
+
+    /// Notes `hash`, the hash of the event at the last position applied.
+    pub fn stands_at(&mut self, hash: &str) {
+        self.last_hash = Some(hash.to_owned());
     }
 
     /// Whether the model is small enough to keep between catch-ups: [`KEEP_LIMIT`]

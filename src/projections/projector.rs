@@ -340,10 +340,15 @@ impl Projector {
         }
         times.finished();
         move_checkpoint(&mut tx.conn(), checkpoint).await?;
+        let keep = model.worth_keeping(false) && checkpoint > 0;
+        if keep {
+            // The replay read no hashes: the kept model is recognised by its last one.
+            let hash = event_hash(&mut tx.conn(), checkpoint).await?;
+            model.stands_at(&hash);
+        }
         writer.commit().await?;
         times.committed();
-        *self.kept.lock().unwrap_or_else(|e| e.into_inner()) =
-            model.worth_keeping(false).then_some(model);
+        *self.kept.lock().unwrap_or_else(|e| e.into_inner()) = keep.then_some(model);
         // PostgreSQL: the dead row versions its UPDATEs left vacuumed away (notices' fact
         // counts, tenure versions closed after they were written: few, since a rebuild
         // holds open versions back; the rows it copied are frozen and visible to all
@@ -493,20 +498,29 @@ impl Projector {
             apply(tx, model, event, decoded).await?;
             // A notice's events are committed together, so the notice is complete when the
             // next event belongs to another aggregate or there is none yet.
+            let read;
             let next = match events.get(i + 1) {
-                Some(next) => Some(next.aggregate_id.clone()),
+                Some(next) => Some(next.aggregate_id.as_str()),
                 None => match after {
                     After::Nothing => None,
-                    After::Event(next) => Some(next.aggregate_id.clone()),
-                    After::Unknown => next_aggregate(tx, event.position).await?,
+                    After::Event(next) => Some(next.aggregate_id.as_str()),
+                    After::Unknown => {
+                        read = next_aggregate(tx, event.position).await?;
+                        read.as_deref()
+                    }
                 },
             };
-            if next.as_deref() != Some(event.aggregate_id.as_str()) {
+            if next != Some(event.aggregate_id.as_str()) {
                 if let Some(run) = model.run.take() {
                     check_one_seat_posts(tx, model, run, event).await?;
                 }
             }
-            model.applied(event);
+            model.applied(event.position);
+        }
+        // A replay reads no hashes (`Database::read_log`); a rebuild notes the last one
+        // itself when it keeps its model.
+        if let Some(last) = events.last().filter(|e| !e.hash.is_empty()) {
+            model.stands_at(&last.hash);
         }
         Ok(())
     }
@@ -1621,6 +1635,17 @@ async fn split_person(
     Ok(())
 }
 
+/// The hash of the event at `position`.
+async fn event_hash(tx: &mut Conn<'_>, position: i64) -> Result<String, StoreError> {
+    on_conn!(tx, |c| {
+        let row = sqlx::query("SELECT hash FROM events WHERE position = $1")
+            .bind(position)
+            .fetch_one(c)
+            .await?;
+        Ok(row.try_get("hash")?)
+    })
+}
+
 /// Aggregate of the event after `position`, if any.
 async fn next_aggregate(tx: &mut Conn<'_>, position: i64) -> Result<Option<String>, StoreError> {
     let row = sqlx::query("SELECT aggregate_id FROM events WHERE position = $1")
@@ -1764,7 +1789,9 @@ mod tests {
         for i in 0..aliases {
             model.add_alias(format!("alias {i}"), "org", 1);
         }
-        model.applied(&StoredEvent::sample());
+        let sample = StoredEvent::sample();
+        model.applied(sample.position);
+        model.stands_at(&sample.hash);
         model
     }
 
@@ -1793,5 +1820,33 @@ mod tests {
         projector.keep_model(model_of(10));
         drop(bulk);
         assert!(kept(&projector), "a small model stays");
+    }
+
+    /// A replay reads no hashes, yet the model a rebuild keeps is recognised by the hash of
+    /// the event it stands at, so the next append projects with it.
+    #[tokio::test]
+    async fn a_rebuild_keeps_its_model_with_the_last_events_hash() {
+        use crate::registry::{Actor, Registry};
+        use crate::workload::{generate, WorkloadConfig};
+
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("k.db").display());
+        let registry = Registry::open(&url).await.unwrap();
+        let actor = Actor::named("test");
+        for notice in generate(&WorkloadConfig::new(3, 5)) {
+            registry.ingest(&notice.text, &actor).await.unwrap();
+        }
+        let projector = registry.projector();
+        *projector.kept.lock().unwrap() = None;
+        let head = projector.rebuild().await.unwrap();
+        let last = registry.database().events_after(head - 1, 1).await.unwrap();
+        let (model_position, model_hash) = {
+            let kept = projector.kept.lock().unwrap();
+            let model = kept.as_ref().expect("a small rebuilt model is kept");
+            (model.last_position(), model.last_hash().map(str::to_owned))
+        };
+        assert_eq!(model_position, Some(head));
+        assert_eq!(model_hash.as_deref(), Some(last[0].hash.as_str()));
+        assert_eq!(last[0].hash.len(), 64);
     }
 }

@@ -30,15 +30,19 @@ pub(crate) const EVENT_COLUMNS: &str =
      event_version, payload, metadata, recorded_at, actor, document_number, source_line, clause, \
      prev_hash, hash";
 
-/// The columns a replay reads ([`Database::read_log`]): every column but the provenance
-/// columns (`document_number`, `source_line`, `clause`; the projections take a notice's
-/// number and a fact's line and clause from the payload) and `prev_hash`, which no
-/// projection reads. sqlx copies each value of a row on its way out of the database (on
-/// SQLite a value struct and, for text, its bytes: two allocations), so four columns fewer
-/// are 6.8 % of a SQLite rebuild's instructions and 7.3 % of renmian's share of a
-/// PostgreSQL one (BENCHMARKS.md, session 18).
-const REPLAY_COLUMNS: &str = "position, aggregate_type, aggregate_id, sequence, event_type, \
-     event_version, payload, metadata, recorded_at, actor, hash";
+/// The columns a replay reads ([`Database::read_log`]): the eight a projection uses. Left
+/// out: the provenance columns (`document_number`, `source_line`, `clause`; the projections
+/// take a notice's number and a fact's line and clause from the payload), `prev_hash` and
+/// `hash` (a rebuild reads the hash of its last event alone, when it keeps its model),
+/// `aggregate_type` and `sequence` (only an append's report and its projection's reads of
+/// a commit begun before the model use them; a replay's model is complete). sqlx copies
+/// each value of a row on its way out of the database (on SQLite a value struct and, for
+/// text, its bytes: two allocations): four columns fewer were 6.8 % of a SQLite rebuild's
+/// instructions and 7.3 % of renmian's share of a PostgreSQL one (BENCHMARKS.md, session
+/// 18); three more, with the copies of each event's hash and of the next event's
+/// aggregate id the replay stopped making, another 5.9 % and 3.7 % (session 20).
+const REPLAY_COLUMNS: &str =
+    "position, aggregate_id, event_type, event_version, payload, metadata, recorded_at, actor";
 
 /// Up to `$2` events after position `$1`, in position order: [`Database::events_after`] on a
 /// read connection, and the projector's catch-up inside its transaction.
@@ -206,18 +210,27 @@ where
                 .map(|v| v.map(|Utf8Text(text)| text.to_owned()))
         };
         Ok(Self {
+            position: row.try_get(0)?,
+            aggregate_type: text(row, 1)?,
+            aggregate_id: text(row, 2)?,
+            sequence: row.try_get(3)?,
+            event_type: text(row, 4)?,
+            event_version: text(row, 5)?,
+            payload: text(row, 6)?,
+            metadata: text(row, 7)?,
+            recorded_at: text(row, 8)?,
+            actor: text(row, 9)?,
             document_number: optional(10)?,
             source_line: row.try_get(11)?,
             clause: optional(12)?,
             prev_hash: text(row, 13)?,
             hash: text(row, 14)?,
-            ..leading_columns(row)?
         })
     }
 }
 
-/// A stored event from a row of [`REPLAY_COLUMNS`]: the columns left out come back `None`
-/// and empty.
+/// A stored event from a row of [`REPLAY_COLUMNS`]: the columns left out come back `None`,
+/// empty or 0.
 struct Replayed(StoredEvent);
 
 impl<'r, R> FromRow<'r, R> for Replayed
@@ -229,38 +242,23 @@ where
 {
     fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
         Ok(Self(StoredEvent {
-            hash: text(row, 10)?,
-            ..leading_columns(row)?
+            position: row.try_get(0)?,
+            aggregate_type: String::new(),
+            aggregate_id: text(row, 1)?,
+            sequence: 0,
+            event_type: text(row, 2)?,
+            event_version: text(row, 3)?,
+            payload: text(row, 4)?,
+            metadata: text(row, 5)?,
+            recorded_at: text(row, 6)?,
+            actor: text(row, 7)?,
+            document_number: None,
+            source_line: None,
+            clause: None,
+            prev_hash: String::new(),
+            hash: String::new(),
         }))
     }
-}
-
-/// The ten columns [`EVENT_COLUMNS`] and [`REPLAY_COLUMNS`] begin with (`position` …
-/// `actor`); the others `None` and empty.
-fn leading_columns<'r, R>(row: &'r R) -> Result<StoredEvent, sqlx::Error>
-where
-    R: Row,
-    usize: sqlx::ColumnIndex<R>,
-    Utf8Text<'r>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    Ok(StoredEvent {
-        position: row.try_get(0)?,
-        aggregate_type: text(row, 1)?,
-        aggregate_id: text(row, 2)?,
-        sequence: row.try_get(3)?,
-        event_type: text(row, 4)?,
-        event_version: text(row, 5)?,
-        payload: text(row, 6)?,
-        metadata: text(row, 7)?,
-        recorded_at: text(row, 8)?,
-        actor: text(row, 9)?,
-        document_number: None,
-        source_line: None,
-        clause: None,
-        prev_hash: String::new(),
-        hash: String::new(),
-    })
 }
 
 /// Column `i` of `row` as text, copied out of the row.
@@ -558,8 +556,9 @@ impl Database {
     /// opened for this reading, read-only, instead of through `Any`, which converts every
     /// row into an `AnyRow` (copying each value) before it can be decoded; each value is
     /// copied once, from the row into the event. The events are read as a replay needs them
-    /// ([`REPLAY_COLUMNS`]): `document_number`, `source_line` and `clause` come back `None`
-    /// and `prev_hash` empty; [`Database::events_after`] reads whole rows.
+    /// ([`REPLAY_COLUMNS`]): `document_number`, `source_line` and `clause` come back `None`,
+    /// `aggregate_type`, `prev_hash` and `hash` empty, `sequence` 0;
+    /// [`Database::events_after`] reads whole rows.
     pub async fn read_log(
         &self,
         after: i64,
