@@ -11,6 +11,7 @@
 //! out on commit and only then, and since appends are serialised by the head row,
 //! notifications arrive in head order.
 
+use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgConnectOptions, Postgres};
@@ -154,6 +155,9 @@ impl StoredEvent {
     }
 }
 
+/// Events [`read_log_on`] makes room for at once, whatever batch it is asked for.
+const MAX_BATCH_CAPACITY: usize = 100_000;
+
 /// [`Database::read_log`] on a connection of driver `DB`: `Ok` once the log ended or the
 /// receiver is gone.
 async fn read_log_on<DB>(
@@ -174,14 +178,21 @@ where
         "SELECT {REPLAY_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
     );
     loop {
+        // Room for the whole batch from the start: collected as they came, the events
+        // moved at each doubling of the vector.
+        let capacity = usize::try_from(batch).unwrap_or(0).min(MAX_BATCH_CAPACITY);
         let events: Vec<StoredEvent> = sqlx::query_as::<DB, Replayed>(&sql)
             .bind(after)
             .bind(batch)
-            .fetch_all(&mut conn)
-            .await?
-            .into_iter()
-            .map(|Replayed(event)| event)
-            .collect();
+            .fetch(&mut conn)
+            .try_fold(
+                Vec::with_capacity(capacity),
+                |mut events, Replayed(event)| {
+                    events.push(event);
+                    std::future::ready(Ok(events))
+                },
+            )
+            .await?;
         let last = events.last().map(|e| e.position);
         if batches.send(Ok(events)).await.is_err() {
             break;
