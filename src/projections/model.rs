@@ -21,7 +21,6 @@
 //! - A tenure version is never updated but for closing it (`version_to`); a version written
 //!   and superseded within one flush is written closed.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 // foldhash: the model's keys are hashed millions of times in a rebuild, where SipHash was
@@ -322,32 +321,44 @@ fn copy_line<'a>(out: &mut String, values: impl IntoIterator<Item = Value<'a>>) 
             out.push('\t');
         }
         match value {
-            Value::Int(Some(v)) => {
-                // Writing into a String cannot fail.
-                let _ = write!(out, "{v}");
-            }
-            Value::Text(Some(v)) => {
-                // The four characters are ASCII, so they never occur inside another
-                // character's UTF-8 bytes: the text is copied in runs between them.
-                let mut run = 0;
-                for (at, byte) in v.bytes().enumerate() {
-                    let escaped = match byte {
-                        b'\\' => "\\\\",
-                        b'\t' => "\\t",
-                        b'\n' => "\\n",
-                        b'\r' => "\\r",
-                        _ => continue,
-                    };
-                    out.push_str(&v[run..at]);
-                    out.push_str(escaped);
-                    run = at + 1;
-                }
-                out.push_str(&v[run..]);
-            }
+            Value::Int(Some(v)) => out.push_str(itoa::Buffer::new().format(v)),
+            Value::Text(Some(v)) => copy_text(out, v),
             Value::Int(None) | Value::Text(None) => out.push_str("\\N"),
         }
     }
     out.push('\n');
+}
+
+/// `text` as a field of `COPY`'s text format: a backslash, tab, newline or carriage return
+/// escaped, the rest copied in runs between them. The four are ASCII, so they never occur
+/// inside another character's UTF-8 bytes; they are found with `memchr`'s SIMD searches
+/// (the notices' source text has a line break every few dozen bytes, a backslash hardly
+/// ever), not byte by byte.
+fn copy_text(out: &mut String, text: &str) {
+    let bytes = text.as_bytes();
+    // The next of each kind at or after `from`; each is searched again only once passed,
+    // so the text is scanned once for each kind.
+    let control =
+        |from: usize| memchr::memchr3(b'\t', b'\n', b'\r', &bytes[from..]).map(|at| from + at);
+    let backslash = |from: usize| memchr::memchr(b'\\', &bytes[from..]).map(|at| from + at);
+    let (mut next_control, mut next_backslash) = (control(0), backslash(0));
+    let mut run = 0;
+    while let Some(at) = [next_control, next_backslash].into_iter().flatten().min() {
+        out.push_str(&text[run..at]);
+        out.push_str(match bytes[at] {
+            b'\\' => "\\\\",
+            b'\t' => "\\t",
+            b'\n' => "\\n",
+            _ => "\\r",
+        });
+        run = at + 1;
+        if next_control == Some(at) {
+            next_control = control(run);
+        } else {
+            next_backslash = backslash(run);
+        }
+    }
+    out.push_str(&text[run..]);
 }
 
 /// One value of a buffered row.
