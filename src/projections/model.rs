@@ -496,7 +496,8 @@ where
 
 /// `cells` as the arguments of a statement on `conn`'s driver, their vector sized once:
 /// bound one at a time, up to 13 500 of them grew it a doubling at a time, each growth a
-/// copy (1.4 % of a SQLite rebuild's instructions, BENCHMARKS.md session 20).
+/// copy (sizing it once saved 3.2 % of a SQLite rebuild's instructions, BENCHMARKS.md
+/// session 20).
 fn arguments<'q, C>(
     _conn: &C,
     cells: &[Value<'q>],

@@ -177,10 +177,10 @@ where
     let sql = format!(
         "SELECT {REPLAY_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
     );
+    // Room for a whole batch from the start: collected as they came, the events moved at
+    // each doubling of the vector.
+    let capacity = usize::try_from(batch).unwrap_or(0).min(MAX_BATCH_CAPACITY);
     loop {
-        // Room for the whole batch from the start: collected as they came, the events
-        // moved at each doubling of the vector.
-        let capacity = usize::try_from(batch).unwrap_or(0).min(MAX_BATCH_CAPACITY);
         let events: Vec<StoredEvent> = sqlx::query_as::<DB, Replayed>(&sql)
             .bind(after)
             .bind(batch)
