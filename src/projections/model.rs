@@ -879,6 +879,12 @@ impl Model {
         self.last_hash = None;
     }
 
+    /// Records that the read models stand at `position` when the model knows no position
+    /// yet (a partial model, in an append that holds the log head from `position` on).
+    pub fn stands_after(&mut self, position: i64) {
+        self.last_position.get_or_insert(position);
+    }
+
     /// Notes `hash`, the hash of the event at the last position applied.
     pub fn stands_at(&mut self, hash: &str) {
         self.last_hash = Some(hash.to_owned());
