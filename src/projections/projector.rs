@@ -237,8 +237,9 @@ impl Projector {
             .await?;
         // The read models stand at the checkpoint, locked, and this append's first event
         // begins its own commit: a fresh model knows the notice's run from its start and
-        // need not read back what the commit appointed (three statements per notice
-        // whenever no model was kept, as at 1M events, where the model outgrows the limit).
+        // need not read back what the commit appointed (two statements per notice, the
+        // commit's first position and its tenures, whenever no model was kept, as at 1M
+        // events, where the model outgrows the limit).
         model.stands_after(checkpoint);
         // The append holds the log head: nothing follows its last event yet.
         let decoded = decode_events(events, &self.upcasters)?;
