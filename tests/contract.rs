@@ -40,6 +40,7 @@ backend_suite!(
     the_log_reads_alike_natively_and_through_any,
     a_commit_by_any_connection_changes_the_commit_stamp,
     appends_through_several_handles_continue_one_chain,
+    an_append_cut_short_stores_nothing_and_the_next_one_continues,
 );
 
 async fn ingesting_the_seed_records_one_notice_and_thirty_facts(db: TestDb) {
@@ -538,6 +539,68 @@ impl AppendObserver for FailingObserver {
             Err(StoreError::Corrupt("observer failed".into()))
         })
     }
+}
+
+/// An observer that waits inside the append's transaction while its gate is closed,
+/// standing for a request cancelled half-way through its append.
+struct StallingObserver {
+    gate: std::sync::atomic::AtomicBool,
+}
+
+impl AppendObserver for StallingObserver {
+    fn appended<'a, 'c>(
+        &'a self,
+        _tx: &'a mut sqlx::Transaction<'c, sqlx::Any>,
+        _events: &'a [renmian::store::StoredEvent],
+    ) -> futures::future::BoxFuture<'a, Result<(), StoreError>>
+    where
+        'c: 'a,
+    {
+        Box::pin(async move {
+            while self.gate.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// An append whose future is dropped inside its transaction (its rows inserted, the log's
+/// head taken) stores nothing, and the next append of the same process — on the appending
+/// connection that process opens again — continues the chain right after the last commit.
+async fn an_append_cut_short_stores_nothing_and_the_next_one_continues(db: TestDb) {
+    let registry = seeded(&db).await;
+    let bare = Database::connect(&db.url).await.unwrap();
+    let stalling = Arc::new(StallingObserver {
+        gate: std::sync::atomic::AtomicBool::new(true),
+    });
+    let observer: Arc<dyn AppendObserver> = stalling.clone();
+    bare.observe_appends(Arc::downgrade(&observer));
+    let cut = tokio::time::timeout(
+        std::time::Duration::from_millis(200),
+        bare.append(&raw_events(&registry, 3, "王五同志任市财政局副局长")),
+    )
+    .await;
+    assert!(cut.is_err(), "the append was still in its transaction");
+    stalling
+        .gate
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let rows = raw_events(&registry, 4, "赵六同志任市财政局副局长");
+    let stored = bare.append(&rows).await.unwrap();
+    assert_eq!(
+        stored[0].position, 32,
+        "nothing of the cut append was stored"
+    );
+    assert_eq!(bare.head_position().await.unwrap(), 31 + rows.len() as i64);
+    assert!(bare.verify().await.unwrap().is_intact());
+    bare.close().await;
+    // And the registry's own appends go on after it.
+    registry
+        .database()
+        .append(&raw_events(&registry, 5, "钱七同志任市财政局副局长"))
+        .await
+        .unwrap();
+    assert!(registry.database().verify().await.unwrap().is_intact());
 }
 
 async fn an_append_projects_itself_in_its_transaction(db: TestDb) {

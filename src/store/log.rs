@@ -410,12 +410,21 @@ impl Database {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let mut connection = self.pool().acquire().await?;
+        // The one appending connection (connections.rs): appends take turns on it.
+        let mut writer = self.writer.checkout().await?;
+        let appended = self.append_on(writer.connection(), events, observe).await;
+        writer.finish(&appended);
+        appended
+    }
+
+    async fn append_on(
+        &self,
+        connection: &mut AnyConnection,
+        events: &[NewEvent],
+        observe: bool,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         if let Some(head) = self.last_head.expected() {
-            match self
-                .append_after(&mut connection, &head, events, observe)
-                .await
-            {
+            match self.append_after(connection, &head, events, observe).await {
                 Ok(Some(stored)) => return Ok(stored),
                 // The head moved (another writer, or a concurrent append of this process)
                 // or the rows conflict: the general path below tells which.
@@ -426,7 +435,7 @@ impl Database {
                 }
             }
         }
-        let mut tx = Connection::begin(&mut *connection).await?;
+        let mut tx = Connection::begin(connection).await?;
         let count = i64::try_from(events.len()).map_err(|_| StoreError::Conflict)?;
         let head = sqlx::query(
             "UPDATE event_log_head SET position = position + $1 WHERE id = 1 \
@@ -581,7 +590,7 @@ impl Database {
         let read = match self.backend {
             Backend::Sqlite => match SqliteConnectOptions::from_url(url) {
                 Ok(options) => {
-                    // As the read connections are (readers.rs): opened as the pool's are,
+                    // As the read connections are (connections.rs): opened as the pool's are,
                     // then refused every write.
                     let options = options.pragma("query_only", "ON");
                     read_log_on::<Sqlite>(options, after, batch, &batches).await
@@ -1047,6 +1056,101 @@ mod tests {
             Err(StoreError::Conflict)
         ));
         assert_eq!(db.head_position().await.unwrap(), 13);
+        db.close().await;
+    }
+
+    /// Work in an append's transaction that waits on `gate` while it is closed.
+    struct Stalling {
+        gate: std::sync::atomic::AtomicBool,
+    }
+
+    impl crate::store::AppendObserver for Stalling {
+        fn appended<'a, 'c>(
+            &'a self,
+            _tx: &'a mut sqlx::Transaction<'c, sqlx::Any>,
+            _events: &'a [StoredEvent],
+        ) -> futures::future::BoxFuture<'a, Result<(), StoreError>>
+        where
+            'c: 'a,
+        {
+            Box::pin(async move {
+                while self.gate.load(std::sync::atomic::Ordering::SeqCst) {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                Ok(())
+            })
+        }
+    }
+
+    /// Appends run on one connection of their own, which an append gives back when it ends
+    /// (committed, or refused without harm to the connection) and takes with it when its
+    /// future is dropped half-way: the next append opens another, finds nothing of the cut
+    /// one in the log (its transaction died with its connection) and continues the chain.
+    #[tokio::test]
+    async fn an_append_cut_short_takes_the_appending_connection_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("log.db").display());
+        let db = Database::connect(&url).await.unwrap();
+        db.append(&notice("a", 2)).await.unwrap();
+        assert_eq!(
+            db.writer.idle_count(),
+            1,
+            "a committed append gives it back"
+        );
+        assert!(matches!(
+            db.append(&notice("a", 1)).await,
+            Err(StoreError::Conflict)
+        ));
+        assert_eq!(db.writer.idle_count(), 1, "so does a refused one");
+
+        let stalling = std::sync::Arc::new(Stalling {
+            gate: std::sync::atomic::AtomicBool::new(true),
+        });
+        let observer: std::sync::Arc<dyn crate::store::AppendObserver> = stalling.clone();
+        db.observe_appends(std::sync::Arc::downgrade(&observer));
+        let cut = tokio::time::timeout(
+            std::time::Duration::from_millis(100),
+            db.append(&notice("b", 3)),
+        )
+        .await;
+        assert!(cut.is_err(), "the append was still in its transaction");
+        assert_eq!(db.writer.idle_count(), 0, "its connection is not reused");
+
+        stalling
+            .gate
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        let stored = db.append(&notice("c", 2)).await.unwrap();
+        assert_eq!(
+            stored[0].position, 3,
+            "nothing of the cut append was stored"
+        );
+        assert_eq!(db.writer.idle_count(), 1);
+        let log = db.events_after(0, 100).await.unwrap();
+        let ids: Vec<&str> = log.iter().map(|e| e.aggregate_id.as_str()).collect();
+        assert_eq!(ids, ["a", "a", "c", "c"]);
+        assert!(db.verify().await.unwrap().is_intact());
+        db.close().await;
+    }
+
+    /// Appends that come together take turns on the appending connection, in one process,
+    /// and every one of them lands: positions without gaps, one chain.
+    #[tokio::test]
+    async fn concurrent_appends_take_turns_on_one_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("log.db").display());
+        let db = Database::connect(&url).await.unwrap();
+        let appends = (0..16).map(|i| {
+            let db = db.clone();
+            tokio::spawn(async move { db.append(&notice(&format!("n{i}"), 3)).await })
+        });
+        for append in futures::future::join_all(appends).await {
+            append.unwrap().unwrap();
+        }
+        assert_eq!(db.writer.idle_count(), 1, "one connection served them all");
+        let log = db.events_after(0, 100).await.unwrap();
+        let positions: Vec<i64> = log.iter().map(|e| e.position).collect();
+        assert_eq!(positions, (1..=48).collect::<Vec<_>>());
+        assert!(db.verify().await.unwrap().is_intact());
         db.close().await;
     }
 }

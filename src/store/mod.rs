@@ -14,18 +14,18 @@
 //! [`DatabaseOptions::acquire_timeout`], each statement by
 //! [`DatabaseOptions::statement_timeout`] (PostgreSQL `statement_timeout`, SQLite
 //! `busy_timeout`). A lost connection surfaces as [`StoreError::Unavailable`]; the pool (writes)
-//! and the read connections ([`readers`]) drop the broken connection and open a new one for
+//! and the connections of [`connections`] (reads, appends) drop the broken connection and open a new one for
 //! a later call, so the process recovers by itself when the database returns.
 //!
 //! Architecture invariant: nothing in renmian issues UPDATE or DELETE on `events`; the
 //! database refuses both (triggers in `migrations/*/0001_event_log.sql`).
 
 mod commits;
+mod connections;
 pub mod dump;
 pub mod integrity;
 pub mod log;
 pub mod notify;
-mod readers;
 pub mod repository;
 pub mod upcasters;
 
@@ -175,7 +175,9 @@ pub struct Database {
     listen_target: Option<notify::ListenTarget>,
     observer: Observer,
     /// Connections for [`Database::read_all`] / [`Database::read_optional`].
-    readers: Arc<readers::Readers>,
+    readers: Arc<connections::Connections>,
+    /// The connection appends run on ([`connections::Role::Write`]).
+    writer: Arc<connections::Connections>,
     /// SQLite only: the WAL's shared-memory index, `<database>-shm` ([`commits`]).
     wal_index: Option<Arc<commits::WalIndex>>,
     /// SQLite only: the head this process's last append left ([`log::LastHead`]).
@@ -214,10 +216,19 @@ impl Database {
             }
             _ => url.to_string(),
         };
-        let options = AnyConnectOptions::from_str(&connect_url)
-            .map_err(|e| StoreError::UnsupportedUrl(format!("{url}: {e}")))?
-            .log_statements(tracing::log::LevelFilter::Trace)
-            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2));
+        let connect_options = |connect_url: &str| {
+            AnyConnectOptions::from_str(connect_url)
+                .map(|options| {
+                    options
+                        .log_statements(tracing::log::LevelFilter::Trace)
+                        .log_slow_statements(
+                            tracing::log::LevelFilter::Warn,
+                            Duration::from_secs(2),
+                        )
+                })
+                .map_err(|e| StoreError::UnsupportedUrl(format!("{url}: {e}")))
+        };
+        let options = connect_options(&connect_url)?;
         let max_connections = match backend {
             Backend::Sqlite => 8,
             Backend::Postgres => 16,
@@ -253,8 +264,20 @@ impl Database {
             }
             Backend::Postgres => None,
         };
-        let readers =
-            readers::Readers::new(options, backend, bounds, readers::reader_count(backend));
+        let writer = connections::Connections::new(
+            connect_options(&writer_url(&connect_url, backend))?,
+            backend,
+            connections::Role::Write,
+            bounds,
+            1,
+        );
+        let readers = connections::Connections::new(
+            options,
+            backend,
+            connections::Role::Read,
+            bounds,
+            connections::reader_count(backend),
+        );
         Ok(Self {
             pool,
             backend,
@@ -262,6 +285,7 @@ impl Database {
             listen_target,
             observer: Observer::default(),
             readers: Arc::new(readers),
+            writer: Arc::new(writer),
             wal_index,
             last_head: log::LastHead::default(),
             bounds,
@@ -324,7 +348,7 @@ impl Database {
     }
 
     /// Runs a read-only `query` and returns every row. Read connections are checked out
-    /// without the pool's two pings per statement (see [`readers`]); use the pool for
+    /// without the pool's two pings per statement (see [`connections`]); use the pool for
     /// writes and transactions.
     pub async fn read_all<'q>(
         &self,
@@ -378,6 +402,7 @@ impl Database {
     /// middle of an older snapshot, which another process may have — then the log stays, as
     /// it should, and nothing waits for it (no busy timeout).
     pub async fn close(&self) {
+        self.writer.close().await;
         self.readers.close().await;
         self.pool.close().await;
         if self.backend == Backend::Sqlite {
@@ -395,7 +420,20 @@ impl Database {
     }
 }
 
-/// Settings every connection gets, pooled or [`readers`]: durability, time bounds, caches.
+/// The URL of the appending connection: on PostgreSQL with room for
+/// [`connections::WRITER_STATEMENT_CACHE`] prepared statements, unless the URL sets its own.
+fn writer_url(url: &str, backend: Backend) -> String {
+    if backend != Backend::Postgres || url.contains("statement-cache-capacity=") {
+        return url.to_owned();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!(
+        "{url}{sep}statement-cache-capacity={}",
+        connections::WRITER_STATEMENT_CACHE
+    )
+}
+
+/// Settings every connection gets, pooled or of [`connections`]: durability, time bounds, caches.
 async fn configure(
     conn: &mut sqlx::AnyConnection,
     backend: Backend,
@@ -516,6 +554,28 @@ pub(crate) mod plans {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_appending_connection_keeps_more_statements_on_postgresql() {
+        let pg = writer_url("postgres://u@h/db", Backend::Postgres);
+        assert_eq!(pg, "postgres://u@h/db?statement-cache-capacity=1000");
+        let with_query = writer_url("postgres://u@h/db?sslmode=disable", Backend::Postgres);
+        assert_eq!(
+            with_query,
+            "postgres://u@h/db?sslmode=disable&statement-cache-capacity=1000"
+        );
+        let own = "postgres://u@h/db?statement-cache-capacity=7";
+        assert_eq!(
+            writer_url(own, Backend::Postgres),
+            own,
+            "the URL's own wins"
+        );
+        let sqlite = "sqlite://r.db?mode=rwc";
+        assert_eq!(writer_url(sqlite, Backend::Sqlite), sqlite);
+        // And sqlx reads it.
+        let options = sqlx::postgres::PgConnectOptions::from_str(&pg).unwrap();
+        assert!(format!("{options:?}").contains("statement_cache_capacity: 1000"));
+    }
 
     #[test]
     fn passwords_are_redacted_from_urls() {

@@ -1,4 +1,5 @@
-//! Connections for read-only queries, handed out without sqlx's `Pool`.
+//! Connections handed out without sqlx's `Pool`: the read connections queries run on, and
+//! the one connection this process appends through.
 //!
 //! sqlx 0.8's pool pings a connection when it hands it out (`test_before_acquire`) and
 //! again, always, when it takes it back (`return_to_pool`, in a spawned task). On SQLite every
@@ -7,15 +8,31 @@
 //! trips. A profile of `renmian serve` answering ListHolders had most of its time in
 //! context switches (BENCHMARKS.md, session 4).
 //!
-//! [`Readers`] keeps idle connections in a list and checks a connection out for exactly
-//! one statement. It is safe to skip the pings because a connection goes back to the list
-//! only when its statement ran to completion without a connection-level error: a statement
-//! whose future was dropped half-way (a cancelled request) or that failed with an I/O,
-//! protocol or connection-loss error takes its connection with it, and the next caller
-//! opens a fresh one; such an error also drops the other idle connections (a server restart
-//! took them all), and a PostgreSQL connection idle for a while is pinged before use. The
-//! connections are read-only (`query_only` on SQLite, `default_transaction_read_only` on
-//! PostgreSQL): nothing can write through them.
+//! [`Connections`] keeps idle connections in a list and checks a connection out for exactly
+//! one unit of work. It is safe to skip the pings because a connection goes back to the list
+//! only when its work ran to completion without a connection-level error: work whose future
+//! was dropped half-way (a cancelled request) or that failed with an I/O, protocol or
+//! connection-loss error takes its connection with it, and the next caller opens a fresh
+//! one; such an error also drops the other idle connections (a server restart took them
+//! all), and a PostgreSQL connection idle for a while is pinged before use.
+//!
+//! Two roles ([`Role`]):
+//! - **Read**: several connections, one statement each, read-only (`query_only` on SQLite,
+//!   `default_transaction_read_only` on PostgreSQL): nothing can write through them.
+//! - **Write**: one connection, for the appends ([`Database::append`](super::Database::append))
+//!   and the projection each runs in its transaction, checked out by one append at a time
+//!   in arrival order (a fair semaphore). Appends take turns anyway — they all move the
+//!   log's head row — and one connection keeps what each append warms for the next: on
+//!   SQLite its page cache (SQLite drops a connection's whole cache when another
+//!   connection committed since its last transaction, and the pool handed appends its
+//!   connections in turn; at 1M events a notice read 234 pages from the file, 80 on its own
+//!   connection), on PostgreSQL its prepared statements (the projection's multi-row
+//!   statements come in many sizes: with the pool's 16 connections and sqlx's 100
+//!   statements each, 29 % of an ingest's statements were parsed again, each a round trip
+//!   more and one more to evict another; see [`WRITER_STATEMENT_CACHE`]). Appends that come
+//!   together queue in this process instead of in SQLite's busy handler, which sleeps.
+//!   An append whose future is dropped half-way takes the connection with it: its
+//!   transaction dies with the connection.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -28,11 +45,30 @@ use tokio::sync::Semaphore;
 
 use super::{configure, is_connection_loss, Backend, DatabaseOptions};
 
-/// Idle read connections and the permits bounding how many exist.
+/// What a set of [`Connections`] is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Read-only connections, one statement per checkout.
+    Read,
+    /// The appending connection, one append (a transaction) per checkout.
+    Write,
+}
+
+/// sqlx's prepared statements kept per connection of the [`Role::Write`] role on PostgreSQL
+/// (sqlx's default is 100; a URL's own `statement-cache-capacity` wins). Measured on one
+/// process ingesting 300 notices after 1 700 (`statement-cache-capacity` in the URL of
+/// every connection): 1 285 parses for 4 437 statements with 100, 412 with 1 000, and
+/// 2 000 notices one by one 7 419-7 448 → 8 008-8 127 events/s. A backend holding that
+/// many of renmian's statements used about 20 MiB (`pg_log_backend_memory_contexts`), once
+/// per process.
+pub(crate) const WRITER_STATEMENT_CACHE: usize = 1000;
+
+/// Idle connections and the permits bounding how many exist.
 #[derive(Debug)]
-pub(crate) struct Readers {
+pub(crate) struct Connections {
     options: AnyConnectOptions,
     backend: Backend,
+    role: Role,
     bounds: DatabaseOptions,
     /// Idle connections with the time each went idle, most recent last.
     idle: Mutex<Vec<(AnyConnection, Instant)>>,
@@ -44,23 +80,30 @@ pub(crate) struct Readers {
 /// are never pinged; SQLite connections are never pinged (a file does not hang up).
 const PING_AFTER_IDLE: Duration = Duration::from_secs(2);
 
-impl Readers {
+impl Connections {
+    /// Up to `max` connections of `role` (the write role has one whatever `max` says).
     pub(crate) fn new(
         options: AnyConnectOptions,
         backend: Backend,
+        role: Role,
         bounds: DatabaseOptions,
         max: usize,
     ) -> Self {
+        let max = match role {
+            Role::Read => max,
+            Role::Write => 1,
+        };
         Self {
             options,
             backend,
+            role,
             bounds,
             idle: Mutex::new(Vec::with_capacity(max)),
             permits: Semaphore::new(max),
         }
     }
 
-    /// Runs `query` on a read connection and returns every row.
+    /// Runs `query` on a connection and returns every row.
     pub(crate) async fn fetch_all<'q>(
         &self,
         query: Query<'q, Any, AnyArguments<'q>>,
@@ -71,7 +114,7 @@ impl Readers {
         result
     }
 
-    /// Runs `query` on a read connection and returns its first row, if any.
+    /// Runs `query` on a connection and returns its first row, if any.
     pub(crate) async fn fetch_optional<'q>(
         &self,
         query: Query<'q, Any, AnyArguments<'q>>,
@@ -91,15 +134,23 @@ impl Readers {
         }
     }
 
+    /// Idle connections now (tests: which work gave its connection back).
+    #[cfg(test)]
+    pub(crate) fn idle_count(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// Drops every idle connection: after one connection was lost, the others were most
     /// likely lost with it (a server restart), and each would fail one more caller.
     fn forget_idle(&self) {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
-    /// Waits for a permit (bounded by the acquire timeout, like the pool), then takes an
-    /// idle connection or opens one.
-    async fn checkout(&self) -> Result<Reader<'_>, sqlx::Error> {
+    /// Waits for a permit (bounded by the acquire timeout, like the pool; permits go in
+    /// arrival order), then takes an idle connection or opens one. The connection comes
+    /// back to the idle list only if [`Checkout::finish`] saw its work succeed or fail
+    /// without harm to the connection.
+    pub(crate) async fn checkout(&self) -> Result<Checkout<'_>, sqlx::Error> {
         let timeout = self.bounds.acquire_timeout;
         let permit = tokio::time::timeout(timeout, self.permits.acquire())
             .await
@@ -125,8 +176,8 @@ impl Readers {
                 .await
                 .map_err(|_| sqlx::Error::PoolTimedOut)??,
         };
-        Ok(Reader {
-            readers: self,
+        Ok(Checkout {
+            connections: self,
             connection: Some(connection),
             healthy: false,
             _permit: permit,
@@ -136,46 +187,54 @@ impl Readers {
     async fn open(&self) -> Result<AnyConnection, sqlx::Error> {
         let mut connection = self.options.connect().await?;
         configure(&mut connection, self.backend, self.bounds).await?;
-        let read_only = match self.backend {
-            Backend::Sqlite => "PRAGMA query_only = ON",
-            Backend::Postgres => "SET default_transaction_read_only = on",
-        };
-        sqlx::Executor::execute(&mut connection, read_only).await?;
+        if self.role == Role::Read {
+            let read_only = match self.backend {
+                Backend::Sqlite => "PRAGMA query_only = ON",
+                Backend::Postgres => "SET default_transaction_read_only = on",
+            };
+            sqlx::Executor::execute(&mut connection, read_only).await?;
+        }
         Ok(connection)
     }
 }
 
 /// One checked-out connection. It returns to the idle list on drop only if
-/// [`finish`](Self::finish) saw its statement complete without a connection-level error.
-struct Reader<'a> {
-    readers: &'a Readers,
+/// [`finish`](Self::finish) saw its work complete without a connection-level error.
+pub(crate) struct Checkout<'a> {
+    connections: &'a Connections,
     connection: Option<AnyConnection>,
     healthy: bool,
     _permit: tokio::sync::SemaphorePermit<'a>,
 }
 
-impl Reader<'_> {
-    fn connection(&mut self) -> &mut AnyConnection {
+impl Checkout<'_> {
+    pub(crate) fn connection(&mut self) -> &mut AnyConnection {
         self.connection
             .as_mut()
-            .expect("a reader holds its connection until dropped")
+            .expect("a checkout holds its connection until dropped")
     }
 
-    fn finish<T>(&mut self, result: &Result<T, sqlx::Error>) {
+    /// Notes how the work went: the connection is kept unless `result` is an error that
+    /// breaks it. A transaction that failed otherwise was rolled back by its drop (sqlx
+    /// queues the `ROLLBACK` ahead of the connection's next statement).
+    pub(crate) fn finish<T, E>(&mut self, result: &Result<T, E>)
+    where
+        E: BreaksConnection,
+    {
         self.healthy = match result {
             Ok(_) => true,
-            Err(e) => !breaks_connection(e),
+            Err(e) => !e.breaks_connection(),
         };
         if !self.healthy {
-            self.readers.forget_idle();
+            self.connections.forget_idle();
         }
     }
 }
 
-impl Drop for Reader<'_> {
+impl Drop for Checkout<'_> {
     fn drop(&mut self) {
         if let (true, Some(connection)) = (self.healthy, self.connection.take()) {
-            self.readers
+            self.connections
                 .idle
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -185,16 +244,32 @@ impl Drop for Reader<'_> {
 }
 
 /// Errors after which a connection is not trusted again.
-fn breaks_connection(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::Database(db) => is_connection_loss(db.code().as_deref()),
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed => true,
-        _ => false,
+pub(crate) trait BreaksConnection {
+    fn breaks_connection(&self) -> bool;
+}
+
+impl BreaksConnection for super::StoreError {
+    fn breaks_connection(&self) -> bool {
+        match self {
+            Self::Unavailable(_) => true,
+            Self::Database(e) => e.breaks_connection(),
+            _ => false,
+        }
+    }
+}
+
+impl BreaksConnection for sqlx::Error {
+    fn breaks_connection(&self) -> bool {
+        match self {
+            sqlx::Error::Database(db) => is_connection_loss(db.code().as_deref()),
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed => true,
+            _ => false,
+        }
     }
 }
 
