@@ -4,7 +4,7 @@
 //! ```text
 //! cargo bench --bench registry -- [--notices K] [--seed N] [--lookups N]
 //!                                 [--postgres URL] [--only sqlite|postgres]
-//!                                 [--keep-sqlite PATH]
+//!                                 [--keep-sqlite PATH] [--streams K]
 //! ```
 //!
 //! Per backend (SQLite in a temp file; PostgreSQL when `--postgres` or
@@ -25,6 +25,10 @@
 //!    no parsing and no projecting. A rebuild has to read the log and write those rows, so
 //!    even with both overlapped perfectly it takes at least the longer of the two: the
 //!    ratio the ceiling allows is scan / max(scan, floor);
+//!    Concurrent ingest: the same texts through `Registry::ingest` from `--streams K`
+//!    tasks at once (4 by default; notice `i` goes to task `i mod K`), as concurrent
+//!    gRPC Ingest calls from several offices would, into a fresh database, vs the same
+//!    ceiling as notice-by-notice ingest;
 //! 3. in-process query latency, p50/p99 of `holders` and `holdings` over random lookups;
 //! 4. peak RSS (VmHWM, reset between phases through /proc/self/clear_refs);
 //! 5. the machine's CPU during bulk ingest, ingest and rebuild: how busy every core was
@@ -68,6 +72,8 @@ struct Options {
     postgres: Option<String>,
     only: Option<String>,
     keep_sqlite: Option<std::path::PathBuf>,
+    /// Tasks of the concurrent ingest.
+    streams: usize,
 }
 
 fn options() -> Options {
@@ -78,6 +84,7 @@ fn options() -> Options {
         postgres: std::env::var("RENMIAN_BENCH_DATABASE_URL").ok(),
         only: None,
         keep_sqlite: None,
+        streams: 4,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -89,6 +96,7 @@ fn options() -> Options {
             "--postgres" => o.postgres = Some(value()),
             "--only" => o.only = Some(value()),
             "--keep-sqlite" => o.keep_sqlite = Some(value().into()),
+            "--streams" => o.streams = value().parse().expect("--streams K"),
             // `cargo bench` passes `--bench` to every bench binary.
             "--bench" => {}
             other => panic!("unknown argument {other}"),
@@ -110,6 +118,10 @@ struct Report {
     /// fresh database, and its ceiling: the raw INSERT with the same transaction per batch.
     bulk_ingest: Duration,
     raw_insert_bulk: Duration,
+    /// `Registry::ingest` of the same texts from `streams` tasks at once, into a fresh
+    /// database.
+    concurrent_ingest: Duration,
+    streams: usize,
     rss_bulk_kib: u64,
     rss_before_bulk_kib: u64,
     /// `Database::append` of the same events into a fresh renmian database with no
@@ -155,28 +167,34 @@ fn main() {
                 .unwrap_or_else(|| dir.path().join("bench.db"));
             let url = format!("sqlite://{}", path.display());
             let raw = dir.path().join("ceiling.db");
-            let store = format!("sqlite://{}", dir.path().join("append.db").display());
-            let bulk = format!("sqlite://{}", dir.path().join("bulk.db").display());
-            reports.push(run("SQLite", &url, Ceiling::Sqlite(raw), &store, &bulk, &o).await);
+            let fresh = |name: &str| format!("sqlite://{}", dir.path().join(name).display());
+            let fresh = Fresh {
+                store: fresh("append.db"),
+                bulk: fresh("bulk.db"),
+                concurrent: fresh("concurrent.db"),
+            };
+            reports.push(run("SQLite", &url, Ceiling::Sqlite(raw), &fresh, &o).await);
         }
         if o.only.as_deref() != Some("sqlite") {
             match &o.postgres {
                 Some(admin) => {
                     let db = fresh_pg(admin, "run").await;
                     let raw = fresh_pg(admin, "ceiling").await;
-                    let store = fresh_pg(admin, "append").await;
-                    let bulk = fresh_pg(admin, "bulk").await;
+                    let fresh = Fresh {
+                        store: fresh_pg(admin, "append").await,
+                        bulk: fresh_pg(admin, "bulk").await,
+                        concurrent: fresh_pg(admin, "concurrent").await,
+                    };
                     let report = run(
                         "PostgreSQL",
                         &db,
                         Ceiling::Postgres(raw.clone()),
-                        &store,
-                        &bulk,
+                        &fresh,
                         &o,
                     )
                     .await;
                     reports.push(report);
-                    for url in [&db, &raw, &store, &bulk] {
+                    for url in [&db, &raw, &fresh.store, &fresh.bulk, &fresh.concurrent] {
                         drop_pg(admin, url).await;
                     }
                 }
@@ -194,12 +212,19 @@ enum Ceiling {
     Postgres(String),
 }
 
+/// Fresh databases of one backend, one per measurement that starts from empty.
+struct Fresh {
+    /// The event store alone.
+    store: String,
+    bulk: String,
+    concurrent: String,
+}
+
 async fn run(
     backend: &'static str,
     url: &str,
     ceiling: Ceiling,
-    store_url: &str,
-    bulk_url: &str,
+    fresh: &Fresh,
     o: &Options,
 ) -> Report {
     let config = WorkloadConfig::new(o.seed, o.notices);
@@ -227,7 +252,7 @@ async fn run(
     let expected: usize = generate(&config).map(|n| n.expected_events).sum();
     r.rss_before_bulk_kib = rss_kib("VmRSS");
     let cpu = CpuMeter::start();
-    r.bulk_ingest = bulk_ingest(&config, bulk_url, expected, &mut r.rss_bulk_kib).await;
+    r.bulk_ingest = bulk_ingest(&config, &fresh.bulk, expected, &mut r.rss_bulk_kib).await;
     r.cpu_bulk = cpu.stop();
 
     let registry = Registry::open(url).await.expect("open registry");
@@ -276,7 +301,10 @@ async fn run(
     eprintln!("[{backend}] ceiling: raw INSERT of the same rows, a transaction per bulk batch");
     r.raw_insert_bulk = raw_insert(&registry, &ceiling, BULK_BATCH_EVENTS).await;
     eprintln!("[{backend}] event store alone: Database::append of the same events");
-    r.store_append = store_append(&registry, store_url).await;
+    r.store_append = store_append(&registry, &fresh.store).await;
+    eprintln!("[{backend}] concurrent ingest: {} streams", o.streams);
+    r.streams = o.streams;
+    r.concurrent_ingest = concurrent_ingest(&config, &fresh.concurrent, o.streams, r.events).await;
     eprintln!("[{backend}] ceiling: raw ordered scan + decode");
     r.raw_scan = raw_scan(url).await;
     assert!(r.raw_scan > Duration::ZERO);
@@ -311,6 +339,44 @@ async fn bulk_ingest(config: &WorkloadConfig, url: &str, events: usize, rss: &mu
         "bulk ingest appended other events than ingest"
     );
     *rss = rss_kib("VmHWM");
+    registry.database().close().await;
+    timed
+}
+
+/// `Registry::ingest` of the generated texts into the fresh database at `url` from
+/// `streams` tasks at once, notice `i` from task `i mod streams`; checks they appended
+/// `events` events in all. Generating the texts is not timed.
+async fn concurrent_ingest(
+    config: &WorkloadConfig,
+    url: &str,
+    streams: usize,
+    events: usize,
+) -> Duration {
+    let registry = std::sync::Arc::new(Registry::open(url).await.expect("open registry"));
+    let texts: std::sync::Arc<Vec<String>> =
+        std::sync::Arc::new(generate(config).map(|n| n.text).collect());
+    let streams = streams.max(1);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..streams)
+        .map(|k| {
+            let (registry, texts) = (registry.clone(), texts.clone());
+            tokio::spawn(async move {
+                let actor = Actor::named("bench");
+                let mut appended = 0;
+                for text in texts.iter().skip(k).step_by(streams) {
+                    let out = registry.ingest(text, &actor).await.expect("ingest");
+                    appended += out.iter().map(|x| x.events_appended).sum::<usize>();
+                }
+                appended
+            })
+        })
+        .collect();
+    let mut appended = 0;
+    for task in tasks {
+        appended += task.await.expect("ingest task");
+    }
+    let timed = started.elapsed();
+    assert_eq!(appended, events, "concurrent ingest appended other events");
     registry.database().close().await;
     timed
 }
@@ -950,6 +1016,19 @@ fn print_report(o: &Options, reports: &[Report]) {
         format!(
             "**{:.1}%**",
             100.0 * r.raw_insert.as_secs_f64() / r.ingest.as_secs_f64()
+        )
+    });
+    row("concurrent ingest (`--streams` tasks), events/s", &|r| {
+        format!(
+            "{:.0} ({} streams)",
+            rate(r.events, r.concurrent_ingest),
+            r.streams
+        )
+    });
+    row("**concurrent ingest / ceiling**", &|r| {
+        format!(
+            "**{:.1}%**",
+            100.0 * r.raw_insert.as_secs_f64() / r.concurrent_ingest.as_secs_f64()
         )
     });
     row("bulk ingest (`ingest_all`), events/s", &|r| {

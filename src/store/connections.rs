@@ -23,10 +23,9 @@
 //!   and the projection each runs in its transaction, checked out by one append at a time
 //!   in arrival order (a fair semaphore). Appends take turns anyway — they all move the
 //!   log's head row — and one connection keeps what each append warms for the next: on
-//!   SQLite its page cache (SQLite drops a connection's whole cache when another
-//!   connection committed since its last transaction, and the pool handed appends its
-//!   connections in turn; at 1M events a notice read 234 pages from the file, 80 on its own
-//!   connection), on PostgreSQL its prepared statements (the projection's multi-row
+//!   SQLite its page cache (SQLite drops a connection's whole cache when another connection
+//!   committed since its last transaction, and the pool handed appends its connections in
+//!   turn; see [`WRITER_SQLITE_CACHE`]), on PostgreSQL its prepared statements (the projection's multi-row
 //!   statements come in many sizes: with the pool's 16 connections and sqlx's 100
 //!   statements each, 29 % of an ingest's statements were parsed again, each a round trip
 //!   more and one more to evict another; see [`WRITER_STATEMENT_CACHE`]). Appends that come
@@ -62,6 +61,15 @@ pub(crate) enum Role {
 /// many of renmian's statements used about 20 MiB (`pg_log_backend_memory_contexts`), once
 /// per process.
 pub(crate) const WRITER_STATEMENT_CACHE: usize = 1000;
+
+/// The appending connection's page cache on SQLite: SQLite's default (2 MiB), not the
+/// 32 MiB the other connections get. A connection that keeps its cache from one commit to
+/// the next pays for its size at every commit: ending a write transaction, SQLite walks the
+/// whole hash table of the cache (`pcache1TruncateUnsafe`, 3.8 % of an ingest's CPU samples
+/// with 32 MiB, 0.5 % with 2 MiB, which read 3.1 % instead of 0.6 % back from the file).
+/// 2 000 notices one by one, four alternating pairs: 9 792-10 311 → 10 259-10 773
+/// events/s; 500 notices on top of 1M events, three pairs: 6 644-6 964 → 6 748-7 038.
+const WRITER_SQLITE_CACHE: &str = "PRAGMA cache_size = -2000";
 
 /// Idle connections and the permits bounding how many exist.
 #[derive(Debug)]
@@ -187,13 +195,13 @@ impl Connections {
     async fn open(&self) -> Result<AnyConnection, sqlx::Error> {
         let mut connection = self.options.connect().await?;
         configure(&mut connection, self.backend, self.bounds).await?;
-        if self.role == Role::Read {
-            let read_only = match self.backend {
-                Backend::Sqlite => "PRAGMA query_only = ON",
-                Backend::Postgres => "SET default_transaction_read_only = on",
-            };
-            sqlx::Executor::execute(&mut connection, read_only).await?;
-        }
+        let role_settings = match (self.role, self.backend) {
+            (Role::Read, Backend::Sqlite) => "PRAGMA query_only = ON",
+            (Role::Read, Backend::Postgres) => "SET default_transaction_read_only = on",
+            (Role::Write, Backend::Sqlite) => WRITER_SQLITE_CACHE,
+            (Role::Write, Backend::Postgres) => return Ok(connection),
+        };
+        sqlx::Executor::execute(&mut connection, role_settings).await?;
         Ok(connection)
     }
 }
@@ -295,6 +303,32 @@ mod tests {
 
     fn idle(db: &Database) -> usize {
         db.readers.idle.lock().unwrap().len()
+    }
+
+    /// The appending connection writes (it is not `query_only`) with SQLite's default
+    /// page cache; the read connections keep the larger one.
+    #[tokio::test]
+    async fn the_appending_connection_has_its_own_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("w.db").display());
+        let db = Database::connect(&url).await.unwrap();
+        let setting = |row: sqlx::any::AnyRow| sqlx::Row::get::<i64, _>(&row, 0);
+        let mut writer = db.writer.checkout().await.unwrap();
+        let cache = sqlx::query("PRAGMA cache_size")
+            .fetch_one(writer.connection())
+            .await
+            .unwrap();
+        assert_eq!(setting(cache), -2000);
+        let query_only = sqlx::query("PRAGMA query_only")
+            .fetch_one(writer.connection())
+            .await
+            .unwrap();
+        assert_eq!(setting(query_only), 0);
+        writer.finish(&Ok::<(), sqlx::Error>(()));
+        drop(writer);
+        let cache = db.read_one(sqlx::query("PRAGMA cache_size")).await.unwrap();
+        assert_eq!(setting(cache), -32768);
+        db.close().await;
     }
 
     #[tokio::test]
