@@ -426,7 +426,7 @@ impl Database {
         if let Some(head) = self.last_head.expected() {
             match self.append_after(connection, &head, events, observe).await {
                 Ok(Some(stored)) => return Ok(stored),
-                // The head moved (another writer, or a concurrent append of this process)
+                // The head moved (another process, or another handle's append in this one)
                 // or the rows conflict: the general path below tells which.
                 Ok(None) | Err(StoreError::Conflict) => self.last_head.forget(),
                 Err(e) => {

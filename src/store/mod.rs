@@ -348,8 +348,8 @@ impl Database {
     }
 
     /// Runs a read-only `query` and returns every row. Read connections are checked out
-    /// without the pool's two pings per statement (see [`connections`]); use the pool for
-    /// writes and transactions.
+    /// without the pool's two pings per statement (see [`connections`]); appends have their
+    /// own connection, other writes and transactions use the pool.
     pub async fn read_all<'q>(
         &self,
         query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
