@@ -18,6 +18,10 @@
 //!    from 1 000 texts on, the batches are appended alone and projected once at the end)
 //!    of the same texts into a fresh database, in one call, vs the same raw INSERT with one
 //!    transaction per batch of whole notices of that size;
+//!    Concurrent ingest: the same texts through `Registry::ingest` from `--streams K`
+//!    tasks at once (4 by default; notice `i` goes to task `i mod K`), as concurrent
+//!    gRPC Ingest calls from several offices would, into a fresh database, vs the same
+//!    ceiling as notice-by-notice ingest;
 //! 2. rebuild: events/s of `Projector::rebuild` vs the ceiling: one ordered scan of the
 //!    events table decoding every payload with serde_json into `RegistryEvent`. Next to it
 //!    the read models' floor: the database copying the rows the rebuild wrote into new
@@ -25,10 +29,6 @@
 //!    no parsing and no projecting. A rebuild has to read the log and write those rows, so
 //!    even with both overlapped perfectly it takes at least the longer of the two: the
 //!    ratio the ceiling allows is scan / max(scan, floor);
-//!    Concurrent ingest: the same texts through `Registry::ingest` from `--streams K`
-//!    tasks at once (4 by default; notice `i` goes to task `i mod K`), as concurrent
-//!    gRPC Ingest calls from several offices would, into a fresh database, vs the same
-//!    ceiling as notice-by-notice ingest;
 //! 3. in-process query latency, p50/p99 of `holders` and `holdings` over random lookups;
 //! 4. peak RSS (VmHWM, reset between phases through /proc/self/clear_refs);
 //! 5. the machine's CPU during bulk ingest, ingest and rebuild: how busy every core was
@@ -96,7 +96,10 @@ fn options() -> Options {
             "--postgres" => o.postgres = Some(value()),
             "--only" => o.only = Some(value()),
             "--keep-sqlite" => o.keep_sqlite = Some(value().into()),
-            "--streams" => o.streams = value().parse().expect("--streams K"),
+            "--streams" => {
+                o.streams = value().parse().expect("--streams K");
+                assert!(o.streams > 0, "--streams K needs at least one task");
+            }
             // `cargo bench` passes `--bench` to every bench binary.
             "--bench" => {}
             other => panic!("unknown argument {other}"),
@@ -355,7 +358,6 @@ async fn concurrent_ingest(
     let registry = std::sync::Arc::new(Registry::open(url).await.expect("open registry"));
     let texts: std::sync::Arc<Vec<String>> =
         std::sync::Arc::new(generate(config).map(|n| n.text).collect());
-    let streams = streams.max(1);
     let started = Instant::now();
     let tasks: Vec<_> = (0..streams)
         .map(|k| {

@@ -25,11 +25,12 @@
 //!   log's head row — and one connection keeps what each append warms for the next: on
 //!   SQLite its page cache (SQLite drops a connection's whole cache when another connection
 //!   committed since its last transaction, and the pool handed appends its connections in
-//!   turn; see [`WRITER_SQLITE_CACHE`]), on PostgreSQL its prepared statements (the projection's multi-row
-//!   statements come in many sizes: with the pool's 16 connections and sqlx's 100
-//!   statements each, 29 % of an ingest's statements were parsed again, each a round trip
-//!   more and one more to evict another; see [`WRITER_STATEMENT_CACHE`]). Appends that come
-//!   together queue in this process instead of in SQLite's busy handler, which sleeps.
+//!   turn; see [`WRITER_SQLITE_CACHE`]), on PostgreSQL its prepared statements (the
+//!   projection's multi-row statements come in many sizes: with the pool's 16 connections
+//!   and sqlx's 100 statements each, 29 % of an ingest's statements were parsed again,
+//!   each a round trip more and one more to evict another; see
+//!   [`WRITER_STATEMENT_CACHE`]). Appends that come together queue in this process instead
+//!   of in SQLite's busy handler, which sleeps.
 //!   An append whose future is dropped half-way takes the connection with it: its
 //!   transaction dies with the connection.
 
@@ -88,19 +89,41 @@ pub(crate) struct Connections {
 /// are never pinged; SQLite connections are never pinged (a file does not hang up).
 const PING_AFTER_IDLE: Duration = Duration::from_secs(2);
 
+impl Role {
+    /// How many connections of this role a database gets: one appending connection;
+    /// [`reader_count`] read connections.
+    fn count(self, backend: Backend) -> usize {
+        match self {
+            Role::Read => reader_count(backend),
+            Role::Write => 1,
+        }
+    }
+
+    /// The URL this role's connections open `url` with: the appending connection's on
+    /// PostgreSQL with room for [`WRITER_STATEMENT_CACHE`] prepared statements, unless
+    /// `url` sets its own; otherwise `url` itself.
+    pub(crate) fn url(self, url: &str, backend: Backend) -> String {
+        if self == Role::Read
+            || backend != Backend::Postgres
+            || url.contains("statement-cache-capacity=")
+        {
+            return url.to_owned();
+        }
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}statement-cache-capacity={WRITER_STATEMENT_CACHE}")
+    }
+}
+
 impl Connections {
-    /// Up to `max` connections of `role` (the write role has one whatever `max` says).
+    /// The connections of `role` ([`Role::count`] of them at most), opened with `options`
+    /// (from [`Role::url`]).
     pub(crate) fn new(
         options: AnyConnectOptions,
         backend: Backend,
         role: Role,
         bounds: DatabaseOptions,
-        max: usize,
     ) -> Self {
-        let max = match role {
-            Role::Read => max,
-            Role::Write => 1,
-        };
+        let max = role.count(backend);
         Self {
             options,
             backend,
@@ -284,7 +307,7 @@ impl BreaksConnection for sqlx::Error {
 /// How many read connections a database gets: SQLite runs each connection on its own
 /// thread, and more threads than cores only add context switches; PostgreSQL runs queries in
 /// its own processes, so more connections overlap network waits.
-pub(crate) fn reader_count(backend: Backend) -> usize {
+fn reader_count(backend: Backend) -> usize {
     if let Some(n) = std::env::var("RENMIAN_READERS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -300,9 +323,40 @@ pub(crate) fn reader_count(backend: Backend) -> usize {
 #[cfg(test)]
 mod tests {
     use super::super::Database;
+    use super::{Backend, Role};
 
     fn idle(db: &Database) -> usize {
         db.readers.idle.lock().unwrap().len()
+    }
+
+    #[test]
+    fn the_appending_connection_keeps_more_statements_on_postgresql() {
+        use std::str::FromStr;
+
+        let pg = Role::Write.url("postgres://u@h/db", Backend::Postgres);
+        assert_eq!(pg, "postgres://u@h/db?statement-cache-capacity=1000");
+        let with_query = Role::Write.url("postgres://u@h/db?sslmode=disable", Backend::Postgres);
+        assert_eq!(
+            with_query,
+            "postgres://u@h/db?sslmode=disable&statement-cache-capacity=1000"
+        );
+        let own = "postgres://u@h/db?statement-cache-capacity=7";
+        assert_eq!(
+            Role::Write.url(own, Backend::Postgres),
+            own,
+            "the URL's own wins"
+        );
+        let sqlite = "sqlite://r.db?mode=rwc";
+        assert_eq!(Role::Write.url(sqlite, Backend::Sqlite), sqlite);
+        let read = "postgres://u@h/db";
+        assert_eq!(
+            Role::Read.url(read, Backend::Postgres),
+            read,
+            "readers keep sqlx's"
+        );
+        // And sqlx reads it.
+        let options = sqlx::postgres::PgConnectOptions::from_str(&pg).unwrap();
+        assert!(format!("{options:?}").contains("statement_cache_capacity: 1000"));
     }
 
     /// The appending connection writes (it is not `query_only`) with SQLite's default

@@ -13,9 +13,10 @@
 //! Every database call is bounded in time: acquiring a connection by
 //! [`DatabaseOptions::acquire_timeout`], each statement by
 //! [`DatabaseOptions::statement_timeout`] (PostgreSQL `statement_timeout`, SQLite
-//! `busy_timeout`). A lost connection surfaces as [`StoreError::Unavailable`]; the pool (writes)
-//! and the connections of [`connections`] (reads, appends) drop the broken connection and open a new one for
-//! a later call, so the process recovers by itself when the database returns.
+//! `busy_timeout`). A lost connection surfaces as [`StoreError::Unavailable`]; the pool
+//! (writes other than appends) and the connections of [`connections`] (reads, appends)
+//! drop the broken connection and open a new one for a later call, so the process recovers
+//! by itself when the database returns.
 //!
 //! Architecture invariant: nothing in renmian issues UPDATE or DELETE on `events`; the
 //! database refuses both (triggers in `migrations/*/0001_event_log.sql`).
@@ -33,6 +34,7 @@ use std::str::FromStr;
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
+use connections::Role;
 use futures::future::BoxFuture;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
@@ -264,20 +266,9 @@ impl Database {
             }
             Backend::Postgres => None,
         };
-        let writer = connections::Connections::new(
-            connect_options(&writer_url(&connect_url, backend))?,
-            backend,
-            connections::Role::Write,
-            bounds,
-            1,
-        );
-        let readers = connections::Connections::new(
-            options,
-            backend,
-            connections::Role::Read,
-            bounds,
-            connections::reader_count(backend),
-        );
+        let writer_options = connect_options(&Role::Write.url(&connect_url, backend))?;
+        let writer = connections::Connections::new(writer_options, backend, Role::Write, bounds);
+        let readers = connections::Connections::new(options, backend, Role::Read, bounds);
         Ok(Self {
             pool,
             backend,
@@ -420,20 +411,8 @@ impl Database {
     }
 }
 
-/// The URL of the appending connection: on PostgreSQL with room for
-/// [`connections::WRITER_STATEMENT_CACHE`] prepared statements, unless the URL sets its own.
-fn writer_url(url: &str, backend: Backend) -> String {
-    if backend != Backend::Postgres || url.contains("statement-cache-capacity=") {
-        return url.to_owned();
-    }
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!(
-        "{url}{sep}statement-cache-capacity={}",
-        connections::WRITER_STATEMENT_CACHE
-    )
-}
-
-/// Settings every connection gets, pooled or of [`connections`]: durability, time bounds, caches.
+/// Settings every connection gets, pooled or of [`connections`]: durability, time bounds,
+/// caches.
 async fn configure(
     conn: &mut sqlx::AnyConnection,
     backend: Backend,
@@ -554,28 +533,6 @@ pub(crate) mod plans {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_appending_connection_keeps_more_statements_on_postgresql() {
-        let pg = writer_url("postgres://u@h/db", Backend::Postgres);
-        assert_eq!(pg, "postgres://u@h/db?statement-cache-capacity=1000");
-        let with_query = writer_url("postgres://u@h/db?sslmode=disable", Backend::Postgres);
-        assert_eq!(
-            with_query,
-            "postgres://u@h/db?sslmode=disable&statement-cache-capacity=1000"
-        );
-        let own = "postgres://u@h/db?statement-cache-capacity=7";
-        assert_eq!(
-            writer_url(own, Backend::Postgres),
-            own,
-            "the URL's own wins"
-        );
-        let sqlite = "sqlite://r.db?mode=rwc";
-        assert_eq!(writer_url(sqlite, Backend::Sqlite), sqlite);
-        // And sqlx reads it.
-        let options = sqlx::postgres::PgConnectOptions::from_str(&pg).unwrap();
-        assert!(format!("{options:?}").contains("statement_cache_capacity: 1000"));
-    }
 
     #[test]
     fn passwords_are_redacted_from_urls() {
