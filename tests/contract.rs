@@ -41,6 +41,9 @@ backend_suite!(
     a_commit_by_any_connection_changes_the_commit_stamp,
     appends_through_several_handles_continue_one_chain,
     an_append_cut_short_stores_nothing_and_the_next_one_continues,
+    appends_that_wait_are_committed_together_each_with_its_own_answer,
+    a_group_that_fails_answers_each_of_its_appends_alone,
+    one_append_of_several_notices_leaves_a_receipt_for_each,
 );
 
 async fn ingesting_the_seed_records_one_notice_and_thirty_facts(db: TestDb) {
@@ -1108,4 +1111,195 @@ async fn appends_through_several_handles_continue_one_chain(db: TestDb) {
     assert_eq!(first.head_position().await.unwrap(), log.len() as i64);
     first.close().await;
     second.close().await;
+}
+
+/// Work in an append's transaction that notes how many events each append brought, and
+/// waits while its gate is closed.
+struct GateObserver {
+    closed: std::sync::atomic::AtomicBool,
+    seen: std::sync::Mutex<Vec<usize>>,
+}
+
+impl GateObserver {
+    fn closed() -> Arc<Self> {
+        Arc::new(Self {
+            closed: std::sync::atomic::AtomicBool::new(true),
+            seen: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    fn open(&self) {
+        self.closed
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn seen(&self) -> Vec<usize> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl AppendObserver for GateObserver {
+    fn appended<'a, 'c>(
+        &'a self,
+        _tx: &'a mut sqlx::Transaction<'c, sqlx::Any>,
+        events: &'a [StoredEvent],
+    ) -> futures::future::BoxFuture<'a, Result<(), StoreError>>
+    where
+        'c: 'a,
+    {
+        self.seen.lock().unwrap().push(events.len());
+        Box::pin(async move {
+            while self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Waits (up to ten seconds) until `done` holds.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..2_000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+fn spawn_append(
+    db: &Database,
+    events: Vec<NewEvent>,
+) -> tokio::task::JoinHandle<Result<Vec<StoredEvent>, StoreError>> {
+    let db = db.clone();
+    tokio::spawn(async move { db.append(&events).await })
+}
+
+/// Appends that arrive while another holds the process's appending connection wait, and
+/// the first of them to get it commits them all in one transaction (one projection, one
+/// commit): each gets back exactly its own events, at consecutive positions in the order
+/// they arrived, on one chain.
+async fn appends_that_wait_are_committed_together_each_with_its_own_answer(db: TestDb) {
+    let bare = Database::connect(&db.url).await.unwrap();
+    let gate = GateObserver::closed();
+    let observer: Arc<dyn AppendObserver> = gate.clone();
+    bare.observe_appends(Arc::downgrade(&observer));
+    let first = spawn_append(&bare, bare_events("first", 2));
+    until("the first append projects", || gate.seen().len() == 1).await;
+    let mut waiting = Vec::new();
+    for (i, (id, n)) in [("b", 3), ("c", 1), ("d", 2)].into_iter().enumerate() {
+        waiting.push(spawn_append(&bare, bare_events(id, n)));
+        until("the append waits", || bare.appends_waiting() == i + 1).await;
+    }
+    gate.open();
+    let first = first.await.unwrap().unwrap();
+    let mut answers = Vec::new();
+    for append in waiting {
+        answers.push(append.await.unwrap().unwrap());
+    }
+    assert_eq!(
+        gate.seen(),
+        [2, 6],
+        "the three waiting appends projected as one"
+    );
+    for (answer, (id, from, n)) in answers.iter().zip([("b", 3, 3), ("c", 6, 1), ("d", 7, 2)]) {
+        assert!(answer.iter().all(|e| e.aggregate_id == id), "{id}");
+        let positions: Vec<i64> = answer.iter().map(|e| e.position).collect();
+        assert_eq!(positions, (from..from + n).collect::<Vec<i64>>(), "{id}");
+    }
+    let times: std::collections::HashSet<&str> = answers
+        .iter()
+        .flatten()
+        .map(|e| e.recorded_at.as_str())
+        .collect();
+    assert_eq!(times.len(), 1, "one transaction, one time of recording");
+    let log = bare.events_after(0, 100).await.unwrap();
+    let answered: Vec<StoredEvent> = first.into_iter().chain(answers.concat()).collect();
+    assert_eq!(log, answered, "the log holds what each was told");
+    assert!(bare.verify().await.unwrap().is_intact());
+    assert_eq!(bare.appends_waiting(), 0);
+    bare.close().await;
+}
+
+/// A group is one transaction, but its appends keep their own outcomes: when one of them
+/// conflicts, each goes again alone and that one alone is refused; an append whose caller
+/// went away while it waited is not stored at all.
+async fn a_group_that_fails_answers_each_of_its_appends_alone(db: TestDb) {
+    let bare = Database::connect(&db.url).await.unwrap();
+    bare.append(&bare_events("taken", 1)).await.unwrap();
+    let gate = GateObserver::closed();
+    let observer: Arc<dyn AppendObserver> = gate.clone();
+    bare.observe_appends(Arc::downgrade(&observer));
+    let first = spawn_append(&bare, bare_events("first", 1));
+    until("the first append projects", || gate.seen().len() == 1).await;
+    let b = spawn_append(&bare, bare_events("b", 2));
+    until("b waits", || bare.appends_waiting() == 1).await;
+    let gone = spawn_append(&bare, bare_events("gone", 1));
+    until("gone waits", || bare.appends_waiting() == 2).await;
+    gone.abort();
+    assert!(gone.await.unwrap_err().is_cancelled());
+    let conflicting = spawn_append(&bare, bare_events("taken", 1));
+    until("the conflicting append waits", || {
+        bare.appends_waiting() == 3
+    })
+    .await;
+    let c = spawn_append(&bare, bare_events("c", 1));
+    until("c waits", || bare.appends_waiting() == 4).await;
+    gate.open();
+    first.await.unwrap().unwrap();
+    let b = b.await.unwrap().unwrap();
+    assert!(matches!(
+        conflicting.await.unwrap(),
+        Err(StoreError::Conflict)
+    ));
+    let c = c.await.unwrap().unwrap();
+    assert_eq!(
+        gate.seen(),
+        [1, 2, 1],
+        "the group failed before projecting; b and c then went alone"
+    );
+    assert_eq!((b[0].position, c[0].position), (3, 5));
+    let log = bare.events_after(0, 100).await.unwrap();
+    let ids: Vec<&str> = log.iter().map(|e| e.aggregate_id.as_str()).collect();
+    assert_eq!(ids, ["taken", "first", "b", "b", "c"]);
+    assert!(bare.verify().await.unwrap().is_intact());
+    bare.close().await;
+}
+
+/// One append of several notices' events — what a group appends — leaves a receipt for
+/// each notice, as an append of each alone would: its positions, title, document number
+/// and warnings, as the read models hold them.
+async fn one_append_of_several_notices_leaves_a_receipt_for_each(db: TestDb) {
+    let registry = seeded(&db).await;
+    let notices = [
+        raw_events(&registry, 3, "免去王五同志市财政局副局长职务"),
+        raw_events(&registry, 4, "赵六同志任市财政局副局长"),
+        raw_events(&registry, 5, "钱七同志任市财政局副局长"),
+    ];
+    let stored = registry.database().append(&notices.concat()).await.unwrap();
+    let mut warnings = 0;
+    for rows in &notices {
+        let id = &rows[0].aggregate_id;
+        let sequences: Vec<usize> = (1..=rows.len()).collect();
+        let receipt = registry
+            .projector()
+            .take_receipt(id, &sequences)
+            .expect("a receipt for each notice");
+        let positions: Vec<(usize, i64)> = stored
+            .iter()
+            .filter(|e| &e.aggregate_id == id)
+            .map(|e| (e.sequence as usize, e.position))
+            .collect();
+        assert_eq!(receipt.events, positions);
+        let view = registry.queries().notice_summary(id).await.unwrap();
+        assert_eq!(receipt.title, view.title);
+        assert_eq!(receipt.document_number, view.document_number);
+        assert_eq!(receipt.warnings, view.warnings);
+        warnings += receipt.warnings.len();
+    }
+    assert_eq!(
+        warnings, 1,
+        "the removal of a holder never recorded is flagged"
+    );
 }

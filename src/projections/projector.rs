@@ -78,7 +78,7 @@ pub struct Projector {
     /// The model of the last committed batch, reused while the checkpoint has not moved.
     kept: Arc<Mutex<Option<Model>>>,
     /// The model of an append's projection, kept once that append has committed, and the
-    /// receipt of that projection.
+    /// receipts of that projection.
     appended: Arc<Mutex<Option<Projected>>>,
     /// Receipts of committed appends' projections, until their callers take them.
     receipts: Arc<Mutex<VecDeque<Receipt>>>,
@@ -246,12 +246,12 @@ impl Projector {
         let mut conn = Conn::of(tx);
         self.apply_events(&mut conn, &mut model, (events, &decoded), After::Nothing)
             .await?;
-        let receipt = Receipt::of(events, &decoded, &model);
+        let receipts = Receipt::of_each(events, &decoded, &model);
         model.flush(&mut conn).await?;
         move_checkpoint(&mut conn, last.position).await?;
         // Kept only once the append commits (`committed`): a model that believes writes a
         // failed or cancelled commit undid must never be reused, nor a receipt of them.
-        *self.appended.lock().unwrap_or_else(|e| e.into_inner()) = Some((model, receipt));
+        *self.appended.lock().unwrap_or_else(|e| e.into_inner()) = Some((model, receipts));
         Ok(())
     }
 
@@ -551,15 +551,16 @@ impl AppendObserver for Projector {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         // Only the model of this very append (another may have projected since).
-        if let (Some((model, receipt)), Some(last)) = (model, events.last()) {
+        if let (Some((model, new)), Some(last)) = (model, events.last()) {
             if model.last_hash() == Some(last.hash.as_str()) {
-                if let Some(receipt) = receipt {
-                    let mut receipts = self.receipts.lock().unwrap_or_else(|e| e.into_inner());
+                let mut receipts = self.receipts.lock().unwrap_or_else(|e| e.into_inner());
+                for receipt in new {
                     if receipts.len() == RECEIPTS_KEPT {
                         receipts.pop_front();
                     }
                     receipts.push_back(receipt);
                 }
+                drop(receipts);
                 self.keep_model(model);
             }
         }
@@ -570,8 +571,8 @@ impl AppendObserver for Projector {
 /// `Database` or by a caller that reports nothing leaves one behind; the oldest go first).
 const RECEIPTS_KEPT: usize = 64;
 
-/// An append's projection, waiting for the append to commit: its model and its receipt.
-type Projected = (Model, Option<Receipt>);
+/// An append's projection, waiting for the append to commit: its model and its receipts.
+type Projected = (Model, Vec<Receipt>);
 
 /// What an append's projection wrote for a notice it recorded, handed to the caller that
 /// appended ([`Projector::take_receipt`]) so that its report — positions, title, warnings —
@@ -589,8 +590,28 @@ pub struct Receipt {
 }
 
 impl Receipt {
-    /// The receipt of projecting `events` into `model` (before its flush): only for the
-    /// append that recorded a notice, all of whose events are that notice's.
+    /// The receipts of projecting `events` into `model` (before its flush): one for each
+    /// run of one notice's events that records it — an append of one notice, or each
+    /// append of a group (group commit, `store/group.rs`). None when the runs are more
+    /// than the receipts kept (a bulk batch's append: its caller reads the read models).
+    fn of_each(events: &[StoredEvent], decoded: &[RegistryEvent], model: &Model) -> Vec<Self> {
+        let mut runs = Vec::new();
+        let mut start = 0;
+        for end in 1..=events.len() {
+            if end == events.len() || events[end].aggregate_id != events[start].aggregate_id {
+                runs.push(start..end);
+                if runs.len() > RECEIPTS_KEPT {
+                    return Vec::new();
+                }
+                start = end;
+            }
+        }
+        runs.into_iter()
+            .filter_map(|run| Self::of(&events[run.clone()], &decoded[run], model))
+            .collect()
+    }
+
+    /// The receipt of one notice's run of events, if it records the notice.
     fn of(events: &[StoredEvent], decoded: &[RegistryEvent], model: &Model) -> Option<Self> {
         let first = events.first()?;
         let recorded = decoded.iter().find_map(|d| match d {

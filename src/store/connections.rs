@@ -30,7 +30,8 @@
 //!   and sqlx's 100 statements each, 29 % of an ingest's statements were parsed again,
 //!   each a round trip more and one more to evict another; see
 //!   [`WRITER_STATEMENT_CACHE`]). Appends that come together queue in this process instead
-//!   of in SQLite's busy handler, which sleeps.
+//!   of in SQLite's busy handler, which sleeps, and whichever gets the connection next
+//!   appends all that wait in one transaction ([`group`](super::group)).
 //!   An append whose future is dropped half-way takes the connection with it: its
 //!   transaction dies with the connection.
 
@@ -187,6 +188,25 @@ impl Connections {
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)?
             .map_err(|_| sqlx::Error::PoolClosed)?;
+        self.checkout_with(permit).await
+    }
+
+    /// [`checkout`](Self::checkout) if a permit is free now and nobody waits for one
+    /// (permits given back go to waiters first), else `None` at once.
+    pub(crate) async fn try_checkout(&self) -> Result<Option<Checkout<'_>>, sqlx::Error> {
+        match self.permits.try_acquire() {
+            Ok(permit) => self.checkout_with(permit).await.map(Some),
+            Err(tokio::sync::TryAcquireError::NoPermits) => Ok(None),
+            Err(tokio::sync::TryAcquireError::Closed) => Err(sqlx::Error::PoolClosed),
+        }
+    }
+
+    /// A checkout on `permit`: an idle connection, or a new one.
+    async fn checkout_with<'a>(
+        &'a self,
+        permit: tokio::sync::SemaphorePermit<'a>,
+    ) -> Result<Checkout<'a>, sqlx::Error> {
+        let timeout = self.bounds.acquire_timeout;
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         if let Some((connection, since)) = &mut idle {
             // A ping that does not come back (a peer gone without a reset) counts as lost.

@@ -18,7 +18,10 @@ use sqlx::postgres::{PgConnectOptions, Postgres};
 use sqlx::sqlite::{Sqlite, SqliteConnectOptions};
 use sqlx::{Acquire, Any, AnyConnection, ConnectOptions, Connection, FromRow, Row};
 
-use super::{Backend, Database, StoreError};
+use tokio::sync::oneshot;
+
+use super::connections::Checkout;
+use super::{group, Backend, Database, StoreError};
 
 /// `prev_hash` of the first event.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -388,6 +391,10 @@ impl Database {
     /// Appends `events` atomically after the current head and returns them as stored.
     /// A unique violation on (aggregate, sequence) means another writer got there first and
     /// is reported as [`StoreError::Conflict`]; nothing is stored then.
+    ///
+    /// Appends of this process that arrive while another is under way wait for it and are
+    /// then committed together, in one transaction ([`group`](super::group)); each still
+    /// stores all of its events or none and gets back only its own.
     pub async fn append(&self, events: &[NewEvent]) -> Result<Vec<StoredEvent>, StoreError> {
         self.append_observed(events, true).await
     }
@@ -410,8 +417,91 @@ impl Database {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        // The one appending connection (connections.rs): appends take turns on it.
-        let mut writer = self.writer.checkout().await?;
+        // The one appending connection (connections.rs), free and nobody waiting: alone.
+        if self.waiting.is_empty() {
+            if let Some(mut writer) = self.writer.try_checkout().await? {
+                return self.append_with(&mut writer, events, observe).await;
+            }
+        }
+        self.append_grouped(events, observe).await
+    }
+
+    /// An append that found the appending connection busy: it waits in the queue until a
+    /// group answers it, or until it gets the connection and appends a group itself
+    /// (group.rs).
+    async fn append_grouped(
+        &self,
+        events: &[NewEvent],
+        observe: bool,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        'queued: loop {
+            let mut answer = self.waiting.push(events.to_vec(), observe);
+            loop {
+                let mut writer = tokio::select! {
+                    biased;
+                    answered = &mut answer => match answered {
+                        Ok(answered) => return answered,
+                        // Taken by a group that was cut short: nothing was stored.
+                        Err(_) => continue 'queued,
+                    },
+                    writer = self.writer.checkout() => writer?,
+                };
+                match answer.try_recv() {
+                    Ok(answered) => return answered,
+                    // Taken by a group cut short while this one waited: append alone now.
+                    Err(oneshot::error::TryRecvError::Closed) => {
+                        return self.append_with(&mut writer, events, observe).await
+                    }
+                    Err(oneshot::error::TryRecvError::Empty) => {}
+                }
+                let group = self.waiting.take();
+                self.append_group(&mut writer, group).await;
+                // This append was in the group, or is still queued behind it.
+            }
+        }
+    }
+
+    /// Appends a group's events in one transaction and answers each of its appends. If
+    /// the transaction fails, each append goes again alone, so each gets its own answer.
+    async fn append_group(&self, writer: &mut Checkout<'_>, mut group: Vec<group::Request>) {
+        if group.len() == 1 {
+            if let Some(request) = group.pop() {
+                let answer = self
+                    .append_with(writer, &request.events, request.observe)
+                    .await;
+                let _ = request.answer.send(answer);
+            }
+            return;
+        }
+        let Some(observe) = group.first().map(|request| request.observe) else {
+            return;
+        };
+        let (events, counts) = group::concatenate(&mut group);
+        match self.append_with(writer, &events, observe).await {
+            Ok(stored) => {
+                for (request, stored) in group.into_iter().zip(group::split(stored, &counts)) {
+                    let _ = request.answer.send(Ok(stored));
+                }
+            }
+            Err(_) => {
+                for (mut request, events) in group.into_iter().zip(group::split(events, &counts)) {
+                    request.events = events;
+                    let answer = self
+                        .append_with(writer, &request.events, request.observe)
+                        .await;
+                    let _ = request.answer.send(answer);
+                }
+            }
+        }
+    }
+
+    /// One append (one transaction) on the checked-out appending connection.
+    async fn append_with(
+        &self,
+        writer: &mut Checkout<'_>,
+        events: &[NewEvent],
+        observe: bool,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         let appended = self.append_on(writer.connection(), events, observe).await;
         writer.finish(&appended);
         appended

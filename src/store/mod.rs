@@ -24,6 +24,7 @@
 mod commits;
 mod connections;
 pub mod dump;
+mod group;
 pub mod integrity;
 pub mod log;
 pub mod notify;
@@ -180,6 +181,8 @@ pub struct Database {
     readers: Arc<connections::Connections>,
     /// The connection appends run on ([`connections::Role::Write`]).
     writer: Arc<connections::Connections>,
+    /// Appends waiting for `writer`, appended together by whichever gets it ([`group`]).
+    waiting: Arc<group::Waiting>,
     /// SQLite only: the WAL's shared-memory index, `<database>-shm` ([`commits`]).
     wal_index: Option<Arc<commits::WalIndex>>,
     /// SQLite only: the head this process's last append left ([`log::LastHead`]).
@@ -279,6 +282,7 @@ impl Database {
             writer: Arc::new(writer),
             wal_index,
             last_head: log::LastHead::default(),
+            waiting: Arc::default(),
             bounds,
         })
     }
@@ -380,6 +384,12 @@ impl Database {
     /// this database and every clone of it, while `observer` is alive.
     pub fn observe_appends(&self, observer: Weak<dyn AppendObserver>) {
         *self.observer.0.write().unwrap_or_else(|e| e.into_inner()) = Some(observer);
+    }
+
+    /// Appends of this process waiting for the appending connection (they will be
+    /// committed together, [`group`]): a gauge of how far writes queue.
+    pub fn appends_waiting(&self) -> usize {
+        self.waiting.len()
     }
 
     /// Closes every connection of this process.
