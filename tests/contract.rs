@@ -544,40 +544,14 @@ impl AppendObserver for FailingObserver {
     }
 }
 
-/// An observer that waits inside the append's transaction while its gate is closed,
-/// standing for a request cancelled half-way through its append.
-struct StallingObserver {
-    gate: std::sync::atomic::AtomicBool,
-}
-
-impl AppendObserver for StallingObserver {
-    fn appended<'a, 'c>(
-        &'a self,
-        _tx: &'a mut sqlx::Transaction<'c, sqlx::Any>,
-        _events: &'a [renmian::store::StoredEvent],
-    ) -> futures::future::BoxFuture<'a, Result<(), StoreError>>
-    where
-        'c: 'a,
-    {
-        Box::pin(async move {
-            while self.gate.load(std::sync::atomic::Ordering::SeqCst) {
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            }
-            Ok(())
-        })
-    }
-}
-
 /// An append whose future is dropped inside its transaction (its rows inserted, the log's
 /// head taken) stores nothing, and the next append of the same process — on the appending
 /// connection that process opens again — continues the chain right after the last commit.
 async fn an_append_cut_short_stores_nothing_and_the_next_one_continues(db: TestDb) {
     let registry = seeded(&db).await;
     let bare = Database::connect(&db.url).await.unwrap();
-    let stalling = Arc::new(StallingObserver {
-        gate: std::sync::atomic::AtomicBool::new(true),
-    });
-    let observer: Arc<dyn AppendObserver> = stalling.clone();
+    let gate = GateObserver::closed();
+    let observer: Arc<dyn AppendObserver> = gate.clone();
     bare.observe_appends(Arc::downgrade(&observer));
     let cut = tokio::time::timeout(
         std::time::Duration::from_millis(200),
@@ -585,9 +559,7 @@ async fn an_append_cut_short_stores_nothing_and_the_next_one_continues(db: TestD
     )
     .await;
     assert!(cut.is_err(), "the append was still in its transaction");
-    stalling
-        .gate
-        .store(false, std::sync::atomic::Ordering::SeqCst);
+    gate.open();
     let rows = raw_events(&registry, 4, "赵六同志任市财政局副局长");
     let stored = bare.append(&rows).await.unwrap();
     assert_eq!(
@@ -1114,7 +1086,8 @@ async fn appends_through_several_handles_continue_one_chain(db: TestDb) {
 }
 
 /// Work in an append's transaction that notes how many events each append brought, and
-/// waits while its gate is closed.
+/// waits while its gate is closed (standing for a request cut short half-way through its
+/// append, or holding the appending connection while others queue).
 struct GateObserver {
     closed: std::sync::atomic::AtomicBool,
     seen: std::sync::Mutex<Vec<usize>>,
