@@ -462,17 +462,9 @@ impl Database {
     }
 
     /// Appends a group's events in one transaction and answers each of its appends. If
-    /// the transaction fails, each append goes again alone, so each gets its own answer.
+    /// the transaction fails, each append of a larger group goes again alone, so each gets
+    /// its own answer; a group of one already has it.
     async fn append_group(&self, writer: &mut Checkout<'_>, mut group: Vec<group::Request>) {
-        if group.len() == 1 {
-            if let Some(request) = group.pop() {
-                let answer = self
-                    .append_with(writer, &request.events, request.observe)
-                    .await;
-                let _ = request.answer.send(answer);
-            }
-            return;
-        }
         let Some(observe) = group.first().map(|request| request.observe) else {
             return;
         };
@@ -481,6 +473,11 @@ impl Database {
             Ok(stored) => {
                 for (request, stored) in group.into_iter().zip(group::split(stored, &counts)) {
                     let _ = request.answer.send(Ok(stored));
+                }
+            }
+            Err(e) if group.len() == 1 => {
+                if let Some(request) = group.pop() {
+                    let _ = request.answer.send(Err(e));
                 }
             }
             Err(_) => {
