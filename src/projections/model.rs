@@ -23,6 +23,8 @@
 
 use std::sync::Arc;
 
+mod one_statement;
+
 // foldhash: the model's keys are hashed millions of times in a rebuild, where SipHash was
 // about 6 % of the replay's samples; its seed is still random per process.
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
@@ -1667,6 +1669,9 @@ impl Writes {
     /// Writes every row and change, in dependency order.
     pub async fn write(&mut self, conn: &mut Conn<'_>) -> Result<(), StoreError> {
         let backend = self.backend;
+        if let (Conn::Any(any), Backend::Postgres) = (&mut *conn, backend) {
+            return self.write_in_one_statement(any).await;
+        }
         self.notices.write(conn, backend).await?;
         self.requests.write(conn, backend).await?;
         self.warnings.write(conn, backend).await?;
