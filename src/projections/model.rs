@@ -1666,7 +1666,9 @@ impl Model {
 }
 
 impl Writes {
-    /// Writes every row and change, in dependency order.
+    /// Writes every row and change, in dependency order; on PostgreSQL through a pooled
+    /// connection as one statement (`one_statement.rs`: a round trip instead of one per
+    /// table).
     pub async fn write(&mut self, conn: &mut Conn<'_>) -> Result<(), StoreError> {
         let backend = self.backend;
         if let (Conn::Any(any), Backend::Postgres) = (&mut *conn, backend) {
