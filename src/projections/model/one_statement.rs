@@ -257,17 +257,8 @@ mod tests {
             );
         }
         assert!(!sql.contains(&format!("${}", PARAMETERS + 1)));
-        for table in [
-            "rm_notices",
-            "rm_ingest_requests",
-            "rm_notice_warnings",
-            "rm_organizations",
-            "rm_jurisdictions",
-            "rm_organization_aliases",
-            "rm_persons",
-            "rm_posts",
-            "rm_tenures",
-        ] {
+        // Every read model has rows to write.
+        for table in crate::projections::projector::READ_MODEL_TABLES {
             assert!(
                 sql.contains(&format!("INSERT INTO {table} (")),
                 "{table}: {sql}"
