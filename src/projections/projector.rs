@@ -684,8 +684,15 @@ async fn vacuum(db: &Database, upkeep: Upkeep) {
     let _ = sqlx::Connection::close(conn).await;
 }
 
-/// Log size from which [`Projector::keep_statistics_fresh`] refreshes statistics.
-const ANALYZE_FROM_EVENTS: i64 = 10_000;
+/// Log size from which [`Projector::keep_statistics_fresh`] refreshes statistics. Low, so
+/// that a new database's statements are planned anew while its tables are still small: an
+/// append's write statement has one text (`model/one_statement.rs`), and the generic plan
+/// PostgreSQL makes of it after five executions, on near-empty tables, probed versions to
+/// close by a hash join over every current version until the next `ANALYZE`: with 10 000
+/// here, 158 of the first 8 000 notices into an empty database ran 3 ms or more (635 ms in
+/// all), with 1 000 44 (188 ms; BENCHMARKS.md, session 23). The refreshes this adds are of
+/// tables of a few thousand rows.
+const ANALYZE_FROM_EVENTS: i64 = 1_000;
 
 /// A rebuild's events, batch after batch, read by a task of their own
 /// ([`Database::read_log`], on a connection opened for it) and decoded by another while
