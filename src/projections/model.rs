@@ -554,19 +554,25 @@ async fn copy_in(pg: &mut PgConnection, insert: &str, data: Vec<String>) -> Resu
     if data.is_empty() {
         return Ok(());
     }
-    let target = insert
-        .trim()
-        .strip_prefix("INSERT INTO ")
-        .and_then(|t| t.strip_suffix("VALUES"))
+    let target = insert_target(insert)
         .ok_or_else(|| StoreError::Corrupt(format!("not an INSERT to copy: {insert}")))?;
     let mut copy = pg
-        .copy_in_raw(&format!("COPY {} FROM STDIN WITH (FREEZE)", target.trim()))
+        .copy_in_raw(&format!("COPY {target} FROM STDIN WITH (FREEZE)"))
         .await?;
     for piece in data {
         copy.send(piece.into_bytes()).await?;
     }
     copy.finish().await?;
     Ok(())
+}
+
+/// `t (c1, …)` of `INSERT INTO t (c1, …) VALUES`: the table and columns an insert names.
+fn insert_target(insert: &str) -> Option<&str> {
+    insert
+        .trim()
+        .strip_prefix("INSERT INTO ")
+        .and_then(|t| t.strip_suffix("VALUES"))
+        .map(str::trim)
 }
 
 /// Index of `rm_notices.event_count` in [`Writes::notices`] rows.

@@ -27,36 +27,38 @@ use sqlx::{AnyConnection, Row};
 use super::{version_values, Rows, Value, Writes, TENURE_INSERT};
 use crate::store::{Backend, StoreError};
 
-/// The tables written from [`Rows`] buffers, in [`Writes::rows`]' order, then the closes,
-/// the new versions and the event counts: each its JSON parameter, `$1` to `$11`.
+/// The tables written from [`Rows`] buffers, in [`Writes::rows_mut`]' order, then the
+/// closes, the new versions and the event counts: each its JSON parameter, `$1` to `$11`.
 const PARAMETERS: usize = 11;
+
+/// Tables written from [`Rows`] buffers.
+const ROWS_TABLES: usize = 8;
 
 impl Writes {
     /// The buffers of rows, in the order their parameters are numbered.
-    fn rows(&self) -> [&Rows; 8] {
+    fn rows_mut(&mut self) -> [&mut Rows; ROWS_TABLES] {
         [
-            &self.notices,
-            &self.requests,
-            &self.warnings,
-            &self.organizations,
-            &self.jurisdictions,
-            &self.aliases,
-            &self.persons,
-            &self.posts,
+            &mut self.notices,
+            &mut self.requests,
+            &mut self.warnings,
+            &mut self.organizations,
+            &mut self.jurisdictions,
+            &mut self.aliases,
+            &mut self.persons,
+            &mut self.posts,
         ]
     }
 
-    /// Writes every row and change as one statement ([`statement`]) and empties the
-    /// buffers.
+    /// Writes every row and change as one statement ([`Layout`]) and empties the buffers.
     pub(super) async fn write_in_one_statement(
         &mut self,
         conn: &mut AnyConnection,
     ) -> Result<(), StoreError> {
+        let layout = layout();
         let mut parameters: Vec<String> = Vec::with_capacity(PARAMETERS);
-        for rows in self.rows() {
-            let columns = columns(rows.head);
+        for (rows, keys) in self.rows_mut().into_iter().zip(&layout.keys) {
             let values = rows.cells.chunks_exact(rows.columns).map(super::row_values);
-            parameters.push(json_rows(&columns, values));
+            parameters.push(json_rows(keys, values));
         }
         parameters.push(json_rows(
             &["tenure_id", "version_from", "version_to"],
@@ -65,7 +67,7 @@ impl Writes {
                 .map(|&(id, from, to)| [id, from, to].map(|v| Value::Int(Some(v)))),
         ));
         parameters.push(json_rows(
-            &columns(TENURE_INSERT),
+            &layout.tenure_keys,
             self.tenures.iter().map(version_values),
         ));
         let mut counts: Vec<(&String, &i64)> = self.fact_counts.iter().collect();
@@ -76,7 +78,7 @@ impl Writes {
                 .into_iter()
                 .map(|(id, n)| [Value::Text(Some(id)), Value::Int(Some(*n))]),
         ));
-        let mut query = sqlx::query(statement());
+        let mut query = sqlx::query(&layout.sql);
         for parameter in &parameters {
             query = query.bind(parameter.as_str());
         }
@@ -87,16 +89,7 @@ impl Writes {
                 self.closes.len()
             )));
         }
-        for rows in [
-            &mut self.notices,
-            &mut self.requests,
-            &mut self.warnings,
-            &mut self.organizations,
-            &mut self.jurisdictions,
-            &mut self.aliases,
-            &mut self.persons,
-            &mut self.posts,
-        ] {
+        for rows in self.rows_mut() {
             rows.cells.clear();
         }
         self.closes.clear();
@@ -106,14 +99,26 @@ impl Writes {
     }
 }
 
-/// The statement: a `WITH` query per table, the count of closed versions as its one row.
-fn statement() -> &'static str {
-    static SQL: OnceLock<String> = OnceLock::new();
-    SQL.get_or_init(|| {
-        let template = Writes::new(Backend::Postgres);
+/// The statement and the JSON keys of each table's rows, made once from the tables'
+/// INSERTs.
+struct Layout {
+    /// A `WITH` query per table; the count of closed versions is its one row.
+    sql: String,
+    /// The columns of each [`Rows`] buffer's table, in [`Writes::rows_mut`]' order.
+    keys: Vec<Vec<&'static str>>,
+    /// The columns of `rm_tenures` ([`TENURE_INSERT`]).
+    tenure_keys: Vec<&'static str>,
+}
+
+fn layout() -> &'static Layout {
+    static LAYOUT: OnceLock<Layout> = OnceLock::new();
+    LAYOUT.get_or_init(|| {
+        let mut template = Writes::new(Backend::Postgres);
         let mut parts: Vec<String> = Vec::with_capacity(PARAMETERS);
-        for (i, rows) in template.rows().into_iter().enumerate() {
+        let mut keys = Vec::with_capacity(ROWS_TABLES);
+        for (i, rows) in template.rows_mut().into_iter().enumerate() {
             parts.push(insert_part(i + 1, rows.head, rows.tail));
+            keys.push(columns(rows.head));
         }
         parts.push(
             "closed AS (UPDATE rm_tenures t SET version_to = c.version_to \
@@ -130,10 +135,14 @@ fn statement() -> &'static str {
              WHERE n.notice_id = f.notice_id)"
                 .to_string(),
         );
-        format!(
-            "WITH {} SELECT (SELECT count(*) FROM closed) AS closed",
-            parts.join(", ")
-        )
+        Layout {
+            sql: format!(
+                "WITH {} SELECT (SELECT count(*) FROM closed) AS closed",
+                parts.join(", ")
+            ),
+            keys,
+            tenure_keys: columns(TENURE_INSERT),
+        }
     })
 }
 
@@ -150,16 +159,15 @@ fn insert_part(n: usize, insert: &str, tail: &str) -> String {
 
 /// `t` of `INSERT INTO t (c1, …) VALUES`.
 fn table(insert: &str) -> &str {
-    let rest = insert.trim().trim_start_matches("INSERT INTO").trim_start();
-    rest.split(|c: char| c == '(' || c.is_whitespace())
-        .next()
-        .unwrap_or_default()
+    let target = super::insert_target(insert).unwrap_or_default();
+    target.split(['(', ' ']).next().unwrap_or_default()
 }
 
 /// `c1, …` of `INSERT INTO t (c1, …) VALUES`, each trimmed.
 fn columns(insert: &str) -> Vec<&str> {
-    let inside = match (insert.find('('), insert.rfind(')')) {
-        (Some(open), Some(close)) if open < close => &insert[open + 1..close],
+    let target = super::insert_target(insert).unwrap_or_default();
+    let inside = match (target.find('('), target.rfind(')')) {
+        (Some(open), Some(close)) if open < close => &target[open + 1..close],
         _ => "",
     };
     inside
@@ -248,7 +256,7 @@ mod tests {
 
     #[test]
     fn the_statement_numbers_every_parameter_once_and_names_every_table() {
-        let sql = statement();
+        let sql = &layout().sql;
         for n in 1..=PARAMETERS {
             assert_eq!(
                 sql.matches(&format!("${n}::json")).count(),
@@ -264,7 +272,15 @@ mod tests {
                 "{table}: {sql}"
             );
         }
-        assert_eq!(columns(TENURE_INSERT).len(), super::super::TENURE_CELLS);
+        assert_eq!(layout().tenure_keys.len(), super::super::TENURE_CELLS);
+        assert_eq!(layout().keys.len(), ROWS_TABLES);
+        for (rows, keys) in Writes::new(Backend::Postgres)
+            .rows_mut()
+            .into_iter()
+            .zip(&layout().keys)
+        {
+            assert_eq!(keys.len(), rows.columns, "{}", rows.head);
+        }
     }
 
     #[test]
