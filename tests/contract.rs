@@ -11,7 +11,9 @@ use common::{actor, date, export_json, generated_notice, notice_text, seed_text,
 use renmian::domain::aggregate::events_for;
 use renmian::domain::NoticeKey;
 use renmian::registry::{Actor, Registry, RegistryError};
-use renmian::store::{AppendObserver, Backend, Database, NewEvent, StoreError, StoredEvent};
+use renmian::store::{
+    AppendObserver, Backend, Database, NewEvent, ObservedTx, StoreError, StoredEvent,
+};
 use sqlx::Row;
 
 backend_suite!(
@@ -524,22 +526,35 @@ fn raw_events(registry: &Registry, n: u32, clause: &str) -> Vec<NewEvent> {
         .collect()
 }
 
-/// An observer that always fails, standing for a projector bug.
-struct FailingObserver;
+/// An observer that always fails after writing, standing for a projector bug: its first
+/// write opens the savepoint in its own round trip (`ObservedTx::query_text`) or apart
+/// (`ObservedTx::transaction`).
+struct FailingObserver {
+    first_write_as_text: bool,
+}
 
 impl AppendObserver for FailingObserver {
-    fn appended<'a, 'c>(
+    fn appended<'a, 't, 'c>(
         &'a self,
-        tx: &'a mut sqlx::Transaction<'c, sqlx::Any>,
+        tx: &'a mut ObservedTx<'t, 'c>,
         _events: &'a [renmian::store::StoredEvent],
     ) -> futures::future::BoxFuture<'a, Result<(), StoreError>>
     where
+        't: 'a,
         'c: 'a,
     {
         Box::pin(async move {
             // Its writes must be rolled back with its savepoint.
-            sqlx::query("UPDATE projection_checkpoint SET position = 999")
-                .execute(&mut **tx)
+            if self.first_write_as_text {
+                let returned = tx
+                    .query_text(
+                        "UPDATE projection_checkpoint SET position = 999 RETURNING position",
+                    )
+                    .await?;
+                assert_eq!(returned, 1);
+            }
+            sqlx::query("UPDATE projection_checkpoint SET position = 998")
+                .execute(&mut **tx.transaction().await?)
                 .await?;
             Err(StoreError::Corrupt("observer failed".into()))
         })
@@ -592,15 +607,23 @@ async fn an_append_projects_itself_in_its_transaction(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(holders.len(), 1);
-    // A failing observer does not fail the append, and nothing it wrote stays.
-    let bare = Database::connect(&db.url).await.unwrap();
-    let failing: Arc<dyn AppendObserver> = Arc::new(FailingObserver);
-    bare.observe_appends(Arc::downgrade(&failing));
-    bare.append(&raw_events(&registry, 4, "赵六同志任市财政局副局长"))
-        .await
-        .unwrap();
-    bare.close().await;
-    assert_eq!(registry.projector().checkpoint().await.unwrap(), 33);
+    // A failing observer does not fail the append, and nothing it wrote stays, however it
+    // opened its savepoint.
+    for (first_write_as_text, sequence, text) in [
+        (true, 4, "赵六同志任市财政局副局长"),
+        (false, 6, "孙八同志任市财政局副局长"),
+    ] {
+        let bare = Database::connect(&db.url).await.unwrap();
+        let failing: Arc<dyn AppendObserver> = Arc::new(FailingObserver {
+            first_write_as_text,
+        });
+        bare.observe_appends(Arc::downgrade(&failing));
+        bare.append(&raw_events(&registry, sequence, text))
+            .await
+            .unwrap();
+        bare.close().await;
+        assert_eq!(registry.projector().checkpoint().await.unwrap(), 33);
+    }
     // While the read models lag, an append leaves its events to catch-up, in order.
     registry
         .database()
@@ -608,13 +631,13 @@ async fn an_append_projects_itself_in_its_transaction(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(registry.projector().checkpoint().await.unwrap(), 33);
-    assert_eq!(registry.projector().catch_up().await.unwrap(), 37);
+    assert_eq!(registry.projector().catch_up().await.unwrap(), 39);
     let holders = registry
         .queries()
         .holders("市财政局", "副局长", date("2024-03-02"))
         .await
         .unwrap();
-    assert_eq!(holders.len(), 3, "{holders:?}");
+    assert_eq!(holders.len(), 4, "{holders:?}");
     let incremental = export_json(&registry).await;
     registry.projector().rebuild().await.unwrap();
     assert_eq!(export_json(&registry).await, incremental);
@@ -1114,12 +1137,13 @@ impl GateObserver {
 }
 
 impl AppendObserver for GateObserver {
-    fn appended<'a, 'c>(
+    fn appended<'a, 't, 'c>(
         &'a self,
-        _tx: &'a mut sqlx::Transaction<'c, sqlx::Any>,
+        _tx: &'a mut ObservedTx<'t, 'c>,
         events: &'a [StoredEvent],
     ) -> futures::future::BoxFuture<'a, Result<(), StoreError>>
     where
+        't: 'a,
         'c: 'a,
     {
         self.seen.lock().unwrap().push(events.len());

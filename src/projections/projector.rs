@@ -32,7 +32,8 @@ use crate::domain::posts::is_head_post;
 use crate::domain::{NoticeRecorded, NoticeRevoked, PostFact, RegistryEvent};
 use crate::notice::EventKind;
 use crate::store::{
-    repository::to_serialized, AppendObserver, Backend, Database, StoreError, StoredEvent,
+    repository::to_serialized, AppendObserver, Backend, Database, ObservedTx, StoreError,
+    StoredEvent,
 };
 
 /// Name of the registry projection's row in `projection_checkpoint`.
@@ -219,7 +220,7 @@ impl Projector {
     /// which applies events in order.
     async fn project_appended(
         &self,
-        tx: &mut Transaction<'_, Any>,
+        observed: &mut ObservedTx<'_, '_>,
         events: &[StoredEvent],
     ) -> Result<(), StoreError> {
         // A model left by an append that never committed must never be kept.
@@ -227,10 +228,22 @@ impl Projector {
         let (Some(first), Some(last)) = (events.first(), events.last()) else {
             return Ok(());
         };
-        let checkpoint = lock_checkpoint(&mut Conn::of(tx)).await?;
-        if checkpoint != first.position - 1 {
+        // The checkpoint moves to the append's last event only if it stands just before its
+        // first, and is locked by that (a catch-up of another process waits for the
+        // commit); the savepoint opens in the same round trip. Rolled back with the
+        // savepoint if the projection fails.
+        let checkpoint = first.position - 1;
+        let moved = observed
+            .query_text(&format!(
+                "UPDATE projection_checkpoint SET position = {} \
+                 WHERE name = '{CHECKPOINT}' AND position = {checkpoint} RETURNING position",
+                last.position
+            ))
+            .await?;
+        if moved == 0 {
             return Ok(());
         }
+        let tx = observed.transaction().await?;
         // The hash chain names the checkpoint's hash: the first event's `prev_hash`.
         let mut model = self
             .take_model(tx, checkpoint, Some(first.prev_hash.as_str()))
@@ -248,7 +261,6 @@ impl Projector {
             .await?;
         let receipts = Receipt::of_each(events, &decoded, &model);
         model.flush(&mut conn).await?;
-        move_checkpoint(&mut conn, last.position).await?;
         // Kept only once the append commits (`committed`): a model that believes writes a
         // failed or cancelled commit undid must never be reused, nor a receipt of them.
         *self.appended.lock().unwrap_or_else(|e| e.into_inner()) = Some((model, receipts));
@@ -533,12 +545,13 @@ impl Projector {
 }
 
 impl AppendObserver for Projector {
-    fn appended<'a, 'c>(
+    fn appended<'a, 't, 'c>(
         &'a self,
-        tx: &'a mut Transaction<'c, Any>,
+        tx: &'a mut ObservedTx<'t, 'c>,
         events: &'a [StoredEvent],
     ) -> BoxFuture<'a, Result<(), StoreError>>
     where
+        't: 'a,
         'c: 'a,
     {
         Box::pin(self.project_appended(tx, events))

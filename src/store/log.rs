@@ -16,12 +16,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgConnectOptions, Postgres};
 use sqlx::sqlite::{Sqlite, SqliteConnectOptions};
-use sqlx::{Acquire, Any, AnyConnection, ConnectOptions, Connection, FromRow, Row};
+use sqlx::{Any, AnyConnection, ConnectOptions, Connection, FromRow, Row};
 
 use tokio::sync::oneshot;
 
 use super::connections::Checkout;
-use super::{group, Backend, Database, StoreError};
+use super::{group, Backend, Database, ObservedTx, StoreError};
 
 /// `prev_hash` of the first event.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -582,13 +582,10 @@ impl Database {
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let observer = if observe { self.observer.get() } else { None };
         if let Some(observer) = &observer {
-            let mut savepoint = Acquire::begin(&mut *tx).await?;
-            match observer.appended(&mut savepoint, &stored).await {
-                Ok(()) => savepoint.commit().await?,
-                Err(e) => {
-                    tracing::warn!(error = %e, "work in the append's transaction failed; the append commits without it");
-                    savepoint.rollback().await?;
-                }
+            let mut observed = ObservedTx::new(&mut tx);
+            if let Err(e) = observer.appended(&mut observed, &stored).await {
+                tracing::warn!(error = %e, "work in the append's transaction failed; the append commits without it");
+                observed.roll_back().await?;
             }
         }
         tx.commit().await?;
@@ -1152,12 +1149,13 @@ mod tests {
     }
 
     impl crate::store::AppendObserver for Stalling {
-        fn appended<'a, 'c>(
+        fn appended<'a, 't, 'c>(
             &'a self,
-            _tx: &'a mut sqlx::Transaction<'c, sqlx::Any>,
+            _tx: &'a mut crate::store::ObservedTx<'t, 'c>,
             _events: &'a [StoredEvent],
         ) -> futures::future::BoxFuture<'a, Result<(), StoreError>>
         where
+            't: 'a,
             'c: 'a,
         {
             Box::pin(async move {

@@ -131,19 +131,77 @@ impl Default for DatabaseOptions {
 
 /// Work done inside an append's transaction, after its events are written and before the
 /// commit: the projector projects a notice together with the notice itself, so one commit
-/// (one fsync) stores both. It runs in a savepoint: when it fails, its writes are rolled
-/// back, the append still commits and the failure is logged (catch-up retries it).
+/// (one fsync) stores both. It runs in a savepoint ([`ObservedTx`]): when it fails, its
+/// writes are rolled back, the append still commits and the failure is logged (catch-up
+/// retries it).
 pub trait AppendObserver: Send + Sync + 'static {
-    fn appended<'a, 'c>(
+    fn appended<'a, 't, 'c>(
         &'a self,
-        tx: &'a mut Transaction<'c, Any>,
+        tx: &'a mut ObservedTx<'t, 'c>,
         events: &'a [StoredEvent],
     ) -> BoxFuture<'a, Result<(), StoreError>>
     where
+        't: 'a,
         'c: 'a;
 
     /// Called once the append of `events` has committed (never when it did not).
     fn committed(&self, _events: &[StoredEvent]) {}
+}
+
+/// An append's transaction as its [`AppendObserver`] sees it: whatever the observer writes
+/// goes into a savepoint, opened before its first statement, that the append rolls back
+/// when the observer fails. A successful observer's savepoint is never released: the
+/// append's `COMMIT` commits it (one round trip fewer).
+///
+/// Each statement is a round trip (to the server on PostgreSQL, to the connection's worker
+/// thread on SQLite), so [`ObservedTx::query_text`] opens the savepoint in the observer's
+/// first statement; [`ObservedTx::transaction`] opens it on its own if nothing did.
+pub struct ObservedTx<'t, 'c> {
+    tx: &'t mut Transaction<'c, Any>,
+    opened: bool,
+}
+
+impl<'t, 'c> ObservedTx<'t, 'c> {
+    const SAVEPOINT: &'static str = "SAVEPOINT observed";
+
+    pub(crate) fn new(tx: &'t mut Transaction<'c, Any>) -> Self {
+        Self { tx, opened: false }
+    }
+
+    /// Runs `sql` in the savepoint, opening it in the same round trip when it is not open
+    /// yet; returns the number of rows `sql` returned. `sql` is sent as text, without
+    /// parameters (PostgreSQL's simple query protocol, the one that takes several
+    /// statements at once): it must hold nothing but literals renmian wrote itself.
+    pub async fn query_text(&mut self, sql: &str) -> Result<usize, StoreError> {
+        let sql = if self.opened {
+            sql.to_owned()
+        } else {
+            // Open from here on: whatever of the two ran is rolled back if they fail.
+            self.opened = true;
+            format!("{}; {sql}", Self::SAVEPOINT)
+        };
+        // Without arguments, by the simple query protocol; not kept as a prepared statement
+        // (on SQLite a `&str` would be, and its text changes with every append).
+        let rows = Executor::fetch_all(&mut **self.tx, sqlx::raw_sql(&sql)).await?;
+        Ok(rows.len())
+    }
+
+    /// The append's transaction, the savepoint opened first if it is not yet.
+    pub async fn transaction(&mut self) -> Result<&mut Transaction<'c, Any>, StoreError> {
+        if !self.opened {
+            self.opened = true;
+            Executor::execute(&mut **self.tx, Self::SAVEPOINT).await?;
+        }
+        Ok(&mut *self.tx)
+    }
+
+    /// Undoes whatever the observer wrote (nothing, if it never opened the savepoint).
+    pub(crate) async fn roll_back(self) -> Result<(), StoreError> {
+        if self.opened {
+            Executor::execute(&mut **self.tx, "ROLLBACK TO SAVEPOINT observed").await?;
+        }
+        Ok(())
+    }
 }
 
 /// The observer every clone of a [`Database`] shares, held weakly: an observer usually holds
