@@ -1056,8 +1056,8 @@ fn bare_events(aggregate_id: &str, n: i64) -> Vec<NewEvent> {
 
 /// Two handles on one database (two processes, as far as each can tell) append in turn and
 /// then all at once: every append continues the one chain where the last, whoever made it,
-/// ended (on SQLite each handle starts an append from the head its own last append left,
-/// which the other's appends make stale).
+/// ended (each handle starts an append from the head its own last append left — on
+/// PostgreSQL once it has appended twice in a row — which the other's appends make stale).
 async fn appends_through_several_handles_continue_one_chain(db: TestDb) {
     let first = Database::connect(&db.url).await.unwrap();
     let second = Database::connect(&db.url).await.unwrap();

@@ -538,13 +538,16 @@ impl Database {
         self.observe_and_commit(tx, stored, observe).await
     }
 
-    /// SQLite: the append when this process knows the head its last append left, which
-    /// saves a round trip to the connection's worker thread and hashes the rows while it
-    /// begins the transaction. The rows are chained after `head` and the head row is
-    /// moved only `WHERE` it still is `head`, in the statement list of the last INSERT;
-    /// `Ok(None)` (rolled back, nothing stored) when it no longer is. A stale head cannot
-    /// store a row either: its positions are taken (the log has no gaps), so the INSERT
-    /// fails with a unique violation ([`StoreError::Conflict`]), also rolled back.
+    /// The append when this process knows the head its last append left ([`LastHead`]),
+    /// which saves a round trip (to the connection's worker thread on SQLite, to the
+    /// server on PostgreSQL) and hashes the rows while it begins the transaction. The rows
+    /// are chained after `head` and the head row is moved only `WHERE` it still is `head`,
+    /// in the statement of the first INSERT; `Ok(None)` (rolled back, nothing stored) when
+    /// it no longer is. A stale head cannot store a row either: on PostgreSQL the INSERT
+    /// takes its rows from the head's UPDATE, so it inserts none when that matched
+    /// nothing; on SQLite (one writer at a time) their positions are taken, the log having
+    /// no gaps, so the INSERT fails with a unique violation ([`StoreError::Conflict`]),
+    /// also rolled back.
     ///
     /// `recorded_at` is read before the lock, but after the hint: the hint is a commit of
     /// this process, and the append succeeds only if nothing committed after it, so times
@@ -589,9 +592,7 @@ impl Database {
             }
         }
         tx.commit().await?;
-        if let Some(last) = stored.last() {
-            self.last_head.committed(self.backend(), last);
-        }
+        self.last_head.committed(self.backend(), &stored);
         if let Some(observer) = &observer {
             observer.committed(&stored);
         }
@@ -601,9 +602,9 @@ impl Database {
     /// Appends events that already carry positions, times and hashes (`load-events`). The
     /// chain must continue the current head exactly.
     pub async fn append_verbatim(&self, events: &[StoredEvent]) -> Result<(), StoreError> {
-        let Some(last) = events.last() else {
+        if events.is_empty() {
             return Ok(());
-        };
+        }
         let mut tx = self.pool().begin().await?;
         let count = i64::try_from(events.len()).map_err(|_| StoreError::Conflict)?;
         let head = sqlx::query(
@@ -632,7 +633,7 @@ impl Database {
         }
         insert_rows_and_head(&mut tx, self.backend(), events, None).await?;
         tx.commit().await?;
-        self.last_head.committed(self.backend(), last);
+        self.last_head.committed(self.backend(), events);
         Ok(())
     }
 
@@ -817,40 +818,59 @@ pub(crate) struct LogHead {
     pub hash: String,
 }
 
-/// SQLite: the head as this process's last append left it, for the next append to chain
-/// its rows to before it takes the lock ([`Database::append`]). A hint, never trusted: the
-/// append moves the head row only where it still is this head. Shared by every clone of a
-/// [`Database`]; empty on PostgreSQL, where several servers append and the head is
-/// usually someone else's.
+/// The head as this process's last append left it, for the next append to chain its rows
+/// to before it takes the lock ([`Database::append`]). A hint, never trusted: the append
+/// moves the head row only where it still is this head. Shared by every clone of a
+/// [`Database`].
+///
+/// On PostgreSQL several servers may append, and a stale hint costs the append a
+/// statement and a rollback before it takes the general way. There the hint is offered
+/// only while this process is the one appending: after an append that found the log
+/// where this process's previous append had left it (its hint was right, or no other
+/// writer had come between). Servers taking turns append the general way.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct LastHead(std::sync::Arc<std::sync::Mutex<Option<LogHead>>>);
+pub(crate) struct LastHead(std::sync::Arc<std::sync::Mutex<Last>>);
+
+#[derive(Debug, Default)]
+pub(crate) struct Last {
+    /// The head of this process's furthest commit.
+    head: Option<LogHead>,
+    /// Whether the next append starts from it.
+    offered: bool,
+}
 
 impl LastHead {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<LogHead>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Last> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn expected(&self) -> Option<LogHead> {
-        self.lock().clone()
+        let last = self.lock();
+        last.head.clone().filter(|_| last.offered)
     }
 
+    /// Drops a hint found wrong: on PostgreSQL another writer came between, and it is
+    /// offered again only after two appends of this process in a row.
     fn forget(&self) {
-        *self.lock() = None;
+        *self.lock() = Last::default();
     }
 
-    /// Notes the head an append of this process committed, unless one further on is known
-    /// already (two appends' commits may be noted out of order).
-    fn committed(&self, backend: Backend, last: &StoredEvent) {
-        if backend != Backend::Sqlite {
+    /// Notes the head an append of this process committed (`appended`: its rows), unless
+    /// one further on is known already (two appends' commits may be noted out of order).
+    fn committed(&self, backend: Backend, appended: &[StoredEvent]) {
+        let (Some(first), Some(last)) = (appended.first(), appended.last()) else {
+            return;
+        };
+        let mut known = self.lock();
+        let previous = known.head.as_ref().map(|h| h.position);
+        if previous.is_some_and(|p| p >= last.position) {
             return;
         }
-        let mut head = self.lock();
-        if head.as_ref().is_none_or(|h| h.position < last.position) {
-            *head = Some(LogHead {
-                position: last.position,
-                hash: last.hash.clone(),
-            });
-        }
+        known.offered = backend == Backend::Sqlite || previous == Some(first.position - 1);
+        known.head = Some(LogHead {
+            position: last.position,
+            hash: last.hash.clone(),
+        });
     }
 }
 
@@ -860,9 +880,12 @@ impl LastHead {
 /// (`UPDATE … RETURNING`) and only its hash is set; a head row that is not there is
 /// [`StoreError::Corrupt`].
 ///
-/// The last INSERT and the head's UPDATE go as one statement ([`insert_rows`]): each
+/// The first INSERT and the head's UPDATE go as one statement ([`insert_rows`]): each
 /// statement is a round trip, to the connection's worker thread on SQLite, to the server on
-/// PostgreSQL.
+/// PostgreSQL. First, so that on PostgreSQL an append that starts from a hint takes the
+/// head row's lock before it inserts any row: a row inserted before it could make another
+/// server's append, which holds that lock and inserts the same positions, wait for this
+/// one while this one waits for the lock (a deadlock).
 async fn insert_rows_and_head(
     tx: &mut sqlx::Transaction<'_, Any>,
     backend: Backend,
@@ -876,14 +899,17 @@ async fn insert_rows_and_head(
     let chunks: Vec<&[StoredEvent]> = rows.chunks(INSERT_CHUNK).collect();
     let mut moved = true;
     for (i, chunk) in chunks.iter().enumerate() {
-        if i + 1 == chunks.len() {
+        if i == 0 {
             let changed = insert_rows(tx, backend, chunk, Some(&head)).await?;
             moved = match backend {
                 Backend::Sqlite => changed == chunk.len() as u64 + 1,
-                // The head's UPDATE is the statement; the INSERT, its WITH clause, inserted
-                // every row or failed.
-                Backend::Postgres => changed == 1,
+                // The INSERT is the statement and takes its rows from the head's UPDATE
+                // (its WITH clause): all of them where that moved the head, else none.
+                Backend::Postgres => changed == chunk.len() as u64,
             };
+            if !moved {
+                break;
+            }
         } else {
             insert_rows(tx, backend, chunk, None).await?;
         }
@@ -940,8 +966,10 @@ impl HeadUpdate<'_> {
 
 /// One multi-row INSERT of `rows`, and `head` in the same statement when it is given: on
 /// SQLite a statement list, on PostgreSQL (which takes one statement per prepared query)
-/// the head's UPDATE with the INSERT as its `WITH` clause — either way one round trip
-/// fewer. Returns the rows changed: by both on SQLite, by the UPDATE on PostgreSQL.
+/// the INSERT with the head's UPDATE as its `WITH` clause, joined to its rows, so that
+/// the UPDATE runs (and locks the head row) before any row is inserted and no row is
+/// inserted when it matched nothing — either way one round trip fewer. Returns the rows
+/// changed: by both on SQLite, by the INSERT on PostgreSQL.
 async fn insert_rows(
     tx: &mut sqlx::Transaction<'_, Any>,
     backend: Backend,
@@ -958,8 +986,10 @@ async fn insert_rows(
         (None, _) => insert,
         (Some(head), Backend::Sqlite) => format!("{insert}; {}", head.sql(backend, 0)),
         (Some(head), Backend::Postgres) => format!(
-            "WITH appended AS ({insert} RETURNING 1) {}",
-            head.sql(backend, rows.len() * 15)
+            "WITH head AS ({} RETURNING 1) INSERT INTO events ({EVENT_COLUMNS}) \
+             SELECT appended.* FROM head, (VALUES {}) AS appended",
+            head.sql(backend, rows.len() * 15),
+            placeholders(backend, rows.len(), 15)
         ),
     };
     let mut query = sqlx::query(&sql);
@@ -1095,52 +1125,110 @@ mod tests {
             .collect()
     }
 
-    /// The head an append starts from on SQLite is only a hint: wrong in any way, the
-    /// append stores nothing on it, takes the head row and still continues the chain.
+    /// A new, empty database of each backend: SQLite in `dir`, and PostgreSQL on the
+    /// server `RENMIAN_TEST_DATABASE_URL` names when it is set (the database's name is
+    /// returned to drop it afterwards).
+    async fn fresh_databases(dir: &std::path::Path) -> Vec<(Database, Option<String>)> {
+        let sqlite = format!("sqlite://{}", dir.join("log.db").display());
+        let mut databases = vec![(Database::connect(&sqlite).await.unwrap(), None)];
+        match std::env::var("RENMIAN_TEST_DATABASE_URL") {
+            Ok(admin) => {
+                let name = format!("renmian_unit_{}", uuid::Uuid::new_v4().simple());
+                let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                let (base, _) = admin.rsplit_once('/').expect("a database URL");
+                let db = Database::connect(&format!("{base}/{name}")).await.unwrap();
+                databases.push((db, Some(name)));
+            }
+            Err(_) => eprintln!("SKIPPED on PostgreSQL: RENMIAN_TEST_DATABASE_URL is not set"),
+        }
+        databases
+    }
+
+    async fn drop_database(name: &str) {
+        let admin = std::env::var("RENMIAN_TEST_DATABASE_URL").unwrap();
+        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+
+    /// The head an append starts from is only a hint: wrong in any way, the append stores
+    /// nothing on it, takes the head row and still continues the chain. On PostgreSQL it
+    /// is offered only after two appends of this process in a row, and then taken.
     #[tokio::test]
     async fn a_wrong_head_hint_changes_nothing_but_the_way_in() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("log.db").display());
-        let db = Database::connect(&url).await.unwrap();
-        db.append(&notice("a", 3)).await.unwrap();
-        let known = db.last_head.expected().expect("an append notes its head");
-        assert_eq!(known.position, 3);
-        let wrong = [
-            LogHead {
-                hash: "f".repeat(64),
-                ..known.clone()
-            },
-            LogHead {
-                position: 2,
-                ..known.clone()
-            },
-            LogHead {
-                position: 40,
-                ..known.clone()
-            },
-        ];
-        for (i, hint) in wrong.into_iter().enumerate() {
-            let head = db.head_position().await.unwrap();
-            *db.last_head.lock() = Some(hint);
-            let stored = db.append(&notice(&format!("b{i}"), 2)).await.unwrap();
-            let positions: Vec<i64> = stored.iter().map(|e| e.position).collect();
-            assert_eq!(positions, [head + 1, head + 2], "hint {i}");
-            assert_eq!(db.last_head.expected().unwrap().position, head + 2);
+        for (db, name) in fresh_databases(dir.path()).await {
+            let backend = db.backend();
+            let sqlite = backend == Backend::Sqlite;
+            db.append(&notice("a", 3)).await.unwrap();
+            assert_eq!(db.last_head.expected().is_some(), sqlite, "{backend:?}");
+            db.append(&notice("a0", 1)).await.unwrap();
+            let known = db
+                .last_head
+                .expected()
+                .expect("two appends in a row offer it");
+            assert_eq!(known.position, 4);
+            let wrong = [
+                LogHead {
+                    hash: "f".repeat(64),
+                    ..known.clone()
+                },
+                LogHead {
+                    position: 2,
+                    ..known.clone()
+                },
+                LogHead {
+                    position: 40,
+                    ..known.clone()
+                },
+            ];
+            for (i, hint) in wrong.into_iter().enumerate() {
+                let head = db.head_position().await.unwrap();
+                *db.last_head.lock() = Last {
+                    head: Some(hint),
+                    offered: true,
+                };
+                let stored = db.append(&notice(&format!("b{i}"), 2)).await.unwrap();
+                let positions: Vec<i64> = stored.iter().map(|e| e.position).collect();
+                assert_eq!(positions, [head + 1, head + 2], "{backend:?} hint {i}");
+                let noted = db.last_head.lock().head.clone().unwrap();
+                assert_eq!(noted.position, head + 2);
+                assert_eq!(db.last_head.expected().is_some(), sqlite);
+            }
+            if !sqlite {
+                db.append(&notice("b3", 1)).await.unwrap();
+            }
+            let before = db.head_position().await.unwrap();
+            // And right, it is the way in that takes no head row first (and stays offered,
+            // which it would not after a miss).
+            let stored = db.append(&notice("c", 4)).await.unwrap();
+            assert_eq!(stored[0].position, before + 1);
+            assert_eq!(
+                db.last_head.expected().map(|h| h.position),
+                Some(before + 4),
+                "{backend:?}: the hint was taken"
+            );
+            let log = db.events_after(0, 100).await.unwrap();
+            assert_eq!(log.len() as i64, before + 4);
+            assert_eq!(&log[before as usize..], &stored[..]);
+            assert!(db.verify().await.unwrap().is_intact());
+            // A conflict is still reported as one.
+            assert!(matches!(
+                db.append(&notice("c", 1)).await,
+                Err(StoreError::Conflict)
+            ));
+            assert_eq!(db.head_position().await.unwrap(), before + 4);
+            db.close().await;
+            if let Some(name) = name {
+                drop_database(&name).await;
+            }
         }
-        // And right, it is the way in that takes no head row first.
-        let stored = db.append(&notice("c", 4)).await.unwrap();
-        assert_eq!(stored[0].position, 10);
-        let log = db.events_after(0, 100).await.unwrap();
-        assert_eq!(log.len(), 13);
-        assert_eq!(&log[9..], &stored[..]);
-        assert!(db.verify().await.unwrap().is_intact());
-        // A conflict is still reported as one.
-        assert!(matches!(
-            db.append(&notice("c", 1)).await,
-            Err(StoreError::Conflict)
-        ));
-        assert_eq!(db.head_position().await.unwrap(), 13);
-        db.close().await;
     }
 
     /// Work in an append's transaction that waits on `gate` while it is closed.
