@@ -28,6 +28,7 @@ mod one_statement;
 // foldhash: the model's keys are hashed millions of times in a rebuild, where SipHash was
 // about 6 % of the replay's samples; its seed is still random per process.
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use sqlx::any::AnyRow;
 use sqlx::postgres::PgConnection;
 use sqlx::query::Query;
 use sqlx::{AnyConnection, Row};
@@ -1032,9 +1033,8 @@ impl Model {
             })
             .map(String::as_str)
             .collect();
-        self.load_aliases(tx, &names).await?;
         let persons: Vec<&str> = facts.iter().map(|f| f.person.as_str()).collect();
-        self.load_persons(tx, &persons).await?;
+        self.load_aliases_and_persons(tx, &names, &persons).await?;
         // Posts under the organization each fact resolves to (its canonical name, or the
         // organization that name is already an alias of: every alias is known by now).
         let posts: Vec<PostKey> = facts
@@ -1086,11 +1086,57 @@ impl Model {
                     );
                 }
             }
-            for name in chunk {
-                let canonical = found.remove(*name);
-                self.aliases.insert(name.to_string(), canonical);
+            self.note_aliases(chunk, found);
+        }
+        Ok(())
+    }
+
+    /// Notes what each of `names`, asked for, aliases: what `found` maps it to, or nothing.
+    fn note_aliases(&mut self, names: &[&str], mut found: HashMap<String, String>) {
+        for name in names {
+            let canonical = found.remove(*name);
+            self.aliases.insert(name.to_string(), canonical);
+        }
+    }
+
+    /// [`Model::load_aliases`] of `names` and [`Model::load_persons`] of `persons` in one
+    /// statement (one round trip instead of two: to the server on PostgreSQL, to the
+    /// connection's thread on SQLite) when both have names to read and each fits in one;
+    /// otherwise each reads its own.
+    async fn load_aliases_and_persons(
+        &mut self,
+        tx: &mut Conn<'_>,
+        names: &[&str],
+        persons: &[&str],
+    ) -> Result<(), StoreError> {
+        let aliases = unknown(names, |name| self.aliases.contains_key(name));
+        let people = unknown(persons, |name| self.persons.contains_key(name));
+        let fits = |keys: &[&str]| (1..=PREFETCH_KEYS).contains(&keys.len());
+        if self.complete || !fits(&aliases) || !fits(&people) {
+            self.load_aliases(tx, &aliases).await?;
+            return self.load_persons(tx, &people).await;
+        }
+        let sql = format!(
+            "SELECT 'alias' AS kind, alias AS name, canonical_name, NULL AS person_id, \
+             NULL AS jurisdiction FROM rm_organization_aliases WHERE alias IN ({}) \
+             UNION ALL SELECT 'person', name, NULL, person_id, jurisdiction FROM rm_persons \
+             WHERE name IN ({}) AND merged_into IS NULL ORDER BY kind, person_id",
+            numbered(1, aliases.len()),
+            numbered(aliases.len() + 1, people.len())
+        );
+        let binds: Vec<&str> = aliases.iter().chain(&people).copied().collect();
+        let mut canonical = HashMap::new();
+        let mut records: HashMap<String, Vec<PersonRef>> = HashMap::new();
+        for r in bound(&sql, &binds).fetch_all(tx.get()?).await? {
+            let name: String = r.try_get("name")?;
+            if r.try_get::<String, _>("kind")? == "alias" {
+                canonical.insert(name, r.try_get("canonical_name")?);
+            } else {
+                records.entry(name).or_default().push(person_ref(&r)?);
             }
         }
+        self.note_aliases(&aliases, canonical);
+        self.note_persons(&people, records);
         Ok(())
     }
 
@@ -1168,18 +1214,20 @@ impl Model {
                     found
                         .entry(r.try_get("name")?)
                         .or_default()
-                        .push(PersonRef {
-                            person_id: r.try_get("person_id")?,
-                            jurisdiction: r.try_get("jurisdiction")?,
-                        });
+                        .push(person_ref(&r)?);
                 }
             }
-            for name in chunk {
-                let records = found.remove(*name).unwrap_or_default();
-                self.persons.insert(name.to_string(), records);
-            }
+            self.note_persons(chunk, found);
         }
         Ok(())
+    }
+
+    /// Notes the records of each of `names`, asked for: those `found` lists, or none.
+    fn note_persons(&mut self, names: &[&str], mut found: HashMap<String, Vec<PersonRef>>) {
+        for name in names {
+            let records = found.remove(*name).unwrap_or_default();
+            self.persons.insert(name.to_string(), records);
+        }
     }
 
     /// A new person record; its id is the position of the event that introduced it.
@@ -1771,6 +1819,14 @@ fn unknown<'a>(names: &[&'a str], known: impl Fn(&str) -> bool) -> Vec<&'a str> 
         .copied()
         .filter(|name| !known(name) && seen.insert(*name))
         .collect()
+}
+
+/// A person record of a row of `rm_persons` (`person_id`, `jurisdiction`).
+fn person_ref(row: &AnyRow) -> Result<PersonRef, StoreError> {
+    Ok(PersonRef {
+        person_id: row.try_get("person_id")?,
+        jurisdiction: row.try_get("jurisdiction")?,
+    })
 }
 
 /// [`Model::read_versions`]' statement: current, not withdrawn versions matching `filter`.
