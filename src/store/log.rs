@@ -1224,6 +1224,27 @@ mod tests {
                 Err(StoreError::Conflict)
             ));
             assert_eq!(db.head_position().await.unwrap(), before + 4);
+            // An append of several INSERTs (the head moves with the first) from a right
+            // hint, then from a stale one.
+            let big = (INSERT_CHUNK * 2 + 7) as i64;
+            db.append(&notice("d", 1)).await.unwrap();
+            db.append(&notice("e", 1)).await.unwrap();
+            let head = db.head_position().await.unwrap();
+            assert!(db.last_head.expected().is_some(), "{backend:?}");
+            let stored = db.append(&notice("f", big)).await.unwrap();
+            assert_eq!(stored[0].position, head + 1);
+            assert_eq!(
+                db.last_head.expected().map(|h| h.position),
+                Some(head + big)
+            );
+            let stale = db.last_head.expected().unwrap();
+            db.append(&notice("g", 1)).await.unwrap();
+            db.last_head.lock().head = Some(stale);
+            db.last_head.lock().offered = true;
+            let stored = db.append(&notice("h", big)).await.unwrap();
+            assert_eq!(stored[0].position, head + big + 2);
+            assert_eq!(db.head_position().await.unwrap(), head + 2 * big + 1);
+            assert!(db.verify().await.unwrap().is_intact());
             db.close().await;
             if let Some(name) = name {
                 drop_database(&name).await;
