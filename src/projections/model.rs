@@ -1066,43 +1066,16 @@ impl Model {
         Ok(self.aliases.get(name).cloned().flatten())
     }
 
-    /// Learns which organization each of `names` the model does not know aliases (`None`
-    /// when none), in one statement per [`PREFETCH_KEYS`] names; a complete model knows
-    /// every alias there is, so it reads nothing.
+    /// [`Model::load_aliases_and_persons`] of aliases only.
     async fn load_aliases(&mut self, tx: &mut Conn<'_>, names: &[&str]) -> Result<(), StoreError> {
-        let missing = unknown(names, |name| self.aliases.contains_key(name));
-        for chunk in missing.chunks(PREFETCH_KEYS) {
-            let mut found = HashMap::new();
-            if !self.complete {
-                let sql = format!(
-                    "SELECT alias, canonical_name FROM rm_organization_aliases \
-                     WHERE alias IN ({})",
-                    numbered(1, chunk.len())
-                );
-                for r in bound(&sql, chunk).fetch_all(tx.get()?).await? {
-                    found.insert(
-                        r.try_get::<String, _>("alias")?,
-                        r.try_get::<String, _>("canonical_name")?,
-                    );
-                }
-            }
-            self.note_aliases(chunk, found);
-        }
-        Ok(())
+        self.load_aliases_and_persons(tx, names, &[]).await
     }
 
-    /// Notes what each of `names`, asked for, aliases: what `found` maps it to, or nothing.
-    fn note_aliases(&mut self, names: &[&str], mut found: HashMap<String, String>) {
-        for name in names {
-            let canonical = found.remove(*name);
-            self.aliases.insert(name.to_string(), canonical);
-        }
-    }
-
-    /// [`Model::load_aliases`] of `names` and [`Model::load_persons`] of `persons` in one
-    /// statement (one round trip instead of two: to the server on PostgreSQL, to the
-    /// connection's thread on SQLite) when both have names to read and each fits in one;
-    /// otherwise each reads its own.
+    /// Learns which organization each of `names` the model does not know aliases (`None`
+    /// when none) and the records (not merged away, by id) of each of `persons` it does not
+    /// know: both kinds in one statement per [`PREFETCH_KEYS`] names of each (one round trip
+    /// instead of two, to the server on PostgreSQL, to the connection's thread on SQLite).
+    /// A complete model knows every alias and record there is, so it reads nothing.
     async fn load_aliases_and_persons(
         &mut self,
         tx: &mut Conn<'_>,
@@ -1111,33 +1084,38 @@ impl Model {
     ) -> Result<(), StoreError> {
         let aliases = unknown(names, |name| self.aliases.contains_key(name));
         let people = unknown(persons, |name| self.persons.contains_key(name));
-        let fits = |keys: &[&str]| (1..=PREFETCH_KEYS).contains(&keys.len());
-        if self.complete || !fits(&aliases) || !fits(&people) {
-            self.load_aliases(tx, &aliases).await?;
-            return self.load_persons(tx, &people).await;
-        }
-        let sql = format!(
-            "SELECT 'alias' AS kind, alias AS name, canonical_name, NULL AS person_id, \
-             NULL AS jurisdiction FROM rm_organization_aliases WHERE alias IN ({}) \
-             UNION ALL SELECT 'person', name, NULL, person_id, jurisdiction FROM rm_persons \
-             WHERE name IN ({}) AND merged_into IS NULL ORDER BY kind, person_id",
-            numbered(1, aliases.len()),
-            numbered(aliases.len() + 1, people.len())
-        );
-        let binds: Vec<&str> = aliases.iter().chain(&people).copied().collect();
-        let mut canonical = HashMap::new();
-        let mut records: HashMap<String, Vec<PersonRef>> = HashMap::new();
-        for r in bound(&sql, &binds).fetch_all(tx.get()?).await? {
-            let name: String = r.try_get("name")?;
-            if r.try_get::<String, _>("kind")? == "alias" {
-                canonical.insert(name, r.try_get("canonical_name")?);
-            } else {
-                records.entry(name).or_default().push(person_ref(&r)?);
+        let (mut alias_chunks, mut person_chunks) =
+            (aliases.chunks(PREFETCH_KEYS), people.chunks(PREFETCH_KEYS));
+        loop {
+            let aliases = alias_chunks.next().unwrap_or_default();
+            let people = person_chunks.next().unwrap_or_default();
+            if aliases.is_empty() && people.is_empty() {
+                return Ok(());
+            }
+            let mut canonical: HashMap<String, String> = HashMap::new();
+            let mut records: HashMap<String, Vec<PersonRef>> = HashMap::new();
+            if !self.complete {
+                for r in read_aliases_and_persons(tx, aliases, people).await? {
+                    let name: String = r.try_get("name")?;
+                    if r.try_get::<String, _>("kind")? == "alias" {
+                        canonical.insert(name, r.try_get("canonical_name")?);
+                    } else {
+                        records.entry(name).or_default().push(PersonRef {
+                            person_id: r.try_get("person_id")?,
+                            jurisdiction: r.try_get("jurisdiction")?,
+                        });
+                    }
+                }
+            }
+            for name in aliases {
+                let canonical = canonical.remove(*name);
+                self.aliases.insert(name.to_string(), canonical);
+            }
+            for name in people {
+                let records = records.remove(*name).unwrap_or_default();
+                self.persons.insert(name.to_string(), records);
             }
         }
-        self.note_aliases(&aliases, canonical);
-        self.note_persons(&people, records);
-        Ok(())
     }
 
     /// Maps `alias` to `organization`; the caller has checked it maps to nothing yet.
@@ -1198,36 +1176,9 @@ impl Model {
         Ok(self.persons.get(name).cloned().unwrap_or_default())
     }
 
-    /// Loads the records (not merged away, by id) of each of `names` the model does not
-    /// know, in one statement per [`PREFETCH_KEYS`] names; a complete model reads nothing.
+    /// [`Model::load_aliases_and_persons`] of persons only.
     async fn load_persons(&mut self, tx: &mut Conn<'_>, names: &[&str]) -> Result<(), StoreError> {
-        let missing = unknown(names, |name| self.persons.contains_key(name));
-        for chunk in missing.chunks(PREFETCH_KEYS) {
-            let mut found: HashMap<String, Vec<PersonRef>> = HashMap::new();
-            if !self.complete {
-                let sql = format!(
-                    "SELECT name, person_id, jurisdiction FROM rm_persons \
-                     WHERE name IN ({}) AND merged_into IS NULL ORDER BY person_id",
-                    numbered(1, chunk.len())
-                );
-                for r in bound(&sql, chunk).fetch_all(tx.get()?).await? {
-                    found
-                        .entry(r.try_get("name")?)
-                        .or_default()
-                        .push(person_ref(&r)?);
-                }
-            }
-            self.note_persons(chunk, found);
-        }
-        Ok(())
-    }
-
-    /// Notes the records of each of `names`, asked for: those `found` lists, or none.
-    fn note_persons(&mut self, names: &[&str], mut found: HashMap<String, Vec<PersonRef>>) {
-        for name in names {
-            let records = found.remove(*name).unwrap_or_default();
-            self.persons.insert(name.to_string(), records);
-        }
+        self.load_aliases_and_persons(tx, &[], names).await
     }
 
     /// A new person record; its id is the position of the event that introduced it.
@@ -1821,12 +1772,36 @@ fn unknown<'a>(names: &[&'a str], known: impl Fn(&str) -> bool) -> Vec<&'a str> 
         .collect()
 }
 
-/// A person record of a row of `rm_persons` (`person_id`, `jurisdiction`).
-fn person_ref(row: &AnyRow) -> Result<PersonRef, StoreError> {
-    Ok(PersonRef {
-        person_id: row.try_get("person_id")?,
-        jurisdiction: row.try_get("jurisdiction")?,
-    })
+/// The rows of `rm_organization_aliases` naming each of `aliases` and of `rm_persons` (not
+/// merged away) of each of `persons`, as (`kind`, `name`, `canonical_name`, `person_id`,
+/// `jurisdiction`), `kind` being `'alias'` or `'person'`, persons by id: one statement, a
+/// part for each kind asked for.
+async fn read_aliases_and_persons(
+    tx: &mut Conn<'_>,
+    aliases: &[&str],
+    persons: &[&str],
+) -> Result<Vec<AnyRow>, StoreError> {
+    let mut parts = Vec::with_capacity(2);
+    if !aliases.is_empty() {
+        parts.push(format!(
+            "SELECT 'alias' AS kind, alias AS name, canonical_name, NULL AS person_id, \
+             NULL AS jurisdiction FROM rm_organization_aliases WHERE alias IN ({})",
+            numbered(1, aliases.len())
+        ));
+    }
+    if !persons.is_empty() {
+        parts.push(format!(
+            "SELECT 'person' AS kind, name, NULL AS canonical_name, person_id, jurisdiction \
+             FROM rm_persons WHERE name IN ({}) AND merged_into IS NULL",
+            numbered(aliases.len() + 1, persons.len())
+        ));
+    }
+    if parts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!("{} ORDER BY kind, person_id", parts.join(" UNION ALL "));
+    let binds: Vec<&str> = aliases.iter().chain(persons).copied().collect();
+    Ok(bound(&sql, &binds).fetch_all(tx.get()?).await?)
 }
 
 /// [`Model::read_versions`]' statement: current, not withdrawn versions matching `filter`.
