@@ -896,28 +896,25 @@ async fn insert_rows_and_head(
         return Ok(true);
     };
     let head = HeadUpdate { last, expected };
-    let chunks: Vec<&[StoredEvent]> = rows.chunks(INSERT_CHUNK).collect();
-    let mut moved = true;
-    for (i, chunk) in chunks.iter().enumerate() {
-        if i == 0 {
-            let changed = insert_rows(tx, backend, chunk, Some(&head)).await?;
-            moved = match backend {
-                Backend::Sqlite => changed == chunk.len() as u64 + 1,
-                // The INSERT is the statement and takes its rows from the head's UPDATE
-                // (its WITH clause): all of them where that moved the head, else none.
-                Backend::Postgres => changed == chunk.len() as u64,
-            };
-            if !moved {
-                break;
-            }
-        } else {
-            insert_rows(tx, backend, chunk, None).await?;
-        }
+    let mut chunks = rows.chunks(INSERT_CHUNK);
+    let first = chunks.next().unwrap_or_default();
+    let changed = insert_rows(tx, backend, first, Some(&head)).await?;
+    let moved = match backend {
+        Backend::Sqlite => changed == first.len() as u64 + 1,
+        // The INSERT is the statement and takes its rows from the head's UPDATE (its WITH
+        // clause): all of them where that moved the head, else none.
+        Backend::Postgres => changed == first.len() as u64,
+    };
+    if !moved {
+        return match expected {
+            Some(_) => Ok(false),
+            None => Err(StoreError::Corrupt("the log's head row is missing".into())),
+        };
     }
-    if !moved && expected.is_none() {
-        return Err(StoreError::Corrupt("the log's head row is missing".into()));
+    for chunk in chunks {
+        insert_rows(tx, backend, chunk, None).await?;
     }
-    Ok(moved)
+    Ok(true)
 }
 
 /// The UPDATE that moves the head row to `last` (where it still is `expected`, if given).
@@ -978,18 +975,17 @@ async fn insert_rows(
 ) -> Result<u64, StoreError> {
     // Placeholders are written by hand: sqlx's QueryBuilder emits `?` for `Any`, which
     // PostgreSQL rejects.
-    let insert = format!(
-        "INSERT INTO events ({EVENT_COLUMNS}) VALUES {}",
-        placeholders(backend, rows.len(), 15)
-    );
+    let values = placeholders(backend, rows.len(), 15);
     let sql = match (head, backend) {
-        (None, _) => insert,
-        (Some(head), Backend::Sqlite) => format!("{insert}; {}", head.sql(backend, 0)),
+        (None, _) => format!("INSERT INTO events ({EVENT_COLUMNS}) VALUES {values}"),
+        (Some(head), Backend::Sqlite) => format!(
+            "INSERT INTO events ({EVENT_COLUMNS}) VALUES {values}; {}",
+            head.sql(backend, 0)
+        ),
         (Some(head), Backend::Postgres) => format!(
             "WITH head AS ({} RETURNING 1) INSERT INTO events ({EVENT_COLUMNS}) \
-             SELECT appended.* FROM head, (VALUES {}) AS appended",
-            head.sql(backend, rows.len() * 15),
-            placeholders(backend, rows.len(), 15)
+             SELECT appended.* FROM head, (VALUES {values}) AS appended",
+            head.sql(backend, rows.len() * 15)
         ),
     };
     let mut query = sqlx::query(&sql);
@@ -1239,8 +1235,10 @@ mod tests {
             );
             let stale = db.last_head.expected().unwrap();
             db.append(&notice("g", 1)).await.unwrap();
-            db.last_head.lock().head = Some(stale);
-            db.last_head.lock().offered = true;
+            *db.last_head.lock() = Last {
+                head: Some(stale),
+                offered: true,
+            };
             let stored = db.append(&notice("h", big)).await.unwrap();
             assert_eq!(stored[0].position, head + big + 2);
             assert_eq!(db.head_position().await.unwrap(), head + 2 * big + 1);
