@@ -13,7 +13,7 @@ mod common;
 use chrono::NaiveDate;
 use common::{actor, notice_text, TestDb};
 use renmian::projections::resident::ResidentTenures;
-use renmian::projections::{QueryError, Tenure};
+use renmian::projections::{Freshness, QueryError, Tenure};
 use renmian::registry::Registry;
 use renmian::workload::{generate, WorkloadConfig};
 use sqlx::Row;
@@ -361,7 +361,139 @@ async fn an_unloaded_model_answers_from_the_database(db: TestDb) {
     );
 }
 
+/// Who the model says holds 副局长 at 市统计局 on 2024-06-30 (or its error's text).
+async fn deputies(resident: &ResidentTenures, freshness: Freshness) -> Result<Vec<String>, String> {
+    let on = common::date("2024-06-30");
+    resident
+        .holders_with("市统计局", "副局长", on, freshness)
+        .await
+        .map(|tenures| tenures.into_iter().map(|t| t.person).collect())
+        .map_err(|e| e.to_string())
+}
+
+/// Asked for at least a position the model has passed, the model answers as it stands,
+/// without reading the checkpoint: a write through another server after it is not in the
+/// answer until the model follows the log (or a request for the latest state fences). A
+/// position past the read models is an error on both paths (memory and database), never
+/// an older answer.
+async fn an_answer_at_least_a_position_needs_no_checkpoint_read(db: TestDb) {
+    let writer = Registry::open(&db.url).await.expect("open");
+    let first = writer
+        .ingest(
+            &notice_text(9301, "2024年3月1日", &["李四同志任市统计局局长"]),
+            &actor(),
+        )
+        .await
+        .expect("ingest")
+        .remove(0)
+        .last_position
+        .expect("appended");
+    let server = Registry::open(&db.url).await.expect("open");
+    let resident = server.resident_tenures(common::date("2020-01-01"));
+    resident.load().await.expect("load");
+    let on = common::date("2024-06-30");
+    let not_recorded = Err("no post \"副局长\" is recorded at 临湘市统计局".to_string());
+    assert_eq!(
+        deputies(&resident, Freshness::AtLeast(first)).await,
+        not_recorded
+    );
+
+    // Another server records a deputy; the model has not heard of it.
+    let second = writer
+        .ingest(
+            &notice_text(9302, "2024年4月1日", &["王五同志任市统计局副局长"]),
+            &actor(),
+        )
+        .await
+        .expect("ingest")
+        .remove(0)
+        .last_position
+        .expect("appended");
+    assert!(second > first);
+    assert_eq!(
+        deputies(&resident, Freshness::AtLeast(first)).await,
+        not_recorded,
+        "a position the model passed: answered as the model stands, no checkpoint read"
+    );
+    assert_eq!(resident.position(), first);
+    // The writer's own position: read-your-writes, the model brought there first.
+    assert_eq!(
+        deputies(&resident, Freshness::AtLeast(second)).await,
+        Ok(vec!["王五".to_string()])
+    );
+    assert_eq!(resident.position(), second);
+    let holdings = resident
+        .holdings_with("王五", on, Freshness::AtLeast(second))
+        .await
+        .unwrap();
+    assert_eq!(
+        holdings,
+        server.queries().holdings("王五", on).await.unwrap()
+    );
+
+    // A third write: following the log brings the model to it without any request.
+    writer
+        .ingest(
+            &notice_text(9303, "2024年5月1日", &["赵六同志任市统计局副局长"]),
+            &actor(),
+        )
+        .await
+        .expect("ingest");
+    assert_eq!(
+        deputies(&resident, Freshness::AtLeast(first)).await,
+        Ok(vec!["王五".to_string()])
+    );
+    resident.follow().await.expect("follow");
+    let both = Ok(vec!["王五".to_string(), "赵六".to_string()]);
+    assert_eq!(deputies(&resident, Freshness::AtLeast(first)).await, both);
+    assert_eq!(deputies(&resident, Freshness::Latest).await, both);
+    assert_eq!(
+        resident.holders("市统计局", "副局长", on).await.unwrap(),
+        server
+            .queries()
+            .holders("市统计局", "副局长", on)
+            .await
+            .unwrap()
+    );
+
+    // Past the read models: from memory and from the database (a date before the
+    // horizon), the same error naming both positions.
+    let head = resident.position();
+    for date in [on, common::date("2019-06-30")] {
+        match resident
+            .holders_with("市统计局", "副局长", date, Freshness::AtLeast(head + 1))
+            .await
+        {
+            Err(QueryError::NotReached {
+                position,
+                checkpoint,
+            }) => assert_eq!((position, checkpoint), (head + 1, head), "{date}"),
+            other => panic!("{date}: {other:?}"),
+        }
+        assert!(matches!(
+            resident
+                .holdings_with("王五", date, Freshness::AtLeast(head + 1))
+                .await,
+            Err(QueryError::NotReached { .. })
+        ));
+    }
+    // Before the horizon, a position reached: the database's answer.
+    let early = common::date("2019-06-30");
+    assert_eq!(
+        resident
+            .holders_with("市统计局", "副局长", early, Freshness::AtLeast(head))
+            .await
+            .unwrap(),
+        server
+            .queries()
+            .holders("市统计局", "副局长", early)
+            .await
+            .unwrap()
+    );
+}
+
 backend_suite!(
     resident_tenures_answer_as_the_database_does,
-    an_unloaded_model_answers_from_the_database
+    an_unloaded_model_answers_from_the_database,
+    an_answer_at_least_a_position_needs_no_checkpoint_read
 );

@@ -6,13 +6,13 @@
 use chrono::NaiveDate;
 use tonic::Status;
 
-use super::error::query_status;
+use super::error::{invalid_argument, query_status};
 use super::pb;
 use crate::domain::content_hash;
 use crate::notice::{Diagnostic, EventKind, Gender, Notice, ParsedEvent, Severity};
 use crate::projections::queries::parse_date;
 use crate::projections::{
-    NoticeView, NoticeWarning, PersonRecord, Probation, ProbationStatus, Tenure,
+    Freshness, NoticeView, NoticeWarning, PersonRecord, Probation, ProbationStatus, Tenure,
 };
 use crate::registry::IngestOutcome;
 use crate::store::StoredEvent;
@@ -26,6 +26,23 @@ pub fn date_or_today(field: &'static str, value: &str) -> Result<NaiveDate, Stat
         return Ok(chrono::Local::now().date_naive());
     }
     parse_date(field, value).map_err(|e| query_status(e, field))
+}
+
+/// A lookup's `min_position`: 0 asks for the latest state, a position for any state at or
+/// after it; not with `as_of` (an answer as of a past point is not about the latest state).
+pub fn freshness(min_position: i64, with_as_of: bool) -> Result<Freshness, Status> {
+    match min_position {
+        0 => Ok(Freshness::Latest),
+        _ if with_as_of => Err(invalid_argument(
+            "min_position",
+            "not with as_of: an answer as of a past point is not about the latest state",
+        )),
+        p if p > 0 => Ok(Freshness::AtLeast(p)),
+        _ => Err(invalid_argument(
+            "min_position",
+            "a log position is positive (0: the latest state)",
+        )),
+    }
 }
 
 /// A validated IngestNotice `request_id`: `None` when the client sent none.

@@ -10,6 +10,7 @@
 //! | `Contention`                   | ABORTED             | retry                            |
 //! | `Unavailable`                  | UNAVAILABLE         | generic message; detail logged   |
 //! | `IntegrityBroken`              | FAILED_PRECONDITION | writes refused until acknowledged|
+//! | `NotReached`                   | OUT_OF_RANGE        | read models before `min_position`|
 //! | `Internal`                     | INTERNAL            | generic message; detail logged   |
 //!
 //! Database and internal details go to the server log only: their text can contain SQL,
@@ -45,6 +46,7 @@ pub fn status(err: RegistryError, subject: &'static str) -> Status {
             Status::unavailable("the database is unavailable; retry later")
         }
         RegistryError::IntegrityBroken(message) => Status::failed_precondition(message),
+        RegistryError::NotReached(message) => Status::out_of_range(message),
         RegistryError::Internal(detail) => {
             tracing::error!(error = %detail, "internal error");
             Status::internal("internal error; the server log has the details")

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch, Notify};
 
+use crate::projections::resident::ResidentTenures;
 use crate::registry::Registry;
 use crate::store::{AppendListener, AppendSignal, StoreError};
 
@@ -169,6 +170,40 @@ async fn recv(signals: &mut Option<mpsc::Receiver<AppendSignal>>) -> Option<Appe
             }
         },
         None => std::future::pending().await,
+    }
+}
+
+/// Keeps the in-memory lookups model at the checkpoint: a refresh whenever the feed
+/// announces a new head and at every poll (events another process projected later than it
+/// appended them announce nothing), so ListHolders and ListHoldings asked for a
+/// `min_position` it already passed answer at once, a notification or at most a poll
+/// behind the log. Requests for the latest state still fence on their own.
+pub(crate) async fn follow_log_with_lookups_model(
+    resident: ResidentTenures,
+    mut head_advanced: watch::Receiver<u64>,
+    poll_interval: Duration,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let mut poll = tokio::time::interval(poll_interval);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            changed = stopping.changed() => {
+                if changed.is_err() || *stopping.borrow() {
+                    return;
+                }
+                continue;
+            }
+            changed = head_advanced.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            _ = poll.tick() => {}
+        }
+        if let Err(e) = resident.follow().await {
+            tracing::warn!(error = %e, "lookups model cannot follow the log; retrying at the next poll");
+        }
     }
 }
 

@@ -289,6 +289,12 @@ pub async fn run_server(
         if let Err(e) = resident.load().await {
             tracing::warn!("lookups answered from the database: loading tenures failed: {e}");
         }
+        tokio::spawn(feed::follow_log_with_lookups_model(
+            resident.clone(),
+            head_advanced.subscribe(),
+            config.watch_poll_interval,
+            stopping.clone(),
+        ));
     }
     let registry_service = pb::registry_server::RegistryServer::new(RegistryService::new(
         registry.clone(),

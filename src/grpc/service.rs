@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
 
 use super::auth::{Caller, ANONYMOUS_ACTOR};
-use super::convert::{date_or_today, RequestId};
+use super::convert::{date_or_today, freshness, RequestId};
 use super::error::{invalid_argument, query_status, status};
 use super::integrity::WriteGate;
 use super::paging::Page;
@@ -260,8 +260,13 @@ impl RegistryApi for RegistryService {
         ];
         let page = Page::parse(r.page_size, &r.page_token, &scope, 0)?;
         let on = date_or_today("on_date", &r.on_date)?;
+        let freshness = freshness(r.min_position, r.as_of.is_some())?;
         let tenures = match r.as_of.as_ref() {
-            None => self.resident.holders(&r.organization, &r.post, on).await,
+            None => {
+                self.resident
+                    .holders_with(&r.organization, &r.post, on, freshness)
+                    .await
+            }
             Some(as_of) => {
                 self.queries_at(Some(as_of))
                     .await?
@@ -286,8 +291,9 @@ impl RegistryApi for RegistryService {
         let scope = ["holdings", r.person.as_str(), r.on_date.as_str(), &as_of];
         let page = Page::parse(r.page_size, &r.page_token, &scope, 0)?;
         let on = date_or_today("on_date", &r.on_date)?;
+        let freshness = freshness(r.min_position, r.as_of.is_some())?;
         let tenures = match r.as_of.as_ref() {
-            None => self.resident.holdings(&r.person, on).await,
+            None => self.resident.holdings_with(&r.person, on, freshness).await,
             Some(as_of) => {
                 self.queries_at(Some(as_of))
                     .await?

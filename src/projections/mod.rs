@@ -25,3 +25,4 @@ pub use queries::{
     NoticeView, NoticeWarning, PersonRecord, Probation, ProbationStatus, Queries, QueryError,
     Tenure,
 };
+pub use resident::Freshness;

@@ -30,6 +30,11 @@ pub enum QueryError {
         name: String,
         candidates: Vec<String>,
     },
+    /// The read models stand before `position` (asked for with
+    /// [`Freshness::AtLeast`](super::resident::Freshness)). Handle: retry, or ask for a
+    /// position the registry returned (an ingest's last position).
+    #[error("the read models stand at position {checkpoint}, before position {position}")]
+    NotReached { position: i64, checkpoint: i64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -32,10 +32,21 @@
 //!   fails, the query goes to the database ([`Queries::holders`], [`Queries::holdings`]),
 //!   which then reports the error, if any, exactly as before.
 //!
+//! - **At least a position.** A caller that needs only the events up to a position it
+//!   knows (an ingest's `last_position`: read-your-writes, monotonic reads) asks with
+//!   [`Freshness::AtLeast`]; a model that already stands there answers at once, with no
+//!   checkpoint read (on PostgreSQL that read is a round trip per batch of requests, the
+//!   difference between 35 % and 58 % of the echo at concurrency 16, BENCHMARKS.md session
+//!   25). The model follows the log by itself too ([`ResidentTenures::follow`], called by
+//!   `serve` at every change-feed wake-up and poll), so such answers lag by a notification,
+//!   at most a poll. A position the read models have not reached is an error
+//!   ([`QueryError::NotReached`]), never an older answer.
+//!
 //! Invariant: for every request, the answer equals `Queries::holders` (`holdings`) at a
 //! checkpoint read after the request arrived (`tests/resident.rs`, both databases,
-//! including writes through another server, revocations, merges and splits). Queries as of
-//! a past position are not served here.
+//! including writes through another server, revocations, merges and splits), or, asked
+//! [`Freshness::AtLeast`] `P`, at a checkpoint `C ≥ P` the model stood at. Queries as of a
+//! past position are not served here.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
@@ -92,6 +103,30 @@ impl Fence {
         let (reply, answer) = oneshot::channel();
         self.requests.send(reply).ok()?;
         answer.await.ok().flatten()
+    }
+}
+
+/// How recent an answer must be.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Freshness {
+    /// As of a checkpoint read after the request arrived: everything acknowledged before
+    /// it, by any server (linearizable).
+    #[default]
+    Latest,
+    /// As of any checkpoint at or past this log position.
+    AtLeast(i64),
+}
+
+impl Freshness {
+    /// `Ok` when an answer as of `checkpoint` will do.
+    fn admits(self, checkpoint: i64) -> Result<(), QueryError> {
+        match self {
+            Self::AtLeast(position) if checkpoint < position => Err(QueryError::NotReached {
+                position,
+                checkpoint,
+            }),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -691,8 +726,21 @@ impl ResidentTenures {
         post: &str,
         on: NaiveDate,
     ) -> Result<Vec<Tenure>, QueryError> {
+        self.holders_with(organization, post, on, Freshness::Latest)
+            .await
+    }
+
+    /// [`holders`](Self::holders) as of a checkpoint `freshness` admits.
+    pub async fn holders_with(
+        &self,
+        organization: &str,
+        post: &str,
+        on: NaiveDate,
+        freshness: Freshness,
+    ) -> Result<Vec<Tenure>, QueryError> {
         self.answer(
             on,
+            freshness,
             |state| state.holders(&self.inner.aliases, organization, post, on),
             self.inner.queries.holders(organization, post, on),
         )
@@ -701,8 +749,19 @@ impl ResidentTenures {
 
     /// Every post `person` holds on `on`, as [`Queries::holdings`] answers now.
     pub async fn holdings(&self, person: &str, on: NaiveDate) -> Result<Vec<Tenure>, QueryError> {
+        self.holdings_with(person, on, Freshness::Latest).await
+    }
+
+    /// [`holdings`](Self::holdings) as of a checkpoint `freshness` admits.
+    pub async fn holdings_with(
+        &self,
+        person: &str,
+        on: NaiveDate,
+        freshness: Freshness,
+    ) -> Result<Vec<Tenure>, QueryError> {
         self.answer(
             on,
+            freshness,
             |state| state.holdings(person, on),
             self.inner.queries.holdings(person, on),
         )
@@ -710,18 +769,36 @@ impl ResidentTenures {
     }
 
     /// A question about `on`: from memory when `on` is not before the horizon and the model
-    /// could be brought to the checkpoint, else from the database.
+    /// stands where `freshness` admits (at once) or could be brought to the checkpoint,
+    /// else from the database.
     async fn answer<T>(
         &self,
         on: NaiveDate,
+        freshness: Freshness,
         from_memory: impl FnOnce(&State) -> Result<T, QueryError>,
         from_database: impl Future<Output = Result<T, QueryError>>,
     ) -> Result<T, QueryError> {
-        if on >= self.inner.since && self.fresh().await {
-            if let Some(state) = self.read_state().as_ref() {
-                self.inner.from_memory.fetch_add(1, Ordering::Relaxed);
-                return from_memory(state);
+        if on >= self.inner.since {
+            if freshness != Freshness::Latest {
+                if let Some(state) = self.read_state().as_ref() {
+                    if freshness.admits(state.position).is_ok() {
+                        self.inner.from_memory.fetch_add(1, Ordering::Relaxed);
+                        return from_memory(state);
+                    }
+                }
             }
+            if self.fresh().await {
+                if let Some(state) = self.read_state().as_ref() {
+                    // Brought to a checkpoint read after the call: one short of the
+                    // position means the read models have not reached it.
+                    freshness.admits(state.position)?;
+                    self.inner.from_memory.fetch_add(1, Ordering::Relaxed);
+                    return from_memory(state);
+                }
+            }
+        }
+        if freshness != Freshness::Latest {
+            freshness.admits(super::projector::read_checkpoint(&self.inner.db).await?)?;
         }
         self.inner.from_database.fetch_add(1, Ordering::Relaxed);
         from_database.await
@@ -773,6 +850,16 @@ impl ResidentTenures {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         last.and_then(|(stamp, checkpoint)| (stamp == now).then_some(checkpoint))
+    }
+
+    /// Brings a loaded model to the checkpoint now (nothing before the first load): `serve`
+    /// calls it whenever the change feed wakes and at every poll, so answers asked
+    /// [`Freshness::AtLeast`] follow the log without a request having to fence.
+    pub async fn follow(&self) -> Result<(), QueryError> {
+        if !self.loaded() {
+            return Ok(());
+        }
+        self.refresh(None).await
     }
 
     /// Brings the model to `to` (`None`: the checkpoint now). One at a time; a refresh

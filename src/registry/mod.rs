@@ -61,6 +61,11 @@ pub enum RegistryError {
     /// investigate, then `renmian verify --acknowledge --reason TEXT`.
     #[error("{0}")]
     IntegrityBroken(String),
+    /// A read asked for a log position the read models have not reached (OUT_OF_RANGE).
+    /// Handle: retry (a write whose projection is still being caught up), or ask for a
+    /// position the registry returned.
+    #[error("{0}")]
+    NotReached(String),
     /// A bug or corrupt data (INTERNAL). The message is for logs, not for clients.
     #[error("{0}")]
     Internal(String),
@@ -84,6 +89,7 @@ impl From<QueryError> for RegistryError {
             }
             QueryError::NotFound(m) => Self::NotFound(m),
             e @ QueryError::Ambiguous { .. } => Self::Ambiguous(e.to_string()),
+            e @ QueryError::NotReached { .. } => Self::NotReached(e.to_string()),
             QueryError::Store(s) => s.into(),
         }
     }
