@@ -443,6 +443,107 @@ async fn ingest_is_idempotent_on_the_notice_and_on_the_request_id() {
     assert!(server.head().await > head);
 }
 
+/// `min_position`: an ingest's last position read back at once (read-your-writes), a
+/// write behind the server's back reaching such answers without any request asking for the
+/// latest state (the lookups model follows the log at every poll), a position past the
+/// read models refused with OUT_OF_RANGE, and bad values named.
+#[tokio::test]
+async fn lookups_may_ask_for_at_least_a_position() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("renmian.db").display());
+    let server = TestServer::on_database(&url, config(), true).await;
+    let mut client = server.client().await;
+    let at_least = |org: &str, post: &str, position: i64| pb::ListHoldersRequest {
+        min_position: position,
+        ..holders(org, post, "2024-06-30")
+    };
+    let written = client
+        .ingest_notice(ingest(&own_notice(61, &["王五同志任市统计局局长"]), ""))
+        .await
+        .unwrap()
+        .into_inner();
+    let position = written.results[0].last_position.expect("appended");
+    let chief = client
+        .list_holders(at_least("市统计局", "局长", position))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(persons(&chief.tenures), ["王五"]);
+    let holdings = client
+        .list_holdings(pb::ListHoldingsRequest {
+            person: "王五".into(),
+            on_date: "2024-06-30".into(),
+            min_position: position,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(holdings.tenures.len(), 1);
+
+    // Another process records a deputy; asked for at least position 1, the server answers
+    // as its model stands, and the model follows the log by itself.
+    let elsewhere = renmian::registry::Registry::open(&url).await.expect("open");
+    elsewhere
+        .ingest(
+            &own_notice(62, &["赵六同志任市统计局副局长"]),
+            &common::actor(),
+        )
+        .await
+        .expect("ingest elsewhere");
+    let started = std::time::Instant::now();
+    loop {
+        match client.list_holders(at_least("市统计局", "副局长", 1)).await {
+            Ok(r) if persons(&r.get_ref().tenures) == ["赵六"] => break,
+            Ok(_) => {}
+            Err(status) if status.code() == Code::NotFound => {}
+            Err(status) => panic!("{status:?}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the lookups model did not follow the log"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let head = server.head().await;
+    let err = client
+        .list_holders(at_least("市统计局", "局长", head + 1000))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
+    assert!(
+        err.message().contains(&(head + 1000).to_string()),
+        "{err:?}"
+    );
+    let info = err
+        .get_error_details()
+        .error_info()
+        .cloned()
+        .expect("ErrorInfo");
+    assert_eq!(info.reason, "POSITION_NOT_REACHED");
+    assert_eq!(info.metadata["position"], (head + 1000).to_string());
+    assert_eq!(info.metadata["checkpoint"], head.to_string());
+    let err = client
+        .list_holders(at_least("市统计局", "局长", -1))
+        .await
+        .unwrap_err();
+    assert_eq!(violated_field(&err), "min_position");
+    let err = client
+        .list_holdings(pb::ListHoldingsRequest {
+            person: "王五".into(),
+            min_position: position,
+            as_of: Some(pb::AsOf {
+                position,
+                recorded_at: String::new(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violated_field(&err), "min_position");
+}
+
 #[tokio::test]
 async fn bad_requests_name_the_field_and_unknowns_are_not_found() {
     let server = TestServer::seeded(config()).await;

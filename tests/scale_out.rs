@@ -223,6 +223,82 @@ async fn readable_within(client: &mut Client, id: &str, what: &str) -> Duration 
     }
 }
 
+/// `min_position` across servers: the position an ingest through B returned, asked of A,
+/// is answered with that write at once (A's lookups model is brought there); a later write
+/// through B reaches A's answers for an older position by NOTIFY alone (the poll is off and
+/// no request asks for the latest state).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_acknowledged_by_one_server_is_read_back_through_another() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let a = TestServer::on_database(&db.url, config(), false).await;
+    let b = TestServer::on_database(&db.url, config(), false).await;
+    let (mut a, mut b) = (a.client().await, b.client().await);
+    let on_date = "2024-06-30".to_string();
+    let holders = |post: &str, min_position| pb::ListHoldersRequest {
+        organization: "市统计局".into(),
+        post: post.into(),
+        on_date: on_date.clone(),
+        min_position,
+        ..Default::default()
+    };
+    let persons = |r: pb::ListHoldersResponse| -> Vec<String> {
+        r.tenures.into_iter().map(|t| t.person).collect()
+    };
+    for (round, chief) in (0u32..).zip(["王一", "李二", "张三"]) {
+        let written = b
+            .ingest_notice(pb::IngestNoticeRequest {
+                text: common::notice_text(
+                    9400 + round,
+                    "2024年3月1日",
+                    &[&format!("{chief}同志任市统计局局长")],
+                ),
+                ..Default::default()
+            })
+            .await
+            .expect("ingest through B")
+            .into_inner();
+        let position = written.results[0].last_position.expect("appended");
+        let answer = a
+            .list_holders(holders("局长", position))
+            .await
+            .expect("read back through A")
+            .into_inner();
+        assert!(
+            persons(answer).contains(&chief.to_string()),
+            "round {round}: position {position} acknowledged by B, not in A's answer"
+        );
+    }
+    let started = Instant::now();
+    b.ingest_notice(pb::IngestNoticeRequest {
+        text: common::notice_text(9410, "2024年4月1日", &["赵六同志任市统计局副局长"]),
+        ..Default::default()
+    })
+    .await
+    .expect("ingest through B");
+    loop {
+        match a.list_holders(holders("副局长", 1)).await {
+            Ok(r) => {
+                if persons(r.into_inner()) == ["赵六"] {
+                    break;
+                }
+            }
+            Err(status) if status.code() == Code::NotFound => {}
+            Err(status) => panic!("{status:?}"),
+        }
+        assert!(
+            started.elapsed() < ARRIVAL,
+            "A's lookups model did not follow B's write"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!(
+        "scale-out: a write through B in A's answers for an older position after {:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_servers_on_one_database_agree_and_both_feeds_deliver_everything() {
     let Some(db) = TestDb::postgres().await else {

@@ -10,7 +10,7 @@
 //! | `Contention`                   | ABORTED             | retry                            |
 //! | `Unavailable`                  | UNAVAILABLE         | generic message; detail logged   |
 //! | `IntegrityBroken`              | FAILED_PRECONDITION | writes refused until acknowledged|
-//! | `NotReached`                   | OUT_OF_RANGE        | read models before `min_position`|
+//! | `NotReached`                   | OUT_OF_RANGE        | `ErrorInfo` POSITION_NOT_REACHED |
 //! | `Internal`                     | INTERNAL            | generic message; detail logged   |
 //!
 //! Database and internal details go to the server log only: their text can contain SQL,
@@ -21,6 +21,13 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::projections::QueryError;
 use crate::registry::RegistryError;
+
+/// `google.rpc.ErrorInfo` domain of the reasons below.
+pub const DOMAIN: &str = "renmian";
+/// `ErrorInfo` reason of OUT_OF_RANGE for a `min_position` the read models have not
+/// reached; its metadata gives `position` and `checkpoint`. The only OUT_OF_RANGE a
+/// handler returns, and the only one with details (`guard` tells it from tonic's own).
+pub const NOT_REACHED: &str = "POSITION_NOT_REACHED";
 
 /// INVALID_ARGUMENT naming the request `field` in a `google.rpc.BadRequest` detail.
 pub fn invalid_argument(field: &str, description: impl Into<String>) -> Status {
@@ -46,7 +53,21 @@ pub fn status(err: RegistryError, subject: &'static str) -> Status {
             Status::unavailable("the database is unavailable; retry later")
         }
         RegistryError::IntegrityBroken(message) => Status::failed_precondition(message),
-        RegistryError::NotReached(message) => Status::out_of_range(message),
+        RegistryError::NotReached {
+            position,
+            checkpoint,
+        } => Status::with_error_details(
+            Code::OutOfRange,
+            err.to_string(),
+            ErrorDetails::with_error_info(
+                NOT_REACHED,
+                DOMAIN,
+                [
+                    ("position".to_string(), position.to_string()),
+                    ("checkpoint".to_string(), checkpoint.to_string()),
+                ],
+            ),
+        ),
         RegistryError::Internal(detail) => {
             tracing::error!(error = %detail, "internal error");
             Status::internal("internal error; the server log has the details")

@@ -170,15 +170,19 @@ fn percent_decode(text: &str) -> String {
 }
 
 /// tonic answers a request over `max_decoding_message_size` with OUT_OF_RANGE before the
-/// handler runs; gRPC's convention (and our API contract) is RESOURCE_EXHAUSTED. No handler
-/// of ours returns OUT_OF_RANGE, so a trailers-only OUT_OF_RANGE here is always that case.
+/// handler runs; gRPC's convention (and our API contract) is RESOURCE_EXHAUSTED. The one
+/// OUT_OF_RANGE of ours (a `min_position` not reached, `error::NOT_REACHED`) carries error
+/// details and tonic's carries none, so a trailers-only OUT_OF_RANGE without details here
+/// is always that case.
 fn report_oversized_as_resource_exhausted(
     response: &mut http::Response<tonic::body::Body>,
     limit: usize,
 ) {
     let out_of_range = (tonic::Code::OutOfRange as i32).to_string();
     let headers = response.headers_mut();
-    if headers.get("grpc-status").and_then(|v| v.to_str().ok()) != Some(out_of_range.as_str()) {
+    if headers.get("grpc-status").and_then(|v| v.to_str().ok()) != Some(out_of_range.as_str())
+        || headers.contains_key("grpc-status-details-bin")
+    {
         return;
     }
     let code = (tonic::Code::ResourceExhausted as i32).to_string();

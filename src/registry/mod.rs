@@ -64,8 +64,8 @@ pub enum RegistryError {
     /// A read asked for a log position the read models have not reached (OUT_OF_RANGE).
     /// Handle: retry (a write whose projection is still being caught up), or ask for a
     /// position the registry returned.
-    #[error("{0}")]
-    NotReached(String),
+    #[error("the read models stand at position {checkpoint}, before position {position}")]
+    NotReached { position: i64, checkpoint: i64 },
     /// A bug or corrupt data (INTERNAL). The message is for logs, not for clients.
     #[error("{0}")]
     Internal(String),
@@ -89,7 +89,13 @@ impl From<QueryError> for RegistryError {
             }
             QueryError::NotFound(m) => Self::NotFound(m),
             e @ QueryError::Ambiguous { .. } => Self::Ambiguous(e.to_string()),
-            e @ QueryError::NotReached { .. } => Self::NotReached(e.to_string()),
+            QueryError::NotReached {
+                position,
+                checkpoint,
+            } => Self::NotReached {
+                position,
+                checkpoint,
+            },
             QueryError::Store(s) => s.into(),
         }
     }
