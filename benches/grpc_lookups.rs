@@ -13,7 +13,9 @@
 //! runs in this process, or is a `renmian serve` on that database at `--connect`.
 //! Each level sends N requests from as many client tasks as the level, each on its own
 //! HTTP/2 connection, and reports requests/s, p50 and p99. Bounded by counts; nothing
-//! asserts on time.
+//! asserts on time. The rows "…, min_position" ask the same questions for any state at or
+//! after the head the bench started at (as a client passes its last ingest's position):
+//! answered without the checkpoint read the latest state needs.
 
 /// The allocator of the `renmian` binary (`src/main.rs`), so the bench measures what ships.
 #[global_allocator]
@@ -75,12 +77,24 @@ fn connect_address(arg: &str) -> std::net::SocketAddr {
         .unwrap_or_else(|_| panic!("--connect HOST:PORT (an IP address and port), not {arg}"))
 }
 
-/// A query a client sends: which RPC and its arguments.
+/// A query a client sends: which RPC and its arguments (the last: `min_position`, 0 for
+/// the latest state).
 #[derive(Clone)]
 enum Lookup {
-    Holders(String, String),
-    Holdings(String),
+    Holders(String, String, i64),
+    Holdings(String, i64),
     Health,
+}
+
+impl Lookup {
+    /// The same question asked for any state at or after `position`.
+    fn at_least(&self, position: i64) -> Self {
+        match self.clone() {
+            Self::Holders(organization, post, _) => Self::Holders(organization, post, position),
+            Self::Holdings(person, _) => Self::Holdings(person, position),
+            Self::Health => Self::Health,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -117,21 +131,23 @@ async fn run_level(
                 let lookup = &lookups[(t * 7919 + i * 31) % lookups.len()];
                 let begun = Instant::now();
                 let ok = match lookup {
-                    Lookup::Holders(organization, post) => registry
+                    Lookup::Holders(organization, post, min_position) => registry
                         .list_holders(pb::ListHoldersRequest {
                             organization: organization.clone(),
                             post: post.clone(),
                             on_date: "2024-06-30".into(),
+                            min_position: *min_position,
                             ..Default::default()
                         })
                         .await
                         .is_ok(),
-                    Lookup::Holdings(person) => {
+                    Lookup::Holdings(person, min_position) => {
                         // A shared name (同名) is answered INVALID_ARGUMENT: an answer too.
                         let r = registry
                             .list_holdings(pb::ListHoldingsRequest {
                                 person: person.clone(),
                                 on_date: "2024-06-30".into(),
+                                min_position: *min_position,
                                 ..Default::default()
                             })
                             .await;
@@ -204,14 +220,14 @@ async fn bench(o: Options) -> anyhow::Result<()> {
     .await?;
     let holders: Vec<Lookup> = posts
         .iter()
-        .map(|r| Ok(Lookup::Holders(r.try_get(0)?, r.try_get(1)?)))
+        .map(|r| Ok(Lookup::Holders(r.try_get(0)?, r.try_get(1)?, 0)))
         .collect::<Result<_, sqlx::Error>>()?;
     let people = sqlx::query("SELECT DISTINCT name FROM rm_persons ORDER BY 1")
         .fetch_all(pool)
         .await?;
     let holdings: Vec<Lookup> = people
         .iter()
-        .map(|r| Ok(Lookup::Holdings(r.try_get(0)?)))
+        .map(|r| Ok(Lookup::Holdings(r.try_get(0)?, 0)))
         .collect::<Result<_, sqlx::Error>>()?;
 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -272,10 +288,17 @@ async fn bench(o: Options) -> anyhow::Result<()> {
         )
         .await;
         let ceiling_rate = ceiling.requests as f64 / ceiling.seconds;
+        // `min_position` = the head when the bench started, as a client passes the
+        // position its last ingest returned: no checkpoint read per batch of requests.
+        let at_head = |lookups: &[Lookup]| -> Vec<Lookup> {
+            lookups.iter().map(|l| l.at_least(events.max(1))).collect()
+        };
         for (name, lookups) in [
             ("Health/Check (ceiling)", vec![Lookup::Health]),
             ("ListHolders", holders.clone()),
             ("ListHoldings", holdings.clone()),
+            ("ListHolders, min_position", at_head(&holders)),
+            ("ListHoldings, min_position", at_head(&holdings)),
         ] {
             let level = if name.starts_with("Health") {
                 ceiling.clone()

@@ -24,6 +24,10 @@ use crate::projections::resident::ResidentTenures;
 use crate::registry::Registry;
 use crate::store::{AppendListener, AppendSignal, StoreError};
 
+/// Least time from one refresh of the lookups model to the next (see
+/// [`follow_log_with_lookups_model`]).
+const FOLLOW_SPACING: Duration = Duration::from_millis(20);
+
 /// Signals buffered between the listener and the feed; a full buffer only delays the
 /// listener (notifications queue up in PostgreSQL meanwhile).
 const SIGNAL_BUFFER: usize = 64;
@@ -176,8 +180,8 @@ async fn recv(signals: &mut Option<mpsc::Receiver<AppendSignal>>) -> Option<Appe
 /// Keeps the in-memory lookups model at the checkpoint: a refresh whenever the feed
 /// announces a new head and at every poll (events another process projected later than it
 /// appended them announce nothing), so ListHolders and ListHoldings asked for a
-/// `min_position` it already passed answer at once, a notification or at most a poll
-/// behind the log. Requests for the latest state still fence on their own.
+/// `min_position` it already passed answer at once, a notification (plus at most
+/// [`FOLLOW_SPACING`]) or at most a poll behind the log. Requests for the latest state still fence on their own.
 pub(crate) async fn follow_log_with_lookups_model(
     resident: ResidentTenures,
     mut head_advanced: watch::Receiver<u64>,
@@ -201,9 +205,13 @@ pub(crate) async fn follow_log_with_lookups_model(
             }
             _ = poll.tick() => {}
         }
+        let started = tokio::time::Instant::now();
         if let Err(e) = resident.follow().await {
             tracing::warn!(error = %e, "lookups model cannot follow the log; retrying at the next poll");
         }
+        // Under a stream of ingests the refreshes would run back to back, each a few reads
+        // beside the appends; spaced out, one catches up everything since the last.
+        tokio::time::sleep_until(started + FOLLOW_SPACING).await;
     }
 }
 
