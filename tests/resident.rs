@@ -361,6 +361,17 @@ async fn an_unloaded_model_answers_from_the_database(db: TestDb) {
     );
 }
 
+/// Records a notice of one clause; returns its last event's position.
+async fn record(registry: &Registry, number: u32, date: &str, clause: &str) -> i64 {
+    registry
+        .ingest(&notice_text(number, date, &[clause]), &actor())
+        .await
+        .expect("ingest")
+        .remove(0)
+        .last_position
+        .expect("appended")
+}
+
 /// Who the model says holds 副局长 at 市统计局 on 2024-06-30 (or its error's text).
 async fn deputies(resident: &ResidentTenures, freshness: Freshness) -> Result<Vec<String>, String> {
     let on = common::date("2024-06-30");
@@ -378,16 +389,7 @@ async fn deputies(resident: &ResidentTenures, freshness: Freshness) -> Result<Ve
 /// an older answer.
 async fn an_answer_at_least_a_position_needs_no_checkpoint_read(db: TestDb) {
     let writer = Registry::open(&db.url).await.expect("open");
-    let first = writer
-        .ingest(
-            &notice_text(9301, "2024年3月1日", &["李四同志任市统计局局长"]),
-            &actor(),
-        )
-        .await
-        .expect("ingest")
-        .remove(0)
-        .last_position
-        .expect("appended");
+    let first = record(&writer, 9301, "2024年3月1日", "李四同志任市统计局局长").await;
     let server = Registry::open(&db.url).await.expect("open");
     let resident = server.resident_tenures(common::date("2020-01-01"));
     resident.load().await.expect("load");
@@ -399,16 +401,7 @@ async fn an_answer_at_least_a_position_needs_no_checkpoint_read(db: TestDb) {
     );
 
     // Another server records a deputy; the model has not heard of it.
-    let second = writer
-        .ingest(
-            &notice_text(9302, "2024年4月1日", &["王五同志任市统计局副局长"]),
-            &actor(),
-        )
-        .await
-        .expect("ingest")
-        .remove(0)
-        .last_position
-        .expect("appended");
+    let second = record(&writer, 9302, "2024年4月1日", "王五同志任市统计局副局长").await;
     assert!(second > first);
     assert_eq!(
         deputies(&resident, Freshness::AtLeast(first)).await,
@@ -432,13 +425,7 @@ async fn an_answer_at_least_a_position_needs_no_checkpoint_read(db: TestDb) {
     );
 
     // A third write: following the log brings the model to it without any request.
-    writer
-        .ingest(
-            &notice_text(9303, "2024年5月1日", &["赵六同志任市统计局副局长"]),
-            &actor(),
-        )
-        .await
-        .expect("ingest");
+    record(&writer, 9303, "2024年5月1日", "赵六同志任市统计局副局长").await;
     assert_eq!(
         deputies(&resident, Freshness::AtLeast(first)).await,
         Ok(vec!["王五".to_string()])

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch, Notify};
 
+use super::stop_requested;
 use crate::projections::resident::ResidentTenures;
 use crate::registry::Registry;
 use crate::store::{AppendListener, AppendSignal, StoreError};
@@ -75,11 +76,7 @@ async fn forward(
 ) {
     loop {
         tokio::select! {
-            changed = stopping.changed() => {
-                if changed.is_err() || *stopping.borrow() {
-                    return;
-                }
-            }
+            () = stop_requested(&mut stopping) => return,
             signal = listener.next() => {
                 if signals.send(signal).await.is_err() {
                     return;
@@ -108,12 +105,7 @@ impl Feed {
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let signal = tokio::select! {
-                changed = stopping.changed() => {
-                    if changed.is_err() || *stopping.borrow() {
-                        return;
-                    }
-                    continue;
-                }
+                () = stop_requested(&mut stopping) => return,
                 signal = recv(&mut signals) => signal,
                 _ = poll.tick() => None,
             };
@@ -192,12 +184,7 @@ pub(crate) async fn follow_log_with_lookups_model(
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            changed = stopping.changed() => {
-                if changed.is_err() || *stopping.borrow() {
-                    return;
-                }
-                continue;
-            }
+            () = stop_requested(&mut stopping) => return,
             changed = head_advanced.changed() => {
                 if changed.is_err() {
                     return;
@@ -221,12 +208,7 @@ pub(crate) async fn follow_log_with_lookups_model(
 async fn project(registry: Arc<Registry>, due: Arc<Notify>, mut stopping: watch::Receiver<bool>) {
     loop {
         tokio::select! {
-            changed = stopping.changed() => {
-                if changed.is_err() || *stopping.borrow() {
-                    return;
-                }
-                continue;
-            }
+            () = stop_requested(&mut stopping) => return,
             () = due.notified() => {}
         }
         let lagging = async {

@@ -99,11 +99,7 @@ pub async fn monitor(
     ticks.tick().await;
     loop {
         tokio::select! {
-            changed = stopping.changed() => {
-                if changed.is_err() || *stopping.borrow() {
-                    return;
-                }
-            }
+            () = super::stop_requested(&mut stopping) => return,
             _ = ticks.tick() => {
                 if let Err(e) = gate.refresh(&db, &health).await {
                     tracing::warn!(error = %e, "integrity check could not run; keeping the last verdict");

@@ -434,3 +434,9 @@ async fn shutdown_signal() {
         () = terminate => {}
     }
 }
+
+/// Resolves once the server is asked to stop (or the sender of `stopping` is gone): the
+/// shutdown arm of every background task's `select!`.
+pub(crate) async fn stop_requested(stopping: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|stop| *stop).await;
+}

@@ -565,11 +565,7 @@ impl Follower {
             }
             tokio::select! {
                 () = tx.closed() => return,
-                changed = self.stopping.changed() => {
-                    if changed.is_err() || *self.stopping.borrow() {
-                        break;
-                    }
-                }
+                () = super::stop_requested(&mut self.stopping) => break,
                 // An error means the service is gone, so the server is stopping too.
                 changed = self.head_advanced.changed() => {
                     if changed.is_err() {
