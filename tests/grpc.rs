@@ -469,6 +469,11 @@ async fn lookups_may_ask_for_at_least_a_position() {
         .unwrap()
         .into_inner();
     assert_eq!(persons(&chief.tenures), ["王五"]);
+    assert!(
+        chief.position >= position,
+        "{} < {position}",
+        chief.position
+    );
     let holdings = client
         .list_holdings(pb::ListHoldingsRequest {
             person: "王五".into(),
@@ -480,6 +485,20 @@ async fn lookups_may_ask_for_at_least_a_position() {
         .unwrap()
         .into_inner();
     assert_eq!(holdings.tenures.len(), 1);
+    assert!(holdings.position >= position);
+    // As of a past point: no position of the latest state.
+    let past = client
+        .list_holders(pb::ListHoldersRequest {
+            as_of: Some(pb::AsOf {
+                position,
+                recorded_at: String::new(),
+            }),
+            ..holders("市统计局", "局长", "2024-06-30")
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((persons(&past.tenures), past.position), (vec!["王五"], 0));
 
     // Another process records a deputy; asked for at least position 1, the server answers
     // as its model stands, and the model follows the log by itself.
@@ -494,7 +513,11 @@ async fn lookups_may_ask_for_at_least_a_position() {
     let started = std::time::Instant::now();
     loop {
         match client.list_holders(at_least("市统计局", "副局长", 1)).await {
-            Ok(r) if persons(&r.get_ref().tenures) == ["赵六"] => break,
+            Ok(r) if persons(&r.get_ref().tenures) == ["赵六"] => {
+                // The answer reflects the other process's write.
+                assert_eq!(r.get_ref().position, server.head().await);
+                break;
+            }
             Ok(_) => {}
             Err(status) if status.code() == Code::NotFound => {}
             Err(status) => panic!("{status:?}"),

@@ -378,7 +378,7 @@ async fn deputies(resident: &ResidentTenures, freshness: Freshness) -> Result<Ve
     resident
         .holders_with("市统计局", "副局长", on, freshness)
         .await
-        .map(|tenures| tenures.into_iter().map(|t| t.person).collect())
+        .map(|answer| answer.value.into_iter().map(|t| t.person).collect())
         .map_err(|e| e.to_string())
 }
 
@@ -409,6 +409,14 @@ async fn an_answer_at_least_a_position_needs_no_checkpoint_read(db: TestDb) {
         "a position the model passed: answered as the model stands, no checkpoint read"
     );
     assert_eq!(resident.position(), first);
+    let stale = resident
+        .holdings_with("李四", on, Freshness::AtLeast(first))
+        .await
+        .unwrap();
+    assert_eq!(
+        stale.position, first,
+        "the answer says which position it reflects"
+    );
     // The writer's own position: read-your-writes, the model brought there first.
     assert_eq!(
         deputies(&resident, Freshness::AtLeast(second)).await,
@@ -419,8 +427,9 @@ async fn an_answer_at_least_a_position_needs_no_checkpoint_read(db: TestDb) {
         .holdings_with("王五", on, Freshness::AtLeast(second))
         .await
         .unwrap();
+    assert_eq!(holdings.position, second);
     assert_eq!(
-        holdings,
+        holdings.value,
         server.queries().holdings("王五", on).await.unwrap()
     );
 
@@ -464,13 +473,16 @@ async fn an_answer_at_least_a_position_needs_no_checkpoint_read(db: TestDb) {
             Err(QueryError::NotReached { .. })
         ));
     }
-    // Before the horizon, a position reached: the database's answer.
+    // Before the horizon, a position reached: the database's answer, reflecting at least
+    // the checkpoint read before it.
     let early = common::date("2019-06-30");
+    let answer = resident
+        .holders_with("市统计局", "副局长", early, Freshness::AtLeast(head))
+        .await
+        .unwrap();
+    assert_eq!(answer.position, head);
     assert_eq!(
-        resident
-            .holders_with("市统计局", "副局长", early, Freshness::AtLeast(head))
-            .await
-            .unwrap(),
+        answer.value,
         server
             .queries()
             .holders("市统计局", "副局长", early)

@@ -265,10 +265,20 @@ async fn a_position_acknowledged_by_one_server_is_read_back_through_another() {
             .await
             .expect("read back through A")
             .into_inner();
+        let seen = answer.position;
+        assert!(seen >= position, "round {round}: {seen} < {position}");
         assert!(
             persons(answer).contains(&chief.to_string()),
             "round {round}: position {position} acknowledged by B, not in A's answer"
         );
+        // The position A's answer reflects, asked of B: never an older answer.
+        let again = b
+            .list_holders(holders("局长", seen))
+            .await
+            .expect("monotonic read through B")
+            .into_inner();
+        assert!(again.position >= seen);
+        assert!(persons(again).contains(&chief.to_string()));
     }
     let started = Instant::now();
     b.ingest_notice(pb::IngestNoticeRequest {

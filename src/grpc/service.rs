@@ -18,7 +18,7 @@ use super::paging::Page;
 use super::pb;
 use super::pb::registry_server::Registry as RegistryApi;
 use crate::domain::{content_hash, NoticeKey};
-use crate::projections::resident::ResidentTenures;
+use crate::projections::resident::{Answer, ResidentTenures};
 use crate::projections::Queries;
 use crate::registry::{Actor, Registry, RegistryError};
 use crate::store::StoredEvent;
@@ -147,6 +147,11 @@ impl RegistryService {
     }
 }
 
+/// A lookup answered as of a past point: no position of the latest state to report.
+fn as_of_a_past_point<T>(value: T) -> Answer<T> {
+    Answer { value, position: 0 }
+}
+
 /// The as-of part of a page token's scope, so a token is only valid for the same view.
 fn as_of_scope(as_of: Option<&pb::AsOf>) -> String {
     as_of.map_or_else(String::new, |a| format!("{}@{}", a.position, a.recorded_at))
@@ -261,24 +266,25 @@ impl RegistryApi for RegistryService {
         let page = Page::parse(r.page_size, &r.page_token, &scope, 0)?;
         let on = date_or_today("on_date", &r.on_date)?;
         let freshness = freshness(r.min_position, r.as_of.is_some())?;
-        let tenures = match r.as_of.as_ref() {
+        let answer = match r.as_of.as_ref() {
             None => {
                 self.resident
                     .holders_with(&r.organization, &r.post, on, freshness)
                     .await
             }
-            Some(as_of) => {
-                self.queries_at(Some(as_of))
-                    .await?
-                    .holders(&r.organization, &r.post, on)
-                    .await
-            }
+            Some(as_of) => self
+                .queries_at(Some(as_of))
+                .await?
+                .holders(&r.organization, &r.post, on)
+                .await
+                .map(as_of_a_past_point),
         }
         .map_err(|e| query_status(e, "organization"))?;
-        let (tenures, next_page_token) = page.slice(tenures);
+        let (tenures, next_page_token) = page.slice(answer.value);
         Ok(Response::new(pb::ListHoldersResponse {
             tenures,
             next_page_token,
+            position: answer.position,
         }))
     }
 
@@ -292,20 +298,21 @@ impl RegistryApi for RegistryService {
         let page = Page::parse(r.page_size, &r.page_token, &scope, 0)?;
         let on = date_or_today("on_date", &r.on_date)?;
         let freshness = freshness(r.min_position, r.as_of.is_some())?;
-        let tenures = match r.as_of.as_ref() {
+        let answer = match r.as_of.as_ref() {
             None => self.resident.holdings_with(&r.person, on, freshness).await,
-            Some(as_of) => {
-                self.queries_at(Some(as_of))
-                    .await?
-                    .holdings(&r.person, on)
-                    .await
-            }
+            Some(as_of) => self
+                .queries_at(Some(as_of))
+                .await?
+                .holdings(&r.person, on)
+                .await
+                .map(as_of_a_past_point),
         }
         .map_err(|e| query_status(e, "person"))?;
-        let (tenures, next_page_token) = page.slice(tenures);
+        let (tenures, next_page_token) = page.slice(answer.value);
         Ok(Response::new(pb::ListHoldingsResponse {
             tenures,
             next_page_token,
+            position: answer.position,
         }))
     }
 

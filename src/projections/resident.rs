@@ -40,7 +40,8 @@
 //!   25). The model follows the log by itself too ([`ResidentTenures::follow`], called by
 //!   `serve` at every change-feed wake-up and poll), so such answers lag by a notification,
 //!   at most a poll. A position the read models have not reached is an error
-//!   ([`QueryError::NotReached`]), never an older answer.
+//!   ([`QueryError::NotReached`]), never an older answer. Every answer says which
+//!   position it reflects ([`Answer`]), for the caller to pass on.
 //!
 //! Invariant: for every request, the answer equals `Queries::holders` (`holdings`) at a
 //! checkpoint read after the request arrived (`tests/resident.rs`, both databases,
@@ -128,6 +129,14 @@ impl Freshness {
             _ => Ok(()),
         }
     }
+}
+
+/// An answer and the log position it reflects: every event up to `position` is in it
+/// (from memory: exactly those; from the database: at least those).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer<T> {
+    pub value: T,
+    pub position: i64,
 }
 
 /// What the holders and holdings queries read, at one checkpoint.
@@ -728,16 +737,18 @@ impl ResidentTenures {
     ) -> Result<Vec<Tenure>, QueryError> {
         self.holders_with(organization, post, on, Freshness::Latest)
             .await
+            .map(|answer| answer.value)
     }
 
-    /// [`holders`](Self::holders) as of a checkpoint `freshness` admits.
+    /// [`holders`](Self::holders) as of a checkpoint `freshness` admits, with the position
+    /// the answer reflects.
     pub async fn holders_with(
         &self,
         organization: &str,
         post: &str,
         on: NaiveDate,
         freshness: Freshness,
-    ) -> Result<Vec<Tenure>, QueryError> {
+    ) -> Result<Answer<Vec<Tenure>>, QueryError> {
         self.answer(
             on,
             freshness,
@@ -749,16 +760,19 @@ impl ResidentTenures {
 
     /// Every post `person` holds on `on`, as [`Queries::holdings`] answers now.
     pub async fn holdings(&self, person: &str, on: NaiveDate) -> Result<Vec<Tenure>, QueryError> {
-        self.holdings_with(person, on, Freshness::Latest).await
+        self.holdings_with(person, on, Freshness::Latest)
+            .await
+            .map(|answer| answer.value)
     }
 
-    /// [`holdings`](Self::holdings) as of a checkpoint `freshness` admits.
+    /// [`holdings`](Self::holdings) as of a checkpoint `freshness` admits, with the position
+    /// the answer reflects.
     pub async fn holdings_with(
         &self,
         person: &str,
         on: NaiveDate,
         freshness: Freshness,
-    ) -> Result<Vec<Tenure>, QueryError> {
+    ) -> Result<Answer<Vec<Tenure>>, QueryError> {
         self.answer(
             on,
             freshness,
@@ -777,31 +791,36 @@ impl ResidentTenures {
         freshness: Freshness,
         from_memory: impl FnOnce(&State) -> Result<T, QueryError>,
         from_database: impl Future<Output = Result<T, QueryError>>,
-    ) -> Result<T, QueryError> {
+    ) -> Result<Answer<T>, QueryError> {
         if on >= self.inner.since {
-            if freshness != Freshness::Latest {
+            // A model that stands where `freshness` admits answers at once; any other is
+            // brought to a checkpoint read after the call first, and one still short of
+            // the position means the read models have not reached it.
+            let admitted = freshness != Freshness::Latest
+                && self
+                    .read_state()
+                    .as_ref()
+                    .is_some_and(|state| freshness.admits(state.position).is_ok());
+            if admitted || self.fresh().await {
                 if let Some(state) = self.read_state().as_ref() {
-                    if freshness.admits(state.position).is_ok() {
-                        self.inner.from_memory.fetch_add(1, Ordering::Relaxed);
-                        return from_memory(state);
-                    }
-                }
-            }
-            if self.fresh().await {
-                if let Some(state) = self.read_state().as_ref() {
-                    // Brought to a checkpoint read after the call: one short of the
-                    // position means the read models have not reached it.
                     freshness.admits(state.position)?;
                     self.inner.from_memory.fetch_add(1, Ordering::Relaxed);
-                    return from_memory(state);
+                    let value = from_memory(state)?;
+                    return Ok(Answer {
+                        value,
+                        position: state.position,
+                    });
                 }
             }
         }
-        if freshness != Freshness::Latest {
-            freshness.admits(super::projector::read_checkpoint(&self.inner.db).await?)?;
-        }
+        // Read before the query, so the answer reflects at least this checkpoint.
+        let checkpoint = super::projector::read_checkpoint(&self.inner.db).await?;
+        freshness.admits(checkpoint)?;
         self.inner.from_database.fetch_add(1, Ordering::Relaxed);
-        from_database.await
+        Ok(Answer {
+            value: from_database.await?,
+            position: checkpoint,
+        })
     }
 
     /// How many questions were answered from memory and how many from the database.
