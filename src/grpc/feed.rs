@@ -173,7 +173,8 @@ async fn recv(signals: &mut Option<mpsc::Receiver<AppendSignal>>) -> Option<Appe
 /// announces a new head and at every poll (events another process projected later than it
 /// appended them announce nothing), so ListHolders and ListHoldings asked for a
 /// `min_position` it already passed answer at once, a notification (plus at most
-/// [`FOLLOW_SPACING`]) or at most a poll behind the log. Requests for the latest state still fence on their own.
+/// [`FOLLOW_SPACING`]) or at most a poll behind the log. Requests for the latest state
+/// still fence on their own.
 pub(crate) async fn follow_log_with_lookups_model(
     resident: ResidentTenures,
     mut head_advanced: watch::Receiver<u64>,
