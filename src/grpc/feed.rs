@@ -26,8 +26,10 @@ use crate::registry::Registry;
 use crate::store::{AppendListener, AppendSignal, StoreError};
 
 /// Least time from one refresh of the lookups model to the next (see
-/// [`follow_log_with_lookups_model`]).
-const FOLLOW_SPACING: Duration = Duration::from_millis(20);
+/// [`follow_log_with_lookups_model`]): under a stream of ingests at most ten refreshes a
+/// second, each a checkpoint read and a few index range reads beside the appends. The
+/// first change after a quiet spell is followed at once.
+const FOLLOW_SPACING: Duration = Duration::from_millis(100);
 
 /// Signals buffered between the listener and the feed; a full buffer only delays the
 /// listener (notifications queue up in PostgreSQL meanwhile).

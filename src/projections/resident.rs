@@ -38,8 +38,8 @@
 //!   checkpoint read (on PostgreSQL that read is a round trip per batch of requests, the
 //!   difference between 35 % and 58 % of the echo at concurrency 16, BENCHMARKS.md session
 //!   25). The model follows the log by itself too ([`ResidentTenures::follow`], called by
-//!   `serve` at every change-feed wake-up and poll), so such answers lag by a notification,
-//!   at most a poll. A position the read models have not reached is an error
+//!   `serve` at every change-feed wake-up, at most every 100 ms, and at every poll), so such
+//!   answers lag by a notification and that spacing, at most a poll. A position the read models have not reached is an error
 //!   ([`QueryError::NotReached`]), never an older answer. Every answer says which
 //!   position it reflects ([`Answer`]), for the caller to pass on.
 //!
