@@ -164,7 +164,12 @@ async fn readme_grpcurl_examples_work() {
         );
         all_output.push_str(&stdout);
     }
-    for expected in ["renmian.v1.Registry", "grpc.health.v1.Health", "钟炎夫"] {
+    for expected in [
+        "renmian.v1.Registry",
+        "grpc.health.v1.Health",
+        "钟炎夫",
+        "\"position\"",
+    ] {
         assert!(
             all_output.contains(expected),
             "{expected} not in:\n{all_output}"
