@@ -185,6 +185,9 @@ pub(crate) async fn follow_log_with_lookups_model(
 ) {
     let mut poll = tokio::time::interval(poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Said once when following starts failing and once when it works again, not at every
+    // poll while the database is down.
+    let mut failing = false;
     loop {
         tokio::select! {
             () = stop_requested(&mut stopping) => return,
@@ -196,8 +199,16 @@ pub(crate) async fn follow_log_with_lookups_model(
             _ = poll.tick() => {}
         }
         let started = tokio::time::Instant::now();
-        if let Err(e) = resident.follow().await {
-            tracing::warn!(error = %e, "lookups model cannot follow the log; retrying at the next poll");
+        match resident.follow().await {
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "lookups model cannot follow the log; retrying at every poll (requests for the latest state still refresh it)");
+            }
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("lookups model follows the log again");
+            }
+            _ => {}
         }
         // Under a stream of ingests the refreshes would run back to back, each a few reads
         // beside the appends; spaced out, one catches up everything since the last.
