@@ -489,6 +489,24 @@ async fn an_answer_at_least_a_position_needs_no_checkpoint_read(db: TestDb) {
             .await
             .unwrap()
     );
+
+    // A model nobody asked since it last followed is left where it is by `follow`, and the
+    // next question fences first: a quiet spell never leaves a stale answer behind.
+    resident.follow().await.expect("follow");
+    resident.follow().await.expect("follow");
+    let before = resident.position();
+    let fourth = record(&writer, 9304, "2024年6月1日", "孙七同志任市统计局副局长").await;
+    resident.follow().await.expect("follow");
+    assert_eq!(resident.position(), before, "nobody asked: not followed");
+    assert_eq!(
+        deputies(&resident, Freshness::AtLeast(first)).await,
+        Ok(["王五", "赵六", "孙七"].map(String::from).to_vec())
+    );
+    assert_eq!(resident.position(), fourth);
+    // Asked again: following resumes.
+    record(&writer, 9305, "2024年6月2日", "周八同志任市统计局副局长").await;
+    resident.follow().await.expect("follow");
+    assert!(resident.position() > fourth, "asked since: followed");
 }
 
 backend_suite!(

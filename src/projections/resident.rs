@@ -625,6 +625,13 @@ struct Inner {
     reload_after: i64,
     from_memory: AtomicU64,
     from_database: AtomicU64,
+    /// Set by every answer from memory, taken by [`ResidentTenures::follow`]: a model
+    /// nobody asks is not kept current (its reads would cost a write-only server ~8 % of its
+    /// ingest rate, BENCHMARKS.md session 25).
+    used: AtomicBool,
+    /// Set when `follow` left the model where it was: it may be behind, so the next
+    /// request asked [`Freshness::AtLeast`] fences as one for the latest state does.
+    behind: AtomicBool,
 }
 
 impl ResidentTenures {
@@ -670,6 +677,8 @@ impl ResidentTenures {
                 reload_after: RELOAD_AFTER_EVENTS,
                 from_memory: AtomicU64::new(0),
                 from_database: AtomicU64::new(0),
+                used: AtomicBool::new(false),
+                behind: AtomicBool::new(false),
             }),
         }
     }
@@ -797,6 +806,7 @@ impl ResidentTenures {
             // brought to a checkpoint read after the call first, and one still short of
             // the position means the read models have not reached it.
             let admitted = freshness != Freshness::Latest
+                && !self.inner.behind.load(Ordering::Acquire)
                 && self
                     .read_state()
                     .as_ref()
@@ -805,6 +815,7 @@ impl ResidentTenures {
                 if let Some(state) = self.read_state().as_ref() {
                     freshness.admits(state.position)?;
                     self.inner.from_memory.fetch_add(1, Ordering::Relaxed);
+                    self.inner.used.store(true, Ordering::Release);
                     let value = from_memory(state)?;
                     return Ok(Answer {
                         value,
@@ -838,23 +849,21 @@ impl ResidentTenures {
             self.warm();
             return false;
         }
-        let checkpoint = match self.unchanged_checkpoint() {
-            Some(checkpoint) => checkpoint,
-            None => match self.inner.fence.position().await {
+        self.with_behind_cleared(async {
+            let checkpoint = match self.unchanged_checkpoint() {
                 Some(checkpoint) => checkpoint,
-                None => return false,
-            },
-        };
-        if self.position() >= checkpoint {
-            return true;
-        }
-        match self.refresh(Some(checkpoint)).await {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!("resident tenures: refresh failed: {e}");
-                false
+                // The fence has said why.
+                None => self.inner.fence.position().await.ok_or(())?,
+            };
+            if self.position() >= checkpoint {
+                return Ok(());
             }
-        }
+            self.refresh(Some(checkpoint))
+                .await
+                .map_err(|e| tracing::warn!("resident tenures: refresh failed: {e}"))
+        })
+        .await
+        .is_ok()
     }
 
     /// The checkpoint the fence read last, when the database's commit stamp read now is
@@ -874,11 +883,34 @@ impl ResidentTenures {
     /// Brings a loaded model to the checkpoint now (nothing before the first load): `serve`
     /// calls it whenever the change feed wakes and at every poll, so answers asked
     /// [`Freshness::AtLeast`] follow the log without a request having to fence.
+    ///
+    /// A model no question was answered from since the last call is left where it is and
+    /// marked behind (keeping a model nobody asks current would cost a write-only server
+    /// ~8 % of its ingest rate); the next question fences first.
     pub async fn follow(&self) -> Result<(), QueryError> {
         if !self.loaded() {
             return Ok(());
         }
-        self.refresh(None).await
+        if !self.inner.used.swap(false, Ordering::AcqRel) {
+            self.inner.behind.store(true, Ordering::Release);
+            return Ok(());
+        }
+        self.with_behind_cleared(self.refresh(None)).await
+    }
+
+    /// Runs `refresh`, which brings the model to a checkpoint read after this call, with
+    /// the model no longer marked behind; marked again if it fails.
+    async fn with_behind_cleared<E>(
+        &self,
+        refresh: impl Future<Output = Result<(), E>>,
+    ) -> Result<(), E> {
+        // Cleared first: a `follow` that marks it meanwhile keeps it marked.
+        self.inner.behind.store(false, Ordering::Release);
+        let result = refresh.await;
+        if result.is_err() {
+            self.inner.behind.store(true, Ordering::Release);
+        }
+        result
     }
 
     /// Brings the model to `to` (`None`: the checkpoint now). One at a time; a refresh
