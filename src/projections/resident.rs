@@ -39,7 +39,9 @@
 //!   difference between 35 % and 58 % of the echo at concurrency 16, BENCHMARKS.md session
 //!   25). The model follows the log by itself too ([`ResidentTenures::follow`], called by
 //!   `serve` at every change-feed wake-up, at most every 100 ms, and at every poll), so such
-//!   answers lag by a notification and that spacing, at most a poll. A position the read models have not reached is an error
+//!   answers lag by a notification and that spacing, at most a poll — while it is asked:
+//!   a model no question was answered from since the last follow is left behind, marked,
+//!   and the next question fences first. A position the read models have not reached is an error
 //!   ([`QueryError::NotReached`]), never an older answer. Every answer says which
 //!   position it reflects ([`Answer`]), for the caller to pass on.
 //!
