@@ -171,9 +171,10 @@ async fn recv(signals: &mut Option<mpsc::Receiver<AppendSignal>>) -> Option<Appe
     }
 }
 
-/// Keeps the in-memory lookups model at the checkpoint: a refresh whenever the feed
-/// announces a new head and at every poll (events another process projected later than it
-/// appended them announce nothing), so ListHolders and ListHoldings asked for a
+/// Keeps the in-memory lookups model at the checkpoint while it is asked questions
+/// ([`ResidentTenures::follow`]): a refresh whenever the feed announces a new head and at
+/// every poll (events another process projected later than it appended them announce
+/// nothing), so ListHolders and ListHoldings asked for a
 /// `min_position` it already passed answer at once, a notification (plus at most
 /// [`FOLLOW_SPACING`]) or at most a poll behind the log. Requests for the latest state
 /// still fence on their own.
