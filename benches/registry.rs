@@ -49,6 +49,9 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -61,6 +64,7 @@ use renmian::store::{Backend, Database, NewEvent, StoredEvent};
 use renmian::workload::{generate, WorkloadConfig};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, Row};
+use support::{drop_pg, fresh_pg};
 
 /// Rows per multi-row INSERT of the ceiling (renmian's own append uses 500 too).
 const CHUNK: usize = 500;
@@ -804,41 +808,6 @@ async fn lookups(
             Err(renmian::projections::QueryError::Ambiguous { .. }) => r.ambiguous += 1,
             Err(e) => panic!("holdings of {person}: {e}"),
         }
-    }
-}
-
-/// A new database on the server of `admin`, like the tests' `TestDb::postgres`.
-async fn fresh_pg(admin: &str, what: &str) -> String {
-    let name = format!("renmian_bench_{what}_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(admin)
-        .await
-        .expect("connect to the PostgreSQL admin URL");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .expect("create bench database");
-    conn.close().await.ok();
-    let (base, query) = match admin.find('?') {
-        Some(q) => (&admin[..q], &admin[q..]),
-        None => (admin, ""),
-    };
-    let base = match base.rfind('/') {
-        Some(i) if i > base.find("://").map_or(0, |s| s + 2) => &base[..i],
-        _ => base,
-    };
-    format!("{base}/{name}{query}")
-}
-
-async fn drop_pg(admin: &str, url: &str) {
-    let name = url
-        .rsplit('/')
-        .next()
-        .and_then(|s| s.split('?').next())
-        .unwrap_or_default();
-    if let Ok(mut conn) = sqlx::PgConnection::connect(admin).await {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&mut conn)
-            .await;
     }
 }
 
