@@ -116,12 +116,9 @@ async fn prepared(
     (url, registry)
 }
 
-fn main() -> anyhow::Result<()> {
-    let o = options();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(bench(o))
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    bench(options()).await
 }
 
 async fn bench(o: Options) -> anyhow::Result<()> {
