@@ -827,7 +827,11 @@ impl ResidentTenures {
             }
         }
         // Read before the query, so the answer reflects at least this checkpoint.
-        let checkpoint = super::projector::read_checkpoint(&self.inner.db).await?;
+        let checkpoint = match self.checkpoint_now().await {
+            Some(checkpoint) => checkpoint,
+            // The fence has logged why; this read reports it.
+            None => super::projector::read_checkpoint(&self.inner.db).await?,
+        };
         freshness.admits(checkpoint)?;
         self.inner.from_database.fetch_add(1, Ordering::Relaxed);
         Ok(Answer {
@@ -852,11 +856,8 @@ impl ResidentTenures {
             return false;
         }
         self.with_behind_cleared(async {
-            let checkpoint = match self.unchanged_checkpoint() {
-                Some(checkpoint) => checkpoint,
-                // The fence has said why.
-                None => self.inner.fence.position().await.ok_or(())?,
-            };
+            // `None`: the fence has said why.
+            let checkpoint = self.checkpoint_now().await.ok_or(())?;
             if self.position() >= checkpoint {
                 return Ok(());
             }
@@ -866,6 +867,17 @@ impl ResidentTenures {
         })
         .await
         .is_ok()
+    }
+
+    /// The checkpoint as read by a statement that started after this call: the fence's
+    /// last read when nothing committed since it started ([`Self::unchanged_checkpoint`]),
+    /// else its next read, shared with the requests waiting with this one; `None` when
+    /// that read failed (the fence logs why).
+    async fn checkpoint_now(&self) -> Option<i64> {
+        match self.unchanged_checkpoint() {
+            Some(checkpoint) => Some(checkpoint),
+            None => self.inner.fence.position().await,
+        }
     }
 
     /// The checkpoint the fence read last, when the database's commit stamp read now is
