@@ -449,9 +449,8 @@ async fn ingest_is_idempotent_on_the_notice_and_on_the_request_id() {
 /// read models refused with OUT_OF_RANGE, and bad values named.
 #[tokio::test]
 async fn lookups_may_ask_for_at_least_a_position() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite://{}", dir.path().join("renmian.db").display());
-    let server = TestServer::on_database(&url, config(), true).await;
+    let db = common::TestDb::sqlite();
+    let server = TestServer::on_database(&db.url, config(), true).await;
     let mut client = server.client().await;
     let at_least = |org: &str, post: &str, position: i64| pb::ListHoldersRequest {
         min_position: position,
@@ -502,7 +501,9 @@ async fn lookups_may_ask_for_at_least_a_position() {
 
     // Another process records a deputy; asked for at least position 1, the server answers
     // as its model stands, and the model follows the log by itself.
-    let elsewhere = renmian::registry::Registry::open(&url).await.expect("open");
+    let elsewhere = renmian::registry::Registry::open(&db.url)
+        .await
+        .expect("open");
     elsewhere
         .ingest(
             &own_notice(62, &["赵六同志任市统计局副局长"]),
