@@ -35,7 +35,7 @@ use sqlx::{AnyConnection, Row};
 
 use super::queries::NoticeWarning;
 use crate::domain::events::PostFact;
-use crate::store::log::placeholders;
+use crate::store::log::{padded_insert, padded_list, placeholders, statement_size};
 use crate::store::{Backend, StoreError};
 
 /// Rows per multi-row INSERT (the event log's append uses the same): 26 columns of a tenure
@@ -481,10 +481,22 @@ where
     while rows.peek().is_some() {
         cells.clear();
         cells.extend(rows.by_ref().take(INSERT_CHUNK).flatten());
-        let sql = format!(
-            "{insert} {}{tail}",
-            placeholders(backend, cells.len() / columns, columns)
-        );
+        let n = cells.len() / columns;
+        let sql = match backend {
+            // Padded with NULL rows to one of a few sizes: the text is found in the
+            // statement cache instead of prepared again ([`statement_size`]).
+            Backend::Sqlite => {
+                let size = statement_size(n, INSERT_CHUNK);
+                cells.resize(size * columns, Value::Int(None));
+                let target = insert_target(insert).ok_or_else(|| {
+                    StoreError::Corrupt(format!("not an INSERT to pad: {insert}"))
+                })?;
+                padded_insert(target, size, columns, tail)
+            }
+            Backend::Postgres => {
+                format!("{insert} {}{tail}", placeholders(backend, n, columns))
+            }
+        };
         on_conn!(conn, |c| {
             let arguments = arguments(&*c, &cells).map_err(sqlx::Error::Encode)?;
             sqlx::query_with(&sql, arguments)
@@ -1717,6 +1729,10 @@ async fn close_versions(
     backend: Backend,
     closes: &[(i64, i64, i64)],
 ) -> Result<(), StoreError> {
+    let asked = closes.len();
+    // The last close again up to one of a few sizes ([`statement_size`]): it changes nothing
+    // more.
+    let closes = &padded_list(closes);
     let mut sql = String::from("UPDATE rm_tenures SET version_to = CASE");
     let mut n = 0;
     let mut param = |sql: &mut String| {
@@ -1753,10 +1769,9 @@ async fn close_versions(
         }
         query
     })?;
-    if closed != closes.len() as u64 {
+    if closed != asked as u64 {
         return Err(StoreError::Corrupt(format!(
-            "closed {closed} tenure versions instead of {}",
-            closes.len()
+            "closed {closed} tenure versions instead of {asked}"
         )));
     }
     Ok(())
@@ -1781,6 +1796,8 @@ async fn read_aliases_and_persons(
     aliases: &[&str],
     persons: &[&str],
 ) -> Result<Vec<AnyRow>, StoreError> {
+    // Each list padded to one of a few sizes ([`statement_size`]).
+    let (aliases, persons) = (&padded_list(aliases), &padded_list(persons));
     let mut parts = Vec::with_capacity(2);
     if !aliases.is_empty() {
         parts.push(format!(
@@ -1814,7 +1831,8 @@ fn versions_sql(filter: &str) -> String {
     )
 }
 
-/// The organizations and the titles of `keys`, each sorted and distinct: the IN lists of
+/// The organizations and the titles of `keys`, each sorted and distinct, the last repeated
+/// up to [`statement_size`]: the IN lists of
 /// [`open_on_posts`] and [`ending_after_on_posts`].
 fn in_lists<'k>(keys: impl Iterator<Item = &'k PostKey>) -> (Vec<&'k str>, Vec<&'k str>) {
     let (mut organizations, mut titles): (Vec<&str>, Vec<&str>) = keys
@@ -1824,7 +1842,8 @@ fn in_lists<'k>(keys: impl Iterator<Item = &'k PostKey>) -> (Vec<&'k str>, Vec<&
         list.sort_unstable();
         list.dedup();
     }
-    (organizations, titles)
+    // Padded to one of a few sizes each ([`statement_size`]).
+    (padded_list(&organizations), padded_list(&titles))
 }
 
 /// Filter: the open versions of every pairing of `organizations` (`$1…`) and `titles` (the

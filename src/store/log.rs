@@ -975,17 +975,29 @@ async fn insert_rows(
 ) -> Result<u64, StoreError> {
     // Placeholders are written by hand: sqlx's QueryBuilder emits `?` for `Any`, which
     // PostgreSQL rejects.
-    let values = placeholders(backend, rows.len(), 15);
+    // SQLite: padded to one of a few sizes, so that the text is found in the statement
+    // cache (PostgreSQL's appending connection keeps 1 000 statements).
+    let size = match backend {
+        Backend::Sqlite => statement_size(rows.len(), INSERT_CHUNK),
+        Backend::Postgres => rows.len(),
+    };
+    let target = format!("events ({EVENT_COLUMNS})");
     let sql = match (head, backend) {
-        (None, _) => format!("INSERT INTO events ({EVENT_COLUMNS}) VALUES {values}"),
+        (None, Backend::Sqlite) => padded_insert(&target, size, 15, ""),
         (Some(head), Backend::Sqlite) => format!(
-            "INSERT INTO events ({EVENT_COLUMNS}) VALUES {values}; {}",
+            "{}; {}",
+            padded_insert(&target, size, 15, ""),
             head.sql(backend, 0)
         ),
+        (None, Backend::Postgres) => format!(
+            "INSERT INTO {target} VALUES {}",
+            placeholders(backend, rows.len(), 15)
+        ),
         (Some(head), Backend::Postgres) => format!(
-            "WITH head AS ({} RETURNING 1) INSERT INTO events ({EVENT_COLUMNS}) \
-             SELECT appended.* FROM head, (VALUES {values}) AS appended",
-            head.sql(backend, rows.len() * 15)
+            "WITH head AS ({} RETURNING 1) INSERT INTO {target} \
+             SELECT appended.* FROM head, (VALUES {}) AS appended",
+            head.sql(backend, rows.len() * 15),
+            placeholders(backend, rows.len(), 15)
         ),
     };
     let mut query = sqlx::query(&sql);
@@ -1009,10 +1021,46 @@ async fn insert_rows(
             .bind(e.prev_hash.as_str())
             .bind(e.hash.as_str());
     }
+    for _ in rows.len() * 15..size * 15 {
+        query = query.bind(None::<i64>);
+    }
     if let Some(head) = head {
         query = head.bind(query);
     }
     Ok(query.execute(&mut **tx).await?.rows_affected())
+}
+
+/// How many rows (or list items) a statement carrying `n` of them (`n <= cap`) is written
+/// for: the next power of two, at most `cap`. The rest are padding the statement ignores
+/// ([`padded_insert`]'s NULL rows, a list's last item again). SQL whose text follows every
+/// count is prepared anew almost every time: SQLite's statement cache (sqlx `Any` keeps
+/// 100 per connection) held a notice's multi-row INSERTs and IN lists in few of their
+/// thousands of shapes, and preparing them was 15 % of a per-notice ingest's instructions
+/// (BENCHMARKS.md, session 26). From a few sizes each, the texts stay in the cache.
+pub fn statement_size(n: usize, cap: usize) -> usize {
+    n.max(1).next_power_of_two().min(cap).max(n)
+}
+
+/// SQLite: `INSERT INTO target SELECT * FROM (VALUES …) WHERE column1 IS NOT NULL tail`
+/// for `size` rows of `width` anonymous parameters, `target` being `t (c1, …)`. Rows
+/// whose first cell is NULL are not inserted: [`statement_size`]'s padding (every table's
+/// first column is part of its key, never NULL). The `WHERE` also keeps a conflict clause
+/// in `tail` from reading as a join's `ON`.
+pub fn padded_insert(target: &str, size: usize, width: usize, tail: &str) -> String {
+    format!(
+        "INSERT INTO {target} SELECT * FROM (VALUES {}) WHERE column1 IS NOT NULL{tail}",
+        placeholders(Backend::Sqlite, size, width)
+    )
+}
+
+/// `list` with its last item repeated up to [`statement_size`]: an `IN` list that asks
+/// for nothing more.
+pub fn padded_list<T: Copy>(list: &[T]) -> Vec<T> {
+    let mut padded = list.to_vec();
+    if let Some(&last) = list.last() {
+        padded.resize(statement_size(list.len(), usize::MAX), last);
+    }
+    padded
 }
 
 /// The VALUES list of a multi-row INSERT of `rows` rows of `width` values, in bind order:
@@ -1085,6 +1133,62 @@ mod tests {
         );
         assert_eq!(placeholders(Backend::Postgres, 1, 1), "($1)");
         assert_eq!(placeholders(Backend::Sqlite, 2, 2), "(?, ?), (?, ?)");
+    }
+
+    #[test]
+    fn statements_are_written_for_a_few_sizes() {
+        let sizes: Vec<usize> = (1..=INSERT_CHUNK)
+            .map(|n| statement_size(n, INSERT_CHUNK))
+            .collect();
+        assert_eq!(&sizes[..9], [1, 2, 4, 4, 8, 8, 8, 8, 16]);
+        for (n, size) in (1..=INSERT_CHUNK).zip(&sizes) {
+            assert!(*size >= n && *size <= INSERT_CHUNK, "{n} -> {size}");
+        }
+        let mut distinct = sizes.clone();
+        distinct.dedup();
+        assert_eq!(distinct, [1, 2, 4, 8, 16, 32, 64, 128, 256, 500]);
+        assert_eq!(statement_size(0, 10), 1);
+        assert_eq!(padded_list(&["a", "b", "c"]), ["a", "b", "c", "c"]);
+        assert_eq!(padded_list::<i64>(&[]), Vec::<i64>::new());
+    }
+
+    /// A padded INSERT writes its rows and none of its padding, and takes a conflict
+    /// clause.
+    #[tokio::test]
+    async fn a_padded_insert_skips_its_null_rows() {
+        let (_dir, db) = crate::store::plans::fresh_sqlite().await;
+        let mut conn = db.pool().acquire().await.unwrap();
+        sqlx::query("CREATE TABLE t (k TEXT PRIMARY KEY NOT NULL, v INTEGER)")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let sql = padded_insert("t (k, v)", 4, 2, " ON CONFLICT (k) DO NOTHING");
+        let insert = |rows: &[(&'static str, i64)]| {
+            let mut query = sqlx::query(&sql);
+            for (k, v) in rows {
+                query = query.bind(*k).bind(*v);
+            }
+            for _ in rows.len()..4 {
+                query = query.bind(None::<&str>).bind(None::<i64>);
+            }
+            query
+        };
+        let done = insert(&[("a", 1), ("b", 2), ("c", 3)])
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(done.rows_affected(), 3);
+        let done = insert(&[("c", 30), ("d", 4)])
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(done.rows_affected(), 1, "c is there already");
+        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT k, v FROM t ORDER BY k")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        let expected = [("a", 1), ("b", 2), ("c", 3), ("d", 4)].map(|(k, v)| (k.to_string(), v));
+        assert_eq!(rows, expected);
     }
 
     #[test]
