@@ -10,6 +10,7 @@ use sqlx::Row;
 
 use super::model::TenureRow;
 use crate::notice::{self, AliasTable};
+use crate::store::log::padded_list;
 use crate::store::{Database, StoreError, StoredEvent};
 
 /// Why a query has no answer. Each variant names what the caller can fix.
@@ -665,6 +666,8 @@ impl Queries {
         if names.is_empty() {
             return Ok(Vec::new());
         }
+        // Padded to one of a few sizes, so that the text is found in the statement cache.
+        let names = padded_list(&names.iter().map(String::as_str).collect::<Vec<_>>());
         let list = (1..=names.len())
             .map(|i| format!("${i}"))
             .collect::<Vec<_>>()
