@@ -1094,6 +1094,12 @@ pub fn placeholders(backend: Backend, rows: usize, width: usize) -> String {
     out
 }
 
+/// Scratch PostgreSQL databases for the tests below: the same code the integration tests
+/// and the benches use.
+#[cfg(test)]
+#[path = "../../tests/common/pg.rs"]
+mod scratch_pg;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1226,35 +1232,50 @@ mod tests {
     }
 
     /// A new, empty database of each backend: SQLite in `dir`, and PostgreSQL on the
-    /// server `RENMIAN_TEST_DATABASE_URL` names when it is set (the database's name is
-    /// returned to drop it afterwards).
+    /// server `RENMIAN_TEST_DATABASE_URL` names when it is set (its URL is returned to drop
+    /// it afterwards).
     async fn fresh_databases(dir: &std::path::Path) -> Vec<(Database, Option<String>)> {
         let sqlite = format!("sqlite://{}", dir.join("log.db").display());
         let mut databases = vec![(Database::connect(&sqlite).await.unwrap(), None)];
         match std::env::var("RENMIAN_TEST_DATABASE_URL") {
             Ok(admin) => {
-                let name = format!("renmian_unit_{}", uuid::Uuid::new_v4().simple());
-                let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-                sqlx::query(&format!("CREATE DATABASE {name}"))
-                    .execute(&mut conn)
-                    .await
-                    .unwrap();
-                let (base, _) = admin.rsplit_once('/').expect("a database URL");
-                let db = Database::connect(&format!("{base}/{name}")).await.unwrap();
-                databases.push((db, Some(name)));
+                let url = super::scratch_pg::create(&admin, "renmian_unit").await;
+                databases.push((Database::connect(&url).await.unwrap(), Some(url)));
             }
             Err(_) => eprintln!("SKIPPED on PostgreSQL: RENMIAN_TEST_DATABASE_URL is not set"),
         }
         databases
     }
 
-    async fn drop_database(name: &str) {
+    async fn drop_database(url: &str) {
         let admin = std::env::var("RENMIAN_TEST_DATABASE_URL").unwrap();
-        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&mut conn)
-            .await
-            .unwrap();
+        super::scratch_pg::drop(&admin, url).await;
+    }
+
+    #[test]
+    fn a_scratch_database_url_keeps_the_server_and_the_query() {
+        let cases = [
+            (
+                "postgres://postgres@127.0.0.1:5432/test",
+                "postgres://postgres@127.0.0.1:5432/x",
+            ),
+            (
+                "postgres://postgres@127.0.0.1:5432",
+                "postgres://postgres@127.0.0.1:5432/x",
+            ),
+            (
+                "postgres://h/test?sslmode=disable",
+                "postgres://h/x?sslmode=disable",
+            ),
+            (
+                "postgres:///test?host=/run/postgresql",
+                "postgres:///x?host=/run/postgresql",
+            ),
+        ];
+        for (admin, want) in cases {
+            assert_eq!(super::scratch_pg::url_of(admin, "x"), want, "{admin}");
+            assert_eq!(super::scratch_pg::database_of(want), "x", "{want}");
+        }
     }
 
     /// The head an append starts from is only a hint: wrong in any way, the append stores
@@ -1263,7 +1284,7 @@ mod tests {
     #[tokio::test]
     async fn a_wrong_head_hint_changes_nothing_but_the_way_in() {
         let dir = tempfile::tempdir().unwrap();
-        for (db, name) in fresh_databases(dir.path()).await {
+        for (db, url) in fresh_databases(dir.path()).await {
             let backend = db.backend();
             let sqlite = backend == Backend::Sqlite;
             db.append(&notice("a", 3)).await.unwrap();
@@ -1348,8 +1369,8 @@ mod tests {
             assert_eq!(db.head_position().await.unwrap(), head + 2 * big + 1);
             assert!(db.verify().await.unwrap().is_intact());
             db.close().await;
-            if let Some(name) = name {
-                drop_database(&name).await;
+            if let Some(url) = url {
+                drop_database(&url).await;
             }
         }
     }

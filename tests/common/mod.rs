@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::path::PathBuf;
 
 use renmian::domain::NoticeKey;
@@ -12,6 +14,7 @@ pub struct TestDb {
     pub url: String,
     pub backend: &'static str,
     _dir: Option<tempfile::TempDir>,
+    /// The admin URL and this database's URL, to drop it.
     pg_admin: Option<(String, String)>,
 }
 
@@ -34,28 +37,12 @@ impl TestDb {
             say_skipped("on PostgreSQL: RENMIAN_TEST_DATABASE_URL is not set");
             return None;
         };
-        use sqlx::Connection;
-        let name = format!("renmian_t_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = sqlx::PgConnection::connect(&admin_url)
-            .await
-            .expect("connect to RENMIAN_TEST_DATABASE_URL");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await
-            .expect("create test database");
-        conn.close().await.ok();
-        let base = match admin_url.rfind('/') {
-            Some(i) if admin_url[..i].contains("://") && i > admin_url.find("://").unwrap() + 2 => {
-                &admin_url[..i]
-            }
-            _ => admin_url.as_str(),
-        };
-        let query = admin_url.find('?').map(|q| &admin_url[q..]).unwrap_or("");
+        let url = pg::create(&admin_url, "renmian_t").await;
         Some(Self {
-            url: format!("{base}/{name}{query}"),
+            url: url.clone(),
             backend: "postgres",
             _dir: None,
-            pg_admin: Some((admin_url.clone(), name)),
+            pg_admin: Some((admin_url, url)),
         })
     }
 }
@@ -69,22 +56,14 @@ pub fn say_skipped(why: &str) {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        if let Some((admin_url, name)) = self.pg_admin.take() {
+        if let Some((admin_url, url)) = self.pg_admin.take() {
             // Best effort, on a thread of its own: Drop cannot await.
             let _ = std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                     .expect("runtime");
-                rt.block_on(async {
-                    use sqlx::Connection;
-                    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
-                        let _ =
-                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                                .execute(&mut conn)
-                                .await;
-                    }
-                });
+                rt.block_on(pg::drop(&admin_url, &url));
             })
             .join();
         }
