@@ -35,7 +35,7 @@ use sqlx::{AnyConnection, Row};
 
 use super::queries::NoticeWarning;
 use crate::domain::events::PostFact;
-use crate::store::log::{padded_insert, padded_list, placeholders, statement_size};
+use crate::store::log::{numbered, padded_insert, padded_list, placeholders, statement_size};
 use crate::store::{Backend, StoreError};
 
 /// Rows per multi-row INSERT (the event log's append uses the same): 26 columns of a tenure
@@ -1888,14 +1888,6 @@ fn by_post(versions: Vec<Version>) -> HashMap<PostKey, Vec<Version>> {
             .push(v);
     }
     found
-}
-
-/// `$from, $from+1, …` (`n` numbered parameters).
-fn numbered(from: usize, n: usize) -> String {
-    (from..from + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// A query binding `binds` as text, in order, for driver `DB`.

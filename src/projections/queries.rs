@@ -10,7 +10,7 @@ use sqlx::Row;
 
 use super::model::TenureRow;
 use crate::notice::{self, AliasTable};
-use crate::store::log::padded_list;
+use crate::store::log::{numbered, padded_list};
 use crate::store::{Database, StoreError, StoredEvent};
 
 /// Why a query has no answer. Each variant names what the caller can fix.
@@ -668,10 +668,7 @@ impl Queries {
         }
         // Padded to one of a few sizes, so that the text is found in the statement cache.
         let names = padded_list(&names.iter().map(String::as_str).collect::<Vec<_>>());
-        let list = (1..=names.len())
-            .map(|i| format!("${i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let list = numbered(1, names.len());
         let sql = format!(
             "SELECT canonical_name FROM rm_organization_aliases WHERE alias IN ({list}) AND {} \
              UNION SELECT canonical_name FROM rm_organizations WHERE canonical_name IN ({list}) \

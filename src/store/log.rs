@@ -1063,6 +1063,15 @@ pub fn padded_list<T: Copy>(list: &[T]) -> Vec<T> {
     padded
 }
 
+/// `$from, $from+1, …`: `n` numbered parameters, for an IN list (numbered on both
+/// databases, so that one text serves both).
+pub fn numbered(from: usize, n: usize) -> String {
+    (from..from + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The VALUES list of a multi-row INSERT of `rows` rows of `width` values, in bind order:
 /// `($1, …, $w), ($w+1, …)` on PostgreSQL, `(?, …), (?, …)` on SQLite.
 ///
@@ -1139,6 +1148,8 @@ mod tests {
         );
         assert_eq!(placeholders(Backend::Postgres, 1, 1), "($1)");
         assert_eq!(placeholders(Backend::Sqlite, 2, 2), "(?, ?), (?, ?)");
+        assert_eq!(numbered(3, 2), "$3, $4");
+        assert_eq!(numbered(1, 0), "");
     }
 
     #[test]
