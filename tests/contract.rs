@@ -10,6 +10,7 @@ use std::sync::Arc;
 use common::{actor, date, export_json, generated_notice, notice_text, seed_text, seeded, TestDb};
 use renmian::domain::aggregate::events_for;
 use renmian::domain::NoticeKey;
+use renmian::projections::{Queries, QueryError};
 use renmian::registry::{Actor, Registry, RegistryError};
 use renmian::store::{
     AppendObserver, Backend, Database, NewEvent, ObservedTx, StoreError, StoredEvent,
@@ -48,6 +49,7 @@ backend_suite!(
     one_append_of_several_notices_leaves_a_receipt_for_each,
     text_that_the_writes_escape_is_stored_as_written,
     appends_after_a_rebuild_write_into_the_rebuilt_tables,
+    an_answer_is_exactly_as_of_the_position_it_reports,
 );
 
 async fn ingesting_the_seed_records_one_notice_and_thirty_facts(db: TestDb) {
@@ -1377,4 +1379,69 @@ async fn appends_after_a_rebuild_write_into_the_rebuilt_tables(db: TestDb) {
     let incremental = export_json(&registry).await;
     registry.projector().rebuild().await.unwrap();
     assert_eq!(export_json(&registry).await, incremental);
+}
+
+/// `Queries::exactly`: an answer of the latest state reports the checkpoint it is exactly as
+/// of, and asked again as of it, after later notices, the answer is the same; a notice
+/// projected while the question is read sends it back to the checkpoint before; as of a
+/// past position the answer reports that position, and past the read models it is refused.
+async fn an_answer_is_exactly_as_of_the_position_it_reports(db: TestDb) {
+    const ORG: &str = "临湘市教育体育局";
+    let registry = seeded(&db).await;
+    let queries = registry.queries();
+    let history = |q: Queries| async move { q.post_history(ORG, None).await };
+    let notices = |q: Queries| async move { q.notices(0, 100, true).await };
+
+    let first = queries.exactly(history).await.unwrap();
+    assert_eq!(first.position, 31, "the seed's checkpoint");
+    assert_eq!(first.value, queries.post_history(ORG, None).await.unwrap());
+    let listed = queries.exactly(notices).await.unwrap();
+    assert_eq!((listed.position, listed.value.len()), (31, 1));
+
+    // A notice is ingested (and projected) after the checkpoint was read and before the
+    // question is: that answer holds it, so the question is asked again as of 31.
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    let earlier = notice_text(51, "2020年1月1日", &["赵六同志任市教育体育局局长"]);
+    let raced = queries
+        .exactly(|q: Queries| {
+            let (calls, registry, earlier) = (&calls, &registry, &earlier);
+            async move {
+                if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                    registry.ingest(earlier, &actor()).await.unwrap();
+                }
+                q.post_history(ORG, None).await
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(calls.into_inner(), 2, "read again");
+    assert_eq!(
+        raced, first,
+        "as of the checkpoint it reports, without 赵六"
+    );
+
+    // The latest state has moved on; as of 31 every answer is still the first one.
+    let now = queries.exactly(history).await.unwrap();
+    assert_eq!(now.position, 33);
+    assert_eq!(now.value.len(), first.value.len() + 1);
+    assert_eq!(
+        now.value[0].person, "赵六",
+        "the earliest start sorts first"
+    );
+    let then = queries.as_of_position(31).unwrap();
+    assert_eq!(then.exactly(history).await.unwrap(), first);
+    assert_eq!(then.exactly(notices).await.unwrap(), listed);
+
+    // Past the read models: what they hold as of it could still change.
+    let beyond = queries.as_of_position(34).unwrap().exactly(history).await;
+    assert!(
+        matches!(
+            beyond,
+            Err(QueryError::NotReached {
+                position: 34,
+                checkpoint: 33
+            })
+        ),
+        "{beyond:?}"
+    );
 }

@@ -306,6 +306,140 @@ async fn small_pages_walk_every_list_exactly_once() {
     assert!(tail.next_page_token.is_empty());
 }
 
+/// Listings read from the database report the position they are exactly as of, and their
+/// next_page_token pins the following pages there: a notice recorded between two pages,
+/// whose tenure sorts before every other (and so would shift every offset), changes no page
+/// of a listing already begun, and as of the position it reported a listing is the same
+/// later, on any server. Past the read models, OUT_OF_RANGE.
+#[tokio::test]
+async fn a_listings_pages_stay_at_the_position_of_its_first() {
+    let server = TestServer::seeded(config()).await;
+    let mut client = server.client().await;
+    let history = |page_size: i32, page_token: String, position: i64| pb::GetPostHistoryRequest {
+        organization: "市教育体育局".into(),
+        page_size,
+        page_token,
+        as_of: (position > 0).then_some(pb::AsOf {
+            position,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let head = server.head().await;
+    let whole = client
+        .get_post_history(history(1000, String::new(), 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(whole.position, head);
+    assert_eq!(persons(&whole.tenures), ["李琪", "钟炎夫"]);
+    let first = client
+        .get_post_history(history(1, String::new(), 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.position, head);
+
+    let earlier = common::notice_text(52, "2020年1月1日", &["赵六同志任市教育体育局局长"]);
+    client.ingest_notice(ingest(&earlier, "")).await.unwrap();
+    let mut walked = first.tenures;
+    let mut token = first.next_page_token;
+    while !token.is_empty() {
+        let page = client
+            .get_post_history(history(1, token, 0))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(page.position, head, "every page as of the first");
+        walked.extend(page.tenures);
+        token = page.next_page_token;
+    }
+    assert_eq!(walked, whole.tenures);
+
+    let now = client
+        .get_post_history(history(1000, String::new(), 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(now.position, server.head().await);
+    assert_eq!(persons(&now.tenures), ["赵六", "李琪", "钟炎夫"]);
+    let cited = client
+        .get_post_history(history(1000, String::new(), head))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((cited.tenures, cited.position), (whole.tenures, head));
+
+    // ListNotices alike: the notice recorded after its first page is on no later page.
+    let head = server.head().await;
+    let notices = |page_token: String| pb::ListNoticesRequest {
+        page_size: 1,
+        page_token,
+        ..Default::default()
+    };
+    let page = client
+        .list_notices(notices(String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.position, head);
+    client
+        .ingest_notice(ingest(&own_notice(53, &["钱七同志任市审计局局长"]), ""))
+        .await
+        .unwrap();
+    let next = client
+        .list_notices(notices(page.next_page_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next.notices[0].document_number, "临政人〔2024〕52号");
+    assert_eq!(next.position, head);
+    assert!(
+        next.next_page_token.is_empty(),
+        "53 came after the listing's position"
+    );
+
+    // The other listings report theirs; past the read models is out of range.
+    let head = server.head().await;
+    let persons = client
+        .list_persons(pb::ListPersonsRequest {
+            name: "李琪".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let person_history = client
+        .get_person_history(pb::GetPersonHistoryRequest {
+            person: "李琪".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let probations = client
+        .list_probations(pb::ListProbationsRequest {
+            on_date: "2023-05-01".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        [
+            persons.position,
+            person_history.position,
+            probations.position
+        ],
+        [head; 3]
+    );
+    let err = client
+        .get_post_history(history(10, String::new(), head + 1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
+}
+
 #[tokio::test]
 async fn get_notice_returns_events_warnings_and_source_text() {
     let server = TestServer::seeded(config()).await;

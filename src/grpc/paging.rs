@@ -1,9 +1,12 @@
 //! AIP-158 pagination: `page_size` / `page_token` / `next_page_token`.
 //!
-//! A token is opaque to clients: hex of `FINGERPRINT:CURSOR`, where the cursor is an offset
-//! (or, for the event log, a position) and the fingerprint is a hash of the request's
-//! filter. A token from another request, an edited token or garbage is INVALID_ARGUMENT,
-//! never a silently wrong page.
+//! A token is opaque to clients: hex of `FINGERPRINT:CURSOR` or `FINGERPRINT:CURSOR:AT`,
+//! where the cursor is an offset (or, for the event log, a position), the fingerprint is a
+//! hash of the request's filter, and `AT` is the log position the first page was answered
+//! exactly as of: the pages after it are answered as of that position too, so a listing's
+//! pages come from one point of the log, whichever server answers each and whatever was
+//! recorded in between. A token from another request, an edited token or garbage is
+//! INVALID_ARGUMENT, never a silently wrong page.
 
 use sha2::{Digest, Sha256};
 use tonic::Status;
@@ -22,6 +25,9 @@ pub struct Page {
     pub size: usize,
     /// Where the page starts: the cursor from the token, or `first` without one.
     pub cursor: i64,
+    /// The log position the listing is answered as of, from the token (`None` on a first
+    /// page, and for listings that are not pinned).
+    pub at: Option<i64>,
     fingerprint: String,
 }
 
@@ -40,8 +46,8 @@ impl Page {
             Ok(n) => n.min(MAX_PAGE_SIZE),
         };
         let fingerprint = fingerprint(scope);
-        let cursor = if page_token.is_empty() {
-            first
+        let (cursor, at) = if page_token.is_empty() {
+            (first, None)
         } else {
             decode(page_token, &fingerprint).ok_or_else(|| {
                 invalid_argument(
@@ -53,13 +59,26 @@ impl Page {
         Ok(Self {
             size,
             cursor,
+            at,
             fingerprint,
         })
     }
 
+    /// The same page, its listing answered exactly as of `position`: the tokens it hands
+    /// out pin the next pages there.
+    pub fn at(self, position: i64) -> Self {
+        Self {
+            at: Some(position),
+            ..self
+        }
+    }
+
     /// The token of the page starting at `cursor`.
     pub fn token(&self, cursor: i64) -> String {
-        hex::encode(format!("{}:{cursor}", self.fingerprint))
+        match self.at {
+            None => hex::encode(format!("{}:{cursor}", self.fingerprint)),
+            Some(at) => hex::encode(format!("{}:{cursor}:{at}", self.fingerprint)),
+        }
     }
 
     /// `size` as a SQL limit.
@@ -98,11 +117,16 @@ fn fingerprint(scope: &[&str]) -> String {
     hex::encode(&hasher.finalize()[..6])
 }
 
-fn decode(token: &str, expected_fingerprint: &str) -> Option<i64> {
+/// The cursor and the pinned position of a token of the request `expected_fingerprint`.
+fn decode(token: &str, expected_fingerprint: &str) -> Option<(i64, Option<i64>)> {
     let text = String::from_utf8(hex::decode(token).ok()?).ok()?;
-    let (fingerprint, cursor) = text.split_once(':')?;
-    let cursor: i64 = cursor.parse().ok()?;
-    (fingerprint == expected_fingerprint && cursor >= 0).then_some(cursor)
+    let (fingerprint, rest) = text.split_once(':')?;
+    let (cursor, at) = match rest.split_once(':') {
+        None => (rest.parse().ok()?, None),
+        Some((cursor, at)) => (cursor.parse().ok()?, Some(at.parse().ok()?)),
+    };
+    let valid = fingerprint == expected_fingerprint && cursor >= 0 && at.is_none_or(|a| a >= 0);
+    valid.then_some((cursor, at))
 }
 
 #[cfg(test)]
@@ -147,5 +171,28 @@ mod tests {
             tonic::Code::InvalidArgument
         );
         assert_eq!(Page::parse(5000, "", &[], 0).unwrap().size, MAX_PAGE_SIZE);
+    }
+
+    #[test]
+    fn a_pinned_token_carries_its_position_to_the_next_page() {
+        let first = Page::parse(2, "", &["notices"], 0).unwrap();
+        assert_eq!(first.at, None);
+        let token = first.at(31).token(2);
+        let next = Page::parse(2, &token, &["notices"], 0).unwrap();
+        assert_eq!((next.cursor, next.at), (2, Some(31)));
+        assert_eq!(
+            next.token(4),
+            Page::parse(2, "", &["notices"], 0).unwrap().at(31).token(4)
+        );
+        for edited in ["x:2:31", "2:-1", "2:31:", "2:31:-5", "2:31:7:1"] {
+            let fingerprint = fingerprint(&["notices"]);
+            let bad = hex::encode(format!("{fingerprint}:{edited}"));
+            let result = Page::parse(2, &bad, &["notices"], 0);
+            assert_eq!(
+                result.unwrap_err().code(),
+                tonic::Code::InvalidArgument,
+                "{edited}"
+            );
+        }
     }
 }

@@ -139,6 +139,19 @@ impl RegistryService {
             .map_err(|e| query_status(e, "as_of.position"))
     }
 
+    /// The queries one page of a listing is answered with: as of the position its token
+    /// pinned the listing at, else as the request's `as_of` asks.
+    async fn queries_for(&self, as_of: Option<&pb::AsOf>, page: &Page) -> Result<Queries, Status> {
+        match page.at {
+            Some(at) => self
+                .registry
+                .queries()
+                .as_of_position(at)
+                .map_err(|e| query_status(e, "page_token")),
+            None => self.queries_at(as_of).await,
+        }
+    }
+
     /// Runs after a write: wakes watchers when events were appended.
     fn appended(&self, events: usize) {
         if events > 0 {
@@ -232,12 +245,15 @@ impl RegistryApi for RegistryService {
         let as_of = as_of_scope(r.as_of.as_ref());
         let page = Page::parse(r.page_size, &r.page_token, &["notices", &as_of], 0)?;
         // One extra row says whether another page follows.
-        let mut views = self
-            .queries_at(r.as_of.as_ref())
+        let (offset, limit) = (page.cursor, page.limit() + 1);
+        let answer = self
+            .queries_for(r.as_of.as_ref(), &page)
             .await?
-            .notices(page.cursor, page.limit() + 1, true)
+            .exactly(|q| async move { q.notices(offset, limit, true).await })
             .await
             .map_err(|e| query_status(e, "page_token"))?;
+        let page = page.at(answer.position);
+        let mut views = answer.value;
         let next_page_token = if views.len() > page.size {
             views.truncate(page.size);
             page.token(page.cursor + page.limit())
@@ -247,6 +263,7 @@ impl RegistryApi for RegistryService {
         Ok(Response::new(pb::ListNoticesResponse {
             notices: views.into_iter().map(Into::into).collect(),
             next_page_token,
+            position: answer.position,
         }))
     }
 
@@ -330,16 +347,18 @@ impl RegistryApi for RegistryService {
         ];
         let page = Page::parse(r.page_size, &r.page_token, &scope, 0)?;
         let post = Some(r.post.as_str()).filter(|p| !p.trim().is_empty());
-        let tenures = self
-            .queries_at(r.as_of.as_ref())
+        let organization = r.organization.as_str();
+        let answer = self
+            .queries_for(r.as_of.as_ref(), &page)
             .await?
-            .post_history(&r.organization, post)
+            .exactly(|q| async move { q.post_history(organization, post).await })
             .await
             .map_err(|e| query_status(e, "organization"))?;
-        let (tenures, next_page_token) = page.slice(tenures);
+        let (tenures, next_page_token) = page.at(answer.position).slice(answer.value);
         Ok(Response::new(pb::GetPostHistoryResponse {
             tenures,
             next_page_token,
+            position: answer.position,
         }))
     }
 
@@ -355,16 +374,18 @@ impl RegistryApi for RegistryService {
             &["person_history", &r.person, &as_of],
             0,
         )?;
-        let tenures = self
-            .queries_at(r.as_of.as_ref())
+        let person = r.person.as_str();
+        let answer = self
+            .queries_for(r.as_of.as_ref(), &page)
             .await?
-            .person_history(&r.person)
+            .exactly(|q| async move { q.person_history(person).await })
             .await
             .map_err(|e| query_status(e, "person"))?;
-        let (tenures, next_page_token) = page.slice(tenures);
+        let (tenures, next_page_token) = page.at(answer.position).slice(answer.value);
         Ok(Response::new(pb::GetPersonHistoryResponse {
             tenures,
             next_page_token,
+            position: answer.position,
         }))
     }
 
@@ -391,17 +412,24 @@ impl RegistryApi for RegistryService {
                 "cannot be combined with include_decided",
             ));
         }
-        let queries = self.queries_at(r.as_of.as_ref()).await?;
-        let probations = if r.include_decided {
-            queries.all_probations(on).await
-        } else {
-            queries.probations(on, r.due_within_days).await
-        }
-        .map_err(|e| query_status(e, "on_date"))?;
-        let (probations, next_page_token) = page.slice(probations);
+        let (all, due_within) = (r.include_decided, r.due_within_days);
+        let answer = self
+            .queries_for(r.as_of.as_ref(), &page)
+            .await?
+            .exactly(|q| async move {
+                if all {
+                    q.all_probations(on).await
+                } else {
+                    q.probations(on, due_within).await
+                }
+            })
+            .await
+            .map_err(|e| query_status(e, "on_date"))?;
+        let (probations, next_page_token) = page.at(answer.position).slice(answer.value);
         Ok(Response::new(pb::ListProbationsResponse {
             probations,
             next_page_token,
+            position: answer.position,
         }))
     }
 
@@ -446,14 +474,16 @@ impl RegistryApi for RegistryService {
         request: Request<pb::ListPersonsRequest>,
     ) -> Result<Response<pb::ListPersonsResponse>, Status> {
         let r = request.into_inner();
-        let persons = self
+        let name = r.name.as_str();
+        let answer = self
             .queries_at(r.as_of.as_ref())
             .await?
-            .persons(&r.name)
+            .exactly(|q| async move { q.persons(name).await })
             .await
             .map_err(|e| query_status(e, "name"))?;
         Ok(Response::new(pb::ListPersonsResponse {
-            persons: persons.into_iter().map(Into::into).collect(),
+            persons: answer.value.into_iter().map(Into::into).collect(),
+            position: answer.position,
         }))
     }
 

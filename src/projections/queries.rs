@@ -9,6 +9,8 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::model::TenureRow;
+use super::projector::read_checkpoint;
+use super::resident::Answer;
 use crate::notice::{self, AliasTable};
 use crate::store::log::{numbered, padded_list};
 use crate::store::{Database, StoreError, StoredEvent};
@@ -557,6 +559,44 @@ impl Queries {
         Ok(Self {
             as_of: Some(position),
             ..self.clone()
+        })
+    }
+
+    /// Runs `read` and tells the log position its answer is exactly as of: the same
+    /// question asked again as of that position, on any server, gets the same answer (what
+    /// an auditor cites; how the pages of one listing come from one point of the log).
+    ///
+    /// As of a past position, that position, once the read models have reached it
+    /// ([`QueryError::NotReached`] before: a later projection could still change what they
+    /// hold as of it). Now, the read models' checkpoint, read before and after `read`: every
+    /// projection moves it in the transaction that writes the read models, so when it has
+    /// not moved, `read` saw exactly that state; when it has, `read` runs again as of the
+    /// first one.
+    pub async fn exactly<T, F, Fut>(&self, read: F) -> Result<Answer<T>, QueryError>
+    where
+        F: Fn(Self) -> Fut,
+        Fut: std::future::Future<Output = Result<T, QueryError>>,
+    {
+        let checkpoint = read_checkpoint(&self.db).await?;
+        if let Some(position) = self.as_of {
+            if position > checkpoint {
+                return Err(QueryError::NotReached {
+                    position,
+                    checkpoint,
+                });
+            }
+            let value = read(self.clone()).await?;
+            return Ok(Answer { value, position });
+        }
+        let value = read(self.clone()).await?;
+        let value = if read_checkpoint(&self.db).await? == checkpoint {
+            value
+        } else {
+            read(self.as_of_position(checkpoint)?).await?
+        };
+        Ok(Answer {
+            value,
+            position: checkpoint,
         })
     }
 
