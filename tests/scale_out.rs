@@ -16,6 +16,10 @@
 //!    the poll effectively off (one hour), so by NOTIFY alone — also after the listening
 //!    connections were killed (`pg_terminate_backend`), which exercises reconnect + resync.
 //!
+//! `a_listing_paged_through_both_servers_stays_at_the_position_of_its_first`: pages asked of
+//! the two servers in turn, notices ingested through both between them, are all answered as
+//! of the first page's position and make up the listing as of it on either server.
+//!
 //! `append_throughput_one_vs_two_writers` (ignored; prints numbers, asserts no timing):
 //! `RENMIAN_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test \
 //!  cargo test --release --test scale_out -- --ignored --nocapture`
@@ -307,6 +311,104 @@ async fn a_position_acknowledged_by_one_server_is_read_back_through_another() {
         "scale-out: a write through B in A's answers for an older position after {:?}",
         started.elapsed()
     );
+}
+
+/// A listing paged through both servers in turn while notices are ingested through both
+/// between its pages: every page is answered as of the position of the first, whichever
+/// server answers it, and together they are the listing as of that position on either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_paged_through_both_servers_stays_at_the_position_of_its_first() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let a = TestServer::on_database(&db.url, config(), false).await;
+    let b = TestServer::on_database(&db.url, config(), false).await;
+    let mut clients = [a.client().await, b.client().await];
+    const NAMES: [&str; 5] = ["一", "二", "三", "四", "五"];
+    for (n, name) in NAMES.iter().enumerate() {
+        let text = common::notice_text(
+            9500 + n as u32,
+            &format!("2024年{}月1日", n + 1),
+            &[&format!("孙{name}同志任市统计局副局长")],
+        );
+        ingest(&mut clients[n % 2], &text).await;
+    }
+    let history = |page_size: i32, page_token: String, position: i64| pb::GetPostHistoryRequest {
+        organization: "市统计局".into(),
+        page_size,
+        page_token,
+        as_of: (position > 0).then_some(pb::AsOf {
+            position,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let listing = |client: &mut Client| {
+        let mut client = client.clone();
+        async move {
+            let mut tokens = vec![String::new()];
+            let (mut tenures, mut positions) = (Vec::new(), Vec::new());
+            while let Some(token) = tokens.pop() {
+                let page = client
+                    .get_post_history(history(2, token, 0))
+                    .await
+                    .expect("a page")
+                    .into_inner();
+                tenures.extend(page.tenures);
+                positions.push(page.position);
+                tokens.extend(Some(page.next_page_token).filter(|t| !t.is_empty()));
+            }
+            (tenures, positions)
+        }
+    };
+    let (all_now, _) = listing(&mut clients[0]).await;
+    assert_eq!(all_now.len(), 5, "three pages: {all_now:?}");
+
+    let first = clients[0]
+        .get_post_history(history(2, String::new(), 0))
+        .await
+        .expect("first page, on A")
+        .into_inner();
+    let at = first.position;
+    let (mut tenures, mut token, mut turn) = (first.tenures, first.next_page_token, 1);
+    while !token.is_empty() {
+        // Between two pages a notice through the other server: one that appoints at the
+        // organization before every tenure it has, so that any offset would move.
+        let text = common::notice_text(
+            9600 + turn as u32,
+            "2000年1月1日",
+            &[&format!("钱{}同志任市统计局副局长", NAMES[turn])],
+        );
+        ingest(&mut clients[(turn + 1) % 2], &text).await;
+        let page = clients[turn % 2]
+            .get_post_history(history(2, token, 0))
+            .await
+            .expect("next page, on the other server")
+            .into_inner();
+        assert_eq!(page.position, at, "page {turn}");
+        tenures.extend(page.tenures);
+        token = page.next_page_token;
+        turn += 1;
+    }
+    for client in &mut clients {
+        let cited = client
+            .get_post_history(history(1000, String::new(), at))
+            .await
+            .expect("the listing as of its position")
+            .into_inner();
+        assert_eq!(cited.tenures, tenures);
+    }
+    assert_eq!(
+        tenures, all_now,
+        "what both servers listed before the notices"
+    );
+    let (latest, positions) = listing(&mut clients[1]).await;
+    assert_eq!(
+        latest.len(),
+        all_now.len() + turn - 1,
+        "the new tenures, later"
+    );
+    assert!(positions.iter().all(|&p| p > at && p == positions[0]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
