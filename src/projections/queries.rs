@@ -13,7 +13,7 @@ use super::projector::read_checkpoint;
 use super::resident::Answer;
 use crate::notice::{self, AliasTable};
 use crate::store::log::{numbered, padded_list};
-use crate::store::{Database, StoreError, StoredEvent};
+use crate::store::{CommitStamp, Database, StoreError, StoredEvent};
 
 /// Why a query has no answer. Each variant names what the caller can fix.
 #[derive(Debug, thiserror::Error)]
@@ -325,7 +325,13 @@ pub struct Queries {
     aliases: Arc<AliasTable>,
     /// Answer as the registry knew it after this position (`None`: now).
     as_of: Option<i64>,
+    /// The furthest checkpoint any clone read, with the commit stamp taken before that read
+    /// (SQLite): see [`Queries::exactly`].
+    checkpoint_read: Arc<std::sync::Mutex<Option<CheckpointRead>>>,
 }
+
+/// A checkpoint read, with the commit stamp taken before the read (SQLite).
+type CheckpointRead = (Option<CommitStamp>, i64);
 
 pub(crate) fn require(field: &'static str, value: &str) -> Result<String, QueryError> {
     let trimmed: String = value.chars().filter(|c| !c.is_whitespace()).collect();
@@ -544,6 +550,7 @@ impl Queries {
             db,
             aliases,
             as_of: None,
+            checkpoint_read: Arc::default(),
         }
     }
 
@@ -568,17 +575,19 @@ impl Queries {
     ///
     /// As of a past position, that position, once the read models have reached it
     /// ([`QueryError::NotReached`] before: a later projection could still change what they
-    /// hold as of it). Now, the read models' checkpoint, read before and after `read`: every
-    /// projection moves it in the transaction that writes the read models, so when it has
-    /// not moved, `read` saw exactly that state; when it has, `read` runs again as of the
-    /// first one.
+    /// hold as of it). Now, the read models' checkpoint read after `read`. Every projection
+    /// moves it in the transaction that writes the read models, and it never goes back: so
+    /// when it equals a checkpoint read before `read` began (the furthest one any clone
+    /// read), nothing was projected in between and `read` saw exactly that state; when it
+    /// does not, `read` runs again as of it. One checkpoint read per answer — none on
+    /// SQLite while its commit stamp says that nothing committed since the last one.
     pub async fn exactly<T, F, Fut>(&self, read: F) -> Result<Answer<T>, QueryError>
     where
         F: Fn(Self) -> Fut,
         Fut: std::future::Future<Output = Result<T, QueryError>>,
     {
-        let checkpoint = read_checkpoint(&self.db).await?;
         if let Some(position) = self.as_of {
+            let checkpoint = self.checkpoint().await?;
             if position > checkpoint {
                 return Err(QueryError::NotReached {
                     position,
@@ -588,16 +597,57 @@ impl Queries {
             let value = read(self.clone()).await?;
             return Ok(Answer { value, position });
         }
+        let before = match self.last_checkpoint() {
+            Some(checkpoint) => checkpoint,
+            None => self.checkpoint().await?,
+        };
         let value = read(self.clone()).await?;
-        let value = if read_checkpoint(&self.db).await? == checkpoint {
+        let after = self.checkpoint().await?;
+        let value = if after == before {
             value
         } else {
-            read(self.as_of_position(checkpoint)?).await?
+            read(self.as_of_position(after)?).await?
         };
         Ok(Answer {
             value,
-            position: checkpoint,
+            position: after,
         })
+    }
+
+    /// The furthest checkpoint a clone of these queries read.
+    fn last_checkpoint(&self) -> Option<i64> {
+        let last = self
+            .checkpoint_read
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        last.map(|(_, checkpoint)| checkpoint)
+    }
+
+    /// The read models' checkpoint as a read started now would find it: the last one read
+    /// when the commit stamp is still the one taken before that read (nothing committed
+    /// since, by any process: SQLite), else read.
+    async fn checkpoint(&self) -> Result<i64, QueryError> {
+        let stamp = self.db.commit_stamp();
+        if let (Some(now), Some((Some(then), checkpoint))) = (
+            stamp,
+            *self
+                .checkpoint_read
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        ) {
+            if now == then {
+                return Ok(checkpoint);
+            }
+        }
+        let checkpoint = read_checkpoint(&self.db).await?;
+        let mut last = self
+            .checkpoint_read
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if last.is_none_or(|(_, furthest)| furthest <= checkpoint) {
+            *last = Some((stamp, checkpoint));
+        }
+        Ok(checkpoint)
     }
 
     /// The last position recorded at or before `timestamp` (RFC 3339, UTC), for
