@@ -59,6 +59,11 @@ async fn bitemporal_grid_over_a_correction_and_a_revocation(db: TestDb) {
     );
     registry.ingest(&original, &actor()).await.unwrap();
     let p1 = head(&registry).await;
+    let notice_at = |registry: &Registry| {
+        let queries = registry.queries().clone();
+        async move { queries.notice("临政人〔2024〕1号").await.unwrap() }
+    };
+    let recorded = notice_at(&registry).await;
     let corrected = original.replace("王五", "王六");
     let outcome = registry
         .ingest_correction(&corrected, "姓名有误", &actor())
@@ -68,6 +73,12 @@ async fn bitemporal_grid_over_a_correction_and_a_revocation(db: TestDb) {
     // NoticeCorrected, one fact withdrawn (王五), one added (王六); the removal is untouched.
     assert_eq!(outcome[0].events_appended, 3);
     let p2 = head(&registry).await;
+    let corrected_view = notice_at(&registry).await;
+    assert_eq!(
+        (corrected_view.correction_count, corrected_view.event_count),
+        (1, 3),
+        "the removal, 王五 and 王六: facts are counted as recorded, withdrawn or not"
+    );
     let revoking = registry
         .ingest(&revocation_text(9, 1, "2024年4月1日"), &actor())
         .await
@@ -144,6 +155,18 @@ async fn bitemporal_grid_over_a_correction_and_a_revocation(db: TestDb) {
         then.notice("临政人〔2024〕1号").await.unwrap().revoked_at,
         None
     );
+    // As of a position, the notice is what it was then, text, heading, corrections, facts
+    // and events: the same view, read again after the correction and the revocation.
+    for (position, view) in [(p1, &recorded), (p2, &corrected_view), (p3, &notice)] {
+        let queries = registry.queries().as_of_position(position).unwrap();
+        assert_eq!(
+            &queries.notice("临政人〔2024〕1号").await.unwrap(),
+            view,
+            "as of {position}"
+        );
+    }
+    assert!(recorded.source_text.as_deref().unwrap().contains("王五"));
+    assert_eq!(recorded.events.len(), 3);
     // Post histories at every step, withdrawn tenures included.
     assert_post_histories_read_every_version(&registry, &[p0, p1, p2]).await;
     // Rebuilding reproduces every version.
@@ -245,6 +268,22 @@ async fn every_probation_status_and_due_within(db: TestDb) {
         .await
         .unwrap_err();
     assert!(matches!(err, RegistryError::Conflict(_)), "{err}");
+    // The operator's confirmation is a fact of the seed notice, counted from its position on:
+    // the notice as of the position before it has one fact fewer, as of it the latest view.
+    let confirmed_at = head(&registry).await;
+    let seed = |position: i64| {
+        let queries = registry.queries().as_of_position(position).unwrap();
+        async move { queries.notice("临政人〔2023〕4号").await.unwrap() }
+    };
+    let latest = registry
+        .queries()
+        .notice("临政人〔2023〕4号")
+        .await
+        .unwrap();
+    assert_eq!(seed(confirmed_at).await, latest);
+    let before = seed(confirmed_at - 1).await;
+    assert_eq!(before.event_count + 1, latest.event_count);
+    assert_eq!(before.events.len() + 1, latest.events.len());
 
     let q = registry.queries();
     let status_on = |on: &'static str| async move {

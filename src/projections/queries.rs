@@ -11,6 +11,7 @@ use sqlx::Row;
 use super::model::TenureRow;
 use super::projector::read_checkpoint;
 use super::resident::Answer;
+use crate::domain::events::RegistryEvent;
 use crate::notice::{self, AliasTable};
 use crate::store::log::{numbered, padded_list};
 use crate::store::{CommitStamp, Database, StoreError, StoredEvent};
@@ -292,6 +293,58 @@ pub struct NoticeView {
     pub source_text: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<StoredEvent>,
+}
+
+/// A notice's view as the registry held it right after position `p`, from its events up to
+/// `p` (`known`): the heading and text of its last correction by then (or as recorded), its
+/// corrections and facts by then, not revoked after it. The row holds the latest of each,
+/// which a correction or a confirmation recorded later has changed.
+fn as_known_then(view: &mut NoticeView, known: &[StoredEvent], p: i64) -> Result<(), StoreError> {
+    if view.revoked_position.is_some_and(|r| r > p) {
+        view.revoked_position = None;
+        view.revoked_at = None;
+        view.revoked_reason = None;
+        view.revoked_by = None;
+    }
+    let (mut facts, mut corrections) = (0, 0);
+    for event in known {
+        match super::projector::decode_event(event, &crate::store::upcasters())? {
+            RegistryEvent::NoticeRecorded(n) => {
+                view.title = n.title;
+                view.issued_on = n.issued_on;
+                view.remarks = n.remarks;
+                view.content_hash = n.content_hash;
+                if view.source_text.is_some() {
+                    view.source_text = Some(n.source_text);
+                }
+            }
+            RegistryEvent::NoticeCorrected(c) => {
+                corrections += 1;
+                view.title = c.title;
+                view.issued_on = c.issued_on;
+                view.remarks = c.remarks;
+                view.content_hash = c.content_hash;
+                if view.source_text.is_some() {
+                    view.source_text = Some(c.source_text);
+                }
+                view.corrected_position = Some(event.position);
+                view.corrected_at = Some(event.recorded_at.clone());
+                view.corrected_reason = Some(c.reason);
+            }
+            RegistryEvent::AppointmentRecorded(_)
+            | RegistryEvent::RemovalRecorded(_)
+            | RegistryEvent::ConfirmationRecorded(_) => facts += 1,
+            _ => {}
+        }
+    }
+    if corrections == 0 {
+        view.corrected_position = None;
+        view.corrected_at = None;
+        view.corrected_reason = None;
+    }
+    view.correction_count = corrections;
+    view.event_count = facts;
+    Ok(())
 }
 
 pub(crate) const TENURE_SELECT: &str = "SELECT t.*, e1.recorded_at AS recorded_at, \
@@ -1125,23 +1178,29 @@ impl Queries {
 
     async fn complete(&self, row: &AnyRow, with_detail: bool) -> Result<NoticeView, QueryError> {
         let mut view = Self::notice_from_row(row)?;
-        if let Some(p) = self.as_of {
-            // The notice as the registry knew it then: not yet revoked. (Its text is the
-            // latest; the corrections themselves are in its events.)
-            if view.revoked_position.is_some_and(|r| r > p) {
-                view.revoked_position = None;
-                view.revoked_at = None;
-                view.revoked_reason = None;
-                view.revoked_by = None;
-            }
-        }
-        view.warnings = self.warnings(&view.notice_id).await?;
         if with_detail {
             view.source_text = Some(row.try_get("source_text")?);
-            view.events = self
-                .db
-                .aggregate_events("notice", &view.notice_id, 0)
-                .await?;
+        }
+        let events = match with_detail || self.as_of.is_some() {
+            true => {
+                self.db
+                    .aggregate_events("notice", &view.notice_id, 0)
+                    .await?
+            }
+            false => Vec::new(),
+        };
+        let events = match self.as_of {
+            Some(p) => {
+                let known: Vec<StoredEvent> =
+                    events.into_iter().filter(|e| e.position <= p).collect();
+                as_known_then(&mut view, &known, p)?;
+                known
+            }
+            None => events,
+        };
+        view.warnings = self.warnings(&view.notice_id).await?;
+        if with_detail {
+            view.events = events;
         }
         Ok(view)
     }
