@@ -310,23 +310,27 @@ fn as_known_then(view: &mut NoticeView, known: &[StoredEvent], p: i64) -> Result
     for event in known {
         match super::projector::decode_event(event, &crate::store::upcasters())? {
             RegistryEvent::NoticeRecorded(n) => {
-                view.title = n.title;
-                view.issued_on = n.issued_on;
-                view.remarks = n.remarks;
-                view.content_hash = n.content_hash;
-                if view.source_text.is_some() {
-                    view.source_text = Some(n.source_text);
-                }
+                let text = (
+                    n.title,
+                    n.issued_on,
+                    n.remarks,
+                    n.content_hash,
+                    n.source_text,
+                );
+                set_text(view, text);
             }
             RegistryEvent::NoticeCorrected(c) => {
                 corrections += 1;
-                view.title = c.title;
-                view.issued_on = c.issued_on;
-                view.remarks = c.remarks;
-                view.content_hash = c.content_hash;
-                if view.source_text.is_some() {
-                    view.source_text = Some(c.source_text);
-                }
+                set_text(
+                    view,
+                    (
+                        c.title,
+                        c.issued_on,
+                        c.remarks,
+                        c.content_hash,
+                        c.source_text,
+                    ),
+                );
                 view.corrected_position = Some(event.position);
                 view.corrected_at = Some(event.recorded_at.clone());
                 view.corrected_reason = Some(c.reason);
@@ -345,6 +349,21 @@ fn as_known_then(view: &mut NoticeView, known: &[StoredEvent], p: i64) -> Result
     view.correction_count = corrections;
     view.event_count = facts;
     Ok(())
+}
+
+/// A notice's heading and text: title, date, remarks, content hash and source text.
+type NoticeText = (String, Option<String>, Vec<String>, String, String);
+
+/// Sets a view's heading and text (its source text only where the view carries one).
+fn set_text(view: &mut NoticeView, text: NoticeText) {
+    let (title, issued_on, remarks, content_hash, source_text) = text;
+    view.title = title;
+    view.issued_on = issued_on;
+    view.remarks = remarks;
+    view.content_hash = content_hash;
+    if view.source_text.is_some() {
+        view.source_text = Some(source_text);
+    }
 }
 
 pub(crate) const TENURE_SELECT: &str = "SELECT t.*, e1.recorded_at AS recorded_at, \
