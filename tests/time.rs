@@ -6,8 +6,8 @@
 mod common;
 
 use common::{
-    actor, assert_post_histories_read_every_version, date, export_json, notice_text, seed_text,
-    seeded, TestDb,
+    actor, assert_post_histories_read_every_version, date, export_json, generated_notice,
+    notice_text, seed_text, seeded, TestDb,
 };
 use renmian::projections::{ProbationStatus, Queries};
 use renmian::registry::{Registry, RegistryError};
@@ -44,6 +44,7 @@ backend_suite!(
     corrections_need_the_explicit_flag_and_a_reason,
     same_name_persons_are_flagged_merged_and_split,
     a_revocation_recorded_first_applies_when_the_notice_arrives,
+    every_answer_is_the_same_again_as_of_the_position_it_reported,
 );
 
 async fn bitemporal_grid_over_a_correction_and_a_revocation(db: TestDb) {
@@ -602,4 +603,113 @@ async fn a_revocation_recorded_first_applies_when_the_notice_arrives(db: TestDb)
         ["钟炎夫"],
         "the revoked appointment does not hold"
     );
+}
+
+/// Every question the registry answers, asked of the latest state after each step of a
+/// history — generated notices, a correction, a revocation, an operator's confirmation, a
+/// same-name merge — and asked again at the end as of the position that answer reported, is
+/// answered the same: what the read models hold as of a position never changes once the
+/// checkpoint has passed it (ARCHITECTURE.md, `queries.rs`).
+async fn every_answer_is_the_same_again_as_of_the_position_it_reported(db: TestDb) {
+    const ORGS: [&str; 5] = [
+        "市财政局",
+        "市交通运输局",
+        "市教育体育局",
+        "市统计局",
+        "市商务局",
+    ];
+    const NAMES: [&str; 7] = [
+        "王伟伟",
+        "李芳伟",
+        "张娜伟",
+        "陈伟芳",
+        "宋勇",
+        "李琪",
+        "刘辉",
+    ];
+    async fn answers(q: &Queries) -> (i64, Vec<String>) {
+        fn shown<T: std::fmt::Debug>(
+            answer: Result<T, renmian::projections::QueryError>,
+        ) -> String {
+            answer.map_or_else(|e| format!("error: {e}"), |v| format!("{v:?}"))
+        }
+        let listed = q
+            .exactly(|q: Queries| async move { q.notices(0, 1000, true).await })
+            .await
+            .unwrap();
+        let mut shown_all = vec![format!("{:?}", listed.value)];
+        let on = date("2024-05-01");
+        for org in ORGS {
+            shown_all.push(shown(q.post_history(org, None).await));
+            shown_all.push(shown(q.holders(org, "副局长", on).await));
+        }
+        for name in NAMES {
+            shown_all.push(shown(q.person_history(name).await));
+            shown_all.push(shown(q.persons(name).await));
+            shown_all.push(shown(q.holdings(name, on).await));
+        }
+        shown_all.push(shown(q.all_probations(on).await));
+        shown_all.push(shown(q.probations(date("2024-04-01"), Some(30)).await));
+        (listed.position, shown_all)
+    }
+
+    let registry = seeded(&db).await;
+    let mut taken = vec![answers(registry.queries()).await];
+    for n in 1..=12 {
+        registry
+            .ingest(&generated_notice(n), &actor())
+            .await
+            .unwrap();
+        taken.push(answers(registry.queries()).await);
+    }
+    let original = notice_text(70, "2024年3月1日", &["王五同志任市教育体育局副局长"]);
+    registry.ingest(&original, &actor()).await.unwrap();
+    taken.push(answers(registry.queries()).await);
+    let corrected = original.replace("王五", "王六");
+    registry
+        .ingest_correction(&corrected, "姓名有误", &actor())
+        .await
+        .unwrap();
+    taken.push(answers(registry.queries()).await);
+    registry
+        .revoke("临政人〔2024〕5号", "撤销", None, &actor())
+        .await
+        .unwrap();
+    taken.push(answers(registry.queries()).await);
+    registry
+        .confirm_probation(
+            "宋勇",
+            "湖南五尖山国家森林公园保护中心",
+            "副主任",
+            date("2024-04-24"),
+            &actor(),
+        )
+        .await
+        .unwrap();
+    taken.push(answers(registry.queries()).await);
+    let county = "岳阳县人民政府\n关于刘辉同志任职的通知\n岳政人〔2024〕3号\n\n各乡镇人民政府，县直各单位：\n\n\
+                  经县人民政府研究决定：\n\n刘辉同志任县财政局局长。\n\n岳阳县人民政府\n2024年2月1日\n";
+    registry.ingest(county, &actor()).await.unwrap();
+    taken.push(answers(registry.queries()).await);
+    let records = registry.queries().persons("刘辉").await.unwrap();
+    registry
+        .merge_persons(
+            records[1].person_id,
+            records[0].person_id,
+            "同一人",
+            &actor(),
+        )
+        .await
+        .unwrap();
+    taken.push(answers(registry.queries()).await);
+
+    let positions: Vec<i64> = taken.iter().map(|(p, _)| *p).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+    for (position, then) in &taken {
+        let (at, again) = answers(&registry.queries().as_of_position(*position).unwrap()).await;
+        assert_eq!(at, *position);
+        for (i, (was, is)) in then.iter().zip(&again).enumerate() {
+            assert_eq!(was, is, "answer {i} as of {position}");
+        }
+    }
 }
