@@ -399,6 +399,48 @@ async fn a_listings_pages_stay_at_the_position_of_its_first() {
         "53 came after the listing's position"
     );
 
+    // ListHolders alike, though answered from the lookups model: its next page is read as
+    // of the position the first reported, and an appointment with an earlier start, which
+    // sorts first, does not move it.
+    client
+        .ingest_notice(ingest(
+            &own_notice(
+                54,
+                &["张三同志任市财政局副局长", "李四同志任市财政局副局长"],
+            ),
+            "",
+        ))
+        .await
+        .unwrap();
+    let deputies = |page_token: String| pb::ListHoldersRequest {
+        page_size: 1,
+        page_token,
+        ..holders("市财政局", "副局长", "2024-06-30")
+    };
+    let first = client
+        .list_holders(deputies(String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.position, server.head().await);
+    let earlier = common::notice_text(55, "2020年1月1日", &["王五同志任市财政局副局长"]);
+    client.ingest_notice(ingest(&earlier, "")).await.unwrap();
+    let second = client
+        .list_holders(deputies(first.next_page_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.position, first.position);
+    assert!(second.next_page_token.is_empty());
+    let walked: Vec<_> = first.tenures.into_iter().chain(second.tenures).collect();
+    assert_eq!(persons(&walked), ["张三", "李四"]);
+    let now = client
+        .list_holders(holders("市财政局", "副局长", "2024-06-30"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(persons(&now.tenures), ["王五", "张三", "李四"]);
+
     // The other listings report theirs; past the read models is out of range.
     let head = server.head().await;
     let persons = client

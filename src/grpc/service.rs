@@ -19,7 +19,7 @@ use super::pb;
 use super::pb::registry_server::Registry as RegistryApi;
 use crate::domain::{content_hash, NoticeKey};
 use crate::projections::resident::{Answer, ResidentTenures};
-use crate::projections::Queries;
+use crate::projections::{Queries, QueryError};
 use crate::registry::{Actor, Registry, RegistryError};
 use crate::store::StoredEvent;
 
@@ -150,6 +150,20 @@ impl RegistryService {
                 .map_err(|e| query_status(e, "page_token")),
             None => self.queries_at(as_of).await,
         }
+    }
+
+    /// A later page of a lookup of the latest state, answered as of the position its first
+    /// page reported (a token's position is never negative: `Page` refuses one).
+    async fn pinned<T, F, Fut>(&self, at: i64, read: F) -> Result<Answer<T>, QueryError>
+    where
+        F: Fn(Queries) -> Fut,
+        Fut: std::future::Future<Output = Result<T, QueryError>>,
+    {
+        self.registry
+            .queries()
+            .as_of_position(at)?
+            .exactly(read)
+            .await
     }
 
     /// Runs after a write: wakes watchers when events were appended.
@@ -283,21 +297,28 @@ impl RegistryApi for RegistryService {
         let page = Page::parse(r.page_size, &r.page_token, &scope, 0)?;
         let on = date_or_today("on_date", &r.on_date)?;
         let freshness = freshness(r.min_position, r.as_of.is_some())?;
-        let answer = match r.as_of.as_ref() {
-            None => {
+        let (organization, post) = (r.organization.as_str(), r.post.as_str());
+        let answer = match (r.as_of.as_ref(), page.at) {
+            (None, None) => {
                 self.resident
-                    .holders_with(&r.organization, &r.post, on, freshness)
+                    .holders_with(organization, post, on, freshness)
                     .await
             }
-            Some(as_of) => self
+            (None, Some(at)) => {
+                self.pinned(at, |q: Queries| async move {
+                    q.holders(organization, post, on).await
+                })
+                .await
+            }
+            (Some(as_of), _) => self
                 .queries_at(Some(as_of))
                 .await?
-                .holders(&r.organization, &r.post, on)
+                .holders(organization, post, on)
                 .await
                 .map(as_of_a_past_point),
         }
         .map_err(|e| query_status(e, "organization"))?;
-        let (tenures, next_page_token) = page.slice(answer.value);
+        let (tenures, next_page_token) = page.pinned_at(answer.position).slice(answer.value);
         Ok(Response::new(pb::ListHoldersResponse {
             tenures,
             next_page_token,
@@ -315,17 +336,22 @@ impl RegistryApi for RegistryService {
         let page = Page::parse(r.page_size, &r.page_token, &scope, 0)?;
         let on = date_or_today("on_date", &r.on_date)?;
         let freshness = freshness(r.min_position, r.as_of.is_some())?;
-        let answer = match r.as_of.as_ref() {
-            None => self.resident.holdings_with(&r.person, on, freshness).await,
-            Some(as_of) => self
+        let person = r.person.as_str();
+        let answer = match (r.as_of.as_ref(), page.at) {
+            (None, None) => self.resident.holdings_with(person, on, freshness).await,
+            (None, Some(at)) => {
+                self.pinned(at, |q: Queries| async move { q.holdings(person, on).await })
+                    .await
+            }
+            (Some(as_of), _) => self
                 .queries_at(Some(as_of))
                 .await?
-                .holdings(&r.person, on)
+                .holdings(person, on)
                 .await
                 .map(as_of_a_past_point),
         }
         .map_err(|e| query_status(e, "person"))?;
-        let (tenures, next_page_token) = page.slice(answer.value);
+        let (tenures, next_page_token) = page.pinned_at(answer.position).slice(answer.value);
         Ok(Response::new(pb::ListHoldingsResponse {
             tenures,
             next_page_token,

@@ -133,8 +133,9 @@ impl Freshness {
     }
 }
 
-/// An answer and the log position it reflects: every event up to `position` is in it
-/// (from memory: exactly those; from the database: at least those).
+/// An answer and the log position it is exactly as of: every event up to `position` is in
+/// it and none after it (from memory, the model's position; from the database, see
+/// [`Queries::exactly`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Answer<T> {
     pub value: T,
@@ -764,7 +765,7 @@ impl ResidentTenures {
             on,
             freshness,
             |state| state.holders(&self.inner.aliases, organization, post, on),
-            self.inner.queries.holders(organization, post, on),
+            |q: Queries| async move { q.holders(organization, post, on).await },
         )
         .await
     }
@@ -788,21 +789,26 @@ impl ResidentTenures {
             on,
             freshness,
             |state| state.holdings(person, on),
-            self.inner.queries.holdings(person, on),
+            |q: Queries| async move { q.holdings(person, on).await },
         )
         .await
     }
 
     /// A question about `on`: from memory when `on` is not before the horizon and the model
     /// stands where `freshness` admits (at once) or could be brought to the checkpoint,
-    /// else from the database.
-    async fn answer<T>(
+    /// else from the database, exactly as of the checkpoint it reports
+    /// ([`Queries::exactly`]). Either way the answer holds every event up to its position
+    /// and none after it.
+    async fn answer<T, Fut>(
         &self,
         on: NaiveDate,
         freshness: Freshness,
         from_memory: impl FnOnce(&State) -> Result<T, QueryError>,
-        from_database: impl Future<Output = Result<T, QueryError>>,
-    ) -> Result<Answer<T>, QueryError> {
+        from_database: impl Fn(Queries) -> Fut,
+    ) -> Result<Answer<T>, QueryError>
+    where
+        Fut: Future<Output = Result<T, QueryError>>,
+    {
         if on >= self.inner.since {
             // A model that stands where `freshness` admits answers at once; any other is
             // brought to a checkpoint read after the call first, and one still short of
@@ -826,18 +832,11 @@ impl ResidentTenures {
                 }
             }
         }
-        // Read before the query, so the answer reflects at least this checkpoint.
-        let checkpoint = match self.checkpoint_now().await {
-            Some(checkpoint) => checkpoint,
-            // The fence has logged why; this read reports it.
-            None => super::projector::read_checkpoint(&self.inner.db).await?,
-        };
-        freshness.admits(checkpoint)?;
+        // Its checkpoint is read after the question, so the answer is as of now.
+        let answer = self.inner.queries.exactly(from_database).await?;
+        freshness.admits(answer.position)?;
         self.inner.from_database.fetch_add(1, Ordering::Relaxed);
-        Ok(Answer {
-            value: from_database.await?,
-            position: checkpoint,
-        })
+        Ok(answer)
     }
 
     /// How many questions were answered from memory and how many from the database.
