@@ -182,6 +182,39 @@ mod tests {
         assert_eq!(Page::parse(5000, "", &[], 0).unwrap().size, MAX_PAGE_SIZE);
     }
 
+    proptest::proptest! {
+        /// Tokens are client input: whatever comes back is a page of this request or
+        /// INVALID_ARGUMENT, never a panic; and every token a page hands out reads back as
+        /// the cursor and the position it was made with.
+        #[test]
+        fn any_token_is_a_page_or_invalid_argument(
+            token in ".{0,80}",
+            hex_text in "[0-9a-f:x-]{0,40}",
+            rest in "[0-9:+ -]{0,30}",
+            cursor in 0i64..=i64::MAX,
+            at in proptest::option::of(0i64..=i64::MAX),
+        ) {
+            let ours = hex::encode(format!("{}:{rest}", fingerprint(&["x"])));
+            for token in [token, hex::encode(&hex_text), ours] {
+                match Page::parse(7, &token, &["x"], 0) {
+                    Ok(page) => proptest::prop_assert!(
+                        page.cursor >= 0 && page.at.is_none_or(|a| a >= 0)
+                    ),
+                    Err(status) => {
+                        proptest::prop_assert_eq!(status.code(), tonic::Code::InvalidArgument)
+                    }
+                }
+            }
+            let page = Page::parse(7, "", &["x"], 0).unwrap();
+            let page = match at {
+                Some(at) => page.at(at),
+                None => page,
+            };
+            let next = Page::parse(7, &page.token(cursor), &["x"], 0).unwrap();
+            proptest::prop_assert_eq!((next.cursor, next.at), (cursor, at));
+        }
+    }
+
     #[test]
     fn a_pinned_token_carries_its_position_to_the_next_page() {
         let first = Page::parse(2, "", &["notices"], 0).unwrap();
