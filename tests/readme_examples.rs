@@ -168,7 +168,8 @@ async fn readme_grpcurl_examples_work() {
         "renmian.v1.Registry",
         "grpc.health.v1.Health",
         "钟炎夫",
-        "\"position\"",
+        "李琪",
+        "\"position\": \"31\"",
     ] {
         assert!(
             all_output.contains(expected),
