@@ -19,7 +19,7 @@ use super::pb;
 use super::pb::registry_server::Registry as RegistryApi;
 use crate::domain::{content_hash, NoticeKey};
 use crate::projections::resident::{Answer, ResidentTenures};
-use crate::projections::{Queries, QueryError};
+use crate::projections::Queries;
 use crate::registry::{Actor, Registry, RegistryError};
 use crate::store::StoredEvent;
 
@@ -150,20 +150,6 @@ impl RegistryService {
                 .map_err(|e| query_status(e, "page_token")),
             None => self.queries_at(as_of).await,
         }
-    }
-
-    /// A later page of a lookup of the latest state, answered as of the position its first
-    /// page reported (a token's position is never negative: `Page` refuses one).
-    async fn pinned<T, F, Fut>(&self, at: i64, read: F) -> Result<Answer<T>, QueryError>
-    where
-        F: Fn(Queries) -> Fut,
-        Fut: std::future::Future<Output = Result<T, QueryError>>,
-    {
-        self.registry
-            .queries()
-            .as_of_position(at)?
-            .exactly(read)
-            .await
     }
 
     /// Runs after a write: wakes watchers when events were appended.
@@ -304,11 +290,11 @@ impl RegistryApi for RegistryService {
                     .holders_with(organization, post, on, freshness)
                     .await
             }
-            (None, Some(at)) => {
-                self.pinned(at, |q: Queries| async move {
-                    q.holders(organization, post, on).await
-                })
-                .await
+            (None, Some(_)) => {
+                self.queries_for(None, &page)
+                    .await?
+                    .exactly(|q| async move { q.holders(organization, post, on).await })
+                    .await
             }
             (Some(as_of), _) => self
                 .queries_at(Some(as_of))
@@ -339,8 +325,10 @@ impl RegistryApi for RegistryService {
         let person = r.person.as_str();
         let answer = match (r.as_of.as_ref(), page.at) {
             (None, None) => self.resident.holdings_with(person, on, freshness).await,
-            (None, Some(at)) => {
-                self.pinned(at, |q: Queries| async move { q.holdings(person, on).await })
+            (None, Some(_)) => {
+                self.queries_for(None, &page)
+                    .await?
+                    .exactly(|q| async move { q.holdings(person, on).await })
                     .await
             }
             (Some(as_of), _) => self

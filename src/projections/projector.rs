@@ -32,8 +32,8 @@ use crate::domain::posts::is_head_post;
 use crate::domain::{NoticeRecorded, NoticeRevoked, PostFact, RegistryEvent};
 use crate::notice::EventKind;
 use crate::store::{
-    repository::to_serialized, AppendObserver, Backend, Database, ObservedTx, StoreError,
-    StoredEvent,
+    repository::to_serialized, AppendObserver, Backend, CommitStamp, Database, ObservedTx,
+    StoreError, StoredEvent,
 };
 
 /// Name of the registry projection's row in `projection_checkpoint`.
@@ -48,6 +48,45 @@ pub(crate) async fn read_checkpoint(db: &Database) -> Result<i64, StoreError> {
         )
         .await?;
     Ok(row.try_get("position")?)
+}
+
+/// Checkpoint reads remembered with the commit stamp taken before each (SQLite,
+/// [`Database::commit_stamp`]): while the stamp is still that one, nothing has committed
+/// since, by any process, so the read stands for one started now and costs no statement.
+/// Shared by [`Queries::exactly`](super::Queries::exactly) and the lookups model's fence.
+#[derive(Debug, Default)]
+pub(crate) struct CheckpointReads(Mutex<Option<(Option<CommitStamp>, i64)>>);
+
+impl CheckpointReads {
+    /// Reads the checkpoint and remembers it, unless a further one is remembered already
+    /// (two reads may finish out of order).
+    pub(crate) async fn read(&self, db: &Database) -> Result<i64, StoreError> {
+        // Taken before the statement starts: the checkpoint read is at least as recent as
+        // the stamp.
+        let stamp = db.commit_stamp();
+        let checkpoint = read_checkpoint(db).await?;
+        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_none_or(|(_, furthest)| furthest <= checkpoint) {
+            *last = Some((stamp, checkpoint));
+        }
+        Ok(checkpoint)
+    }
+
+    /// The remembered checkpoint, when the commit stamp now is the one taken before it was
+    /// read.
+    pub(crate) fn unchanged(&self, db: &Database) -> Option<i64> {
+        let now = db.commit_stamp()?;
+        match *self.0.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some((Some(then), checkpoint)) if then == now => Some(checkpoint),
+            _ => None,
+        }
+    }
+
+    /// The furthest checkpoint read so far.
+    pub(crate) fn furthest(&self) -> Option<i64> {
+        let last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        last.map(|(_, checkpoint)| checkpoint)
+    }
 }
 
 /// Events read per query during catch-up and rebuild (and applied per transaction during

@@ -9,12 +9,12 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::model::TenureRow;
-use super::projector::read_checkpoint;
+use super::projector::CheckpointReads;
 use super::resident::Answer;
 use crate::domain::events::RegistryEvent;
 use crate::notice::{self, AliasTable};
 use crate::store::log::{numbered, padded_list};
-use crate::store::{CommitStamp, Database, StoreError, StoredEvent};
+use crate::store::{Database, StoreError, StoredEvent};
 
 /// Why a query has no answer. Each variant names what the caller can fix.
 #[derive(Debug, thiserror::Error)]
@@ -397,13 +397,9 @@ pub struct Queries {
     aliases: Arc<AliasTable>,
     /// Answer as the registry knew it after this position (`None`: now).
     as_of: Option<i64>,
-    /// The furthest checkpoint any clone read, with the commit stamp taken before that read
-    /// (SQLite): see [`Queries::exactly`].
-    checkpoint_read: Arc<std::sync::Mutex<Option<CheckpointRead>>>,
+    /// The checkpoint reads of every clone: see [`Queries::exactly`].
+    checkpoint_reads: Arc<CheckpointReads>,
 }
-
-/// A checkpoint read, with the commit stamp taken before the read (SQLite).
-type CheckpointRead = (Option<CommitStamp>, i64);
 
 pub(crate) fn require(field: &'static str, value: &str) -> Result<String, QueryError> {
     let trimmed: String = value.chars().filter(|c| !c.is_whitespace()).collect();
@@ -622,7 +618,7 @@ impl Queries {
             db,
             aliases,
             as_of: None,
-            checkpoint_read: Arc::default(),
+            checkpoint_reads: Arc::default(),
         }
     }
 
@@ -669,7 +665,7 @@ impl Queries {
             let value = read(self.clone()).await?;
             return Ok(Answer { value, position });
         }
-        let before = match self.last_checkpoint() {
+        let before = match self.checkpoint_reads.furthest() {
             Some(checkpoint) => checkpoint,
             None => self.checkpoint().await?,
         };
@@ -686,40 +682,13 @@ impl Queries {
         })
     }
 
-    /// The furthest checkpoint a clone of these queries read.
-    fn last_checkpoint(&self) -> Option<i64> {
-        let last = self
-            .checkpoint_read
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        last.map(|(_, checkpoint)| checkpoint)
-    }
-
     /// The read models' checkpoint as a read started now would find it: the last one read
-    /// when the commit stamp is still the one taken before that read (nothing committed
-    /// since, by any process: SQLite), else read.
+    /// when nothing committed since (SQLite's commit stamp), else read.
     async fn checkpoint(&self) -> Result<i64, QueryError> {
-        let stamp = self.db.commit_stamp();
-        if let (Some(now), Some((Some(then), checkpoint))) = (
-            stamp,
-            *self
-                .checkpoint_read
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        ) {
-            if now == then {
-                return Ok(checkpoint);
-            }
+        match self.checkpoint_reads.unchanged(&self.db) {
+            Some(checkpoint) => Ok(checkpoint),
+            None => Ok(self.checkpoint_reads.read(&self.db).await?),
         }
-        let checkpoint = read_checkpoint(&self.db).await?;
-        let mut last = self
-            .checkpoint_read
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if last.is_none_or(|(_, furthest)| furthest <= checkpoint) {
-            *last = Some((stamp, checkpoint));
-        }
-        Ok(checkpoint)
     }
 
     /// The last position recorded at or before `timestamp` (RFC 3339, UTC), for
@@ -1200,13 +1169,12 @@ impl Queries {
         if with_detail {
             view.source_text = Some(row.try_get("source_text")?);
         }
-        let events = match with_detail || self.as_of.is_some() {
-            true => {
-                self.db
-                    .aggregate_events("notice", &view.notice_id, 0)
-                    .await?
-            }
-            false => Vec::new(),
+        let events = if with_detail || self.as_of.is_some() {
+            self.db
+                .aggregate_events("notice", &view.notice_id, 0)
+                .await?
+        } else {
+            Vec::new()
         };
         let events = match self.as_of {
             Some(p) => {

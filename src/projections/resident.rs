@@ -54,12 +54,13 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use chrono::NaiveDate;
 use sqlx::Row;
 use tokio::sync::{mpsc, oneshot};
 
+use super::projector::CheckpointReads;
 use super::queries::{
     holders_in_order, holdings_in_order, iso, one_person, organization_candidates,
     organization_found, person_by_id, person_reference, post_not_recorded, qualified_candidates,
@@ -67,7 +68,7 @@ use super::queries::{
 };
 use super::{PersonRecord, Queries, QueryError, Tenure};
 use crate::notice::AliasTable;
-use crate::store::{CommitStamp, Database};
+use crate::store::Database;
 
 /// Batches reads of a position so that each request waits for a read that started after it
 /// arrived, and concurrent requests share one read.
@@ -616,7 +617,7 @@ struct Inner {
     since: NaiveDate,
     fence: Fence,
     /// The fence's last checkpoint read, with the commit stamp taken before it (SQLite).
-    last_read: Arc<Mutex<Option<(CommitStamp, i64)>>>,
+    last_read: Arc<CheckpointReads>,
     /// `None` until the first load has finished.
     state: RwLock<Option<State>>,
     /// Held by the one refresh under way.
@@ -643,21 +644,14 @@ impl ResidentTenures {
     /// runtime.
     pub fn new(db: Database, aliases: Arc<AliasTable>, since: NaiveDate) -> Self {
         let reader = db.clone();
-        let last_read: Arc<Mutex<Option<(CommitStamp, i64)>>> = Arc::default();
+        let last_read: Arc<CheckpointReads> = Arc::default();
         let read = last_read.clone();
         let fence = Fence::spawn(move || {
             let db = reader.clone();
             let read = read.clone();
             async move {
-                // Taken before the statement starts: the checkpoint read is at least as
-                // recent as the stamp.
-                let stamp = db.commit_stamp();
-                match super::projector::read_checkpoint(&db).await {
-                    Ok(position) => {
-                        *read.lock().unwrap_or_else(|e| e.into_inner()) =
-                            stamp.map(|stamp| (stamp, position));
-                        Some(position)
-                    }
+                match read.read(&db).await {
+                    Ok(position) => Some(position),
                     Err(e) => {
                         tracing::warn!("resident tenures: reading the checkpoint failed: {e}");
                         None
@@ -884,13 +878,7 @@ impl ResidentTenures {
     /// that read is as good as one started now, and costs no statement (SQLite;
     /// [`Database::commit_stamp`]).
     fn unchanged_checkpoint(&self) -> Option<i64> {
-        let now = self.inner.db.commit_stamp()?;
-        let last = *self
-            .inner
-            .last_read
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        last.and_then(|(stamp, checkpoint)| (stamp == now).then_some(checkpoint))
+        self.inner.last_read.unchanged(&self.inner.db)
     }
 
     /// Brings a loaded model to the checkpoint now (nothing before the first load): `serve`
