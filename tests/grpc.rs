@@ -315,15 +315,8 @@ async fn small_pages_walk_every_list_exactly_once() {
 async fn a_listings_pages_stay_at_the_position_of_its_first() {
     let server = TestServer::seeded(config()).await;
     let mut client = server.client().await;
-    let history = |page_size: i32, page_token: String, position: i64| pb::GetPostHistoryRequest {
-        organization: "市教育体育局".into(),
-        page_size,
-        page_token,
-        as_of: (position > 0).then_some(pb::AsOf {
-            position,
-            ..Default::default()
-        }),
-        ..Default::default()
+    let history = |page_size: i32, page_token: String, position: i64| {
+        grpc_support::post_history("市教育体育局", page_size, page_token, position)
     };
     let head = server.head().await;
     let whole = client

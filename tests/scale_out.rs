@@ -333,15 +333,8 @@ async fn a_listing_paged_through_both_servers_stays_at_the_position_of_its_first
         );
         ingest(&mut clients[n % 2], &text).await;
     }
-    let history = |page_size: i32, page_token: String, position: i64| pb::GetPostHistoryRequest {
-        organization: "市统计局".into(),
-        page_size,
-        page_token,
-        as_of: (position > 0).then_some(pb::AsOf {
-            position,
-            ..Default::default()
-        }),
-        ..Default::default()
+    let history = |page_size: i32, page_token: String, position: i64| {
+        grpc_support::post_history("市统计局", page_size, page_token, position)
     };
     let listing = |client: &mut Client| {
         let mut client = client.clone();

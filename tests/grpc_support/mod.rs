@@ -107,3 +107,23 @@ impl Drop for TestServer {
         }
     }
 }
+
+/// A GetPostHistory request for every post of `organization`: `page_size` tenures from
+/// `page_token`, as of `position` (0: the latest state).
+pub fn post_history(
+    organization: &str,
+    page_size: i32,
+    page_token: String,
+    position: i64,
+) -> renmian::grpc::pb::GetPostHistoryRequest {
+    renmian::grpc::pb::GetPostHistoryRequest {
+        organization: organization.into(),
+        page_size,
+        page_token,
+        as_of: (position > 0).then_some(renmian::grpc::pb::AsOf {
+            position,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
