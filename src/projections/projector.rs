@@ -353,11 +353,11 @@ impl Projector {
         }
         let mut model = Model::rebuilding(self.db.backend());
         let mut checkpoint = 0;
-        let mut batches = read_ahead(self.db.clone(), batch, self.upcasters.clone());
+        let mut batches = ReadAhead::start(self.db.clone(), batch, self.upcasters.clone());
         let mut times = RebuildTimes::start();
-        let mut next = times.reading(next_batch(&mut batches)).await?;
+        let mut next = times.reading(batches.next()).await?;
         while !next.0.is_empty() {
-            let following = times.reading(next_batch(&mut batches)).await?;
+            let following = times.reading(batches.next()).await?;
             let (events, decoded) = std::mem::replace(&mut next, following);
             // A notice's events are committed together, and a batch ends where the log
             // ended when it was read: an empty next batch means nothing follows.
@@ -405,6 +405,7 @@ impl Projector {
         }
         writer.commit().await?;
         times.committed();
+        batches.finish().await;
         *self.kept.lock().unwrap_or_else(|e| e.into_inner()) = keep.then_some(model);
         // PostgreSQL: the dead row versions its UPDATEs left vacuumed away (notices' fact
         // counts, tenure versions closed after they were written: few, since a rebuild
@@ -754,28 +755,53 @@ const ANALYZE_FROM_EVENTS: i64 = 1_000;
 /// transaction holds the write lock from its first statement, so no event can be appended
 /// while it runs; on PostgreSQL both read committed events in position order, and a
 /// position once seen has no later event below it.
-fn read_ahead(
-    db: Database,
-    batch: i64,
-    upcasters: Upcasters,
-) -> tokio::sync::mpsc::Receiver<Result<Batch, StoreError>> {
-    let (read_sender, mut read) = tokio::sync::mpsc::channel(1);
-    // The reading stops when the decoder does, because the rebuild did.
-    tokio::spawn(async move { db.read_log(0, batch, read_sender).await });
-    let (sender, receiver) = tokio::sync::mpsc::channel(1);
-    tokio::spawn(async move {
-        while let Some(events) = read.recv().await {
-            let decoded = events.and_then(|events| {
-                let decoded = decode_events(&events, &upcasters)?;
-                Ok((events, decoded))
-            });
-            // The reader stops after an error or the empty batch that ends the log.
-            if sender.send(decoded).await.is_err() {
-                return;
+struct ReadAhead {
+    batches: tokio::sync::mpsc::Receiver<Result<Batch, StoreError>>,
+    /// The reading task and the decoding one.
+    tasks: [tokio::task::JoinHandle<()>; 2],
+}
+
+impl ReadAhead {
+    fn start(db: Database, batch: i64, upcasters: Upcasters) -> Self {
+        let (read_sender, mut read) = tokio::sync::mpsc::channel(1);
+        // The reading stops when the decoder does, because the rebuild did.
+        let reading = tokio::spawn(async move { db.read_log(0, batch, read_sender).await });
+        let (sender, batches) = tokio::sync::mpsc::channel(1);
+        let decoding = tokio::spawn(async move {
+            while let Some(events) = read.recv().await {
+                let decoded = events.and_then(|events| {
+                    let decoded = decode_events(&events, &upcasters)?;
+                    Ok((events, decoded))
+                });
+                // The reader stops after an error or the empty batch that ends the log.
+                if sender.send(decoded).await.is_err() {
+                    return;
+                }
             }
+        });
+        Self {
+            batches,
+            tasks: [reading, decoding],
         }
-    });
-    receiver
+    }
+
+    /// The next batch; empty at the end of the log.
+    async fn next(&mut self) -> Result<Batch, StoreError> {
+        // The reader ends the log with an empty batch; a channel closed before that is a
+        // reader that died, never the end of the log.
+        self.batches.recv().await.ok_or_else(|| {
+            StoreError::Unavailable("the rebuild's event reader stopped early".into())
+        })?
+    }
+
+    /// Waits, once the empty batch has come, for both tasks to end: when the rebuild
+    /// returns, nothing of its own runs on and its reading connection is closed (not left
+    /// to the runtime's shutdown, or to a test's dropped temporary directory).
+    async fn finish(self) {
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
 }
 
 /// Stored events and their decoding, in position order.
@@ -789,18 +815,6 @@ fn decode_events(
     upcasters: &[Box<dyn EventUpcaster>],
 ) -> Result<Vec<RegistryEvent>, StoreError> {
     events.iter().map(|e| decode_event(e, upcasters)).collect()
-}
-
-/// The next batch from [`read_ahead`]; empty at the end of the log.
-async fn next_batch(
-    batches: &mut tokio::sync::mpsc::Receiver<Result<Batch, StoreError>>,
-) -> Result<Batch, StoreError> {
-    // The reader ends the log with an empty batch; a channel closed before that is a reader
-    // that died, never the end of the log.
-    batches
-        .recv()
-        .await
-        .ok_or_else(|| StoreError::Unavailable("the rebuild's event reader stopped early".into()))?
 }
 
 /// What follows the last event of a batch being applied.

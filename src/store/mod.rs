@@ -459,7 +459,9 @@ impl Database {
     /// `renmian rebuild` left the log behind in about one run in four (a connection of the
     /// process still closing). A checkpoint needs no one else gone: only no reader in the
     /// middle of an older snapshot, which another process may have — then the log stays, as
-    /// it should, and nothing waits for it (no busy timeout).
+    /// it should. It waits for such a reader (or a connection of this process still
+    /// closing, which left the log behind once in a CI run when it did not wait at all) at
+    /// most [`CLOSING_CHECKPOINT_WAIT`].
     pub async fn close(&self) {
         self.writer.close().await;
         self.readers.close().await;
@@ -467,17 +469,27 @@ impl Database {
         if self.backend == Backend::Sqlite {
             let url = &self.pool.connect_options().database_url;
             if let Ok(options) = sqlx::sqlite::SqliteConnectOptions::from_url(url) {
-                let options = options.busy_timeout(Duration::ZERO);
+                let options = options.busy_timeout(CLOSING_CHECKPOINT_WAIT);
                 if let Ok(mut last) = sqlx::ConnectOptions::connect(&options).await {
-                    let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                        .execute(&mut last)
-                        .await;
+                    let checkpoint: Result<(i64, i64, i64), _> =
+                        sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+                            .fetch_one(&mut last)
+                            .await;
+                    if !matches!(checkpoint, Ok((0, _, _))) {
+                        tracing::info!(
+                            ?checkpoint,
+                            "the write-ahead log was not emptied on closing: another connection reads from it"
+                        );
+                    }
                     let _ = sqlx::Connection::close(last).await;
                 }
             }
         }
     }
 }
+
+/// How long [`Database::close`]'s checkpoint waits for readers of the write-ahead log.
+const CLOSING_CHECKPOINT_WAIT: Duration = Duration::from_millis(250);
 
 /// Settings every connection gets, pooled or of [`connections`]: durability, time bounds,
 /// caches.
@@ -613,6 +625,53 @@ mod tests {
             "postgres://app@db/renmian"
         );
         assert_eq!(redact("sqlite://renmian.db"), "sqlite://renmian.db");
+    }
+
+    /// `close` empties the write-ahead log once a reader that holds an older snapshot lets
+    /// go, and gives up on one that does not, after its bounded wait, leaving the log (and
+    /// every write in it) in place.
+    #[tokio::test]
+    async fn closing_waits_a_little_for_readers_to_empty_the_write_ahead_log() {
+        use sqlx::{Connection, SqliteConnection};
+
+        async fn reading(url: &str) -> SqliteConnection {
+            let mut reader = SqliteConnection::connect(url).await.unwrap();
+            sqlx::raw_sql("BEGIN; SELECT count(*) FROM events")
+                .execute(&mut reader)
+                .await
+                .unwrap();
+            reader
+        }
+        let wal_bytes = |dir: &tempfile::TempDir| {
+            std::fs::metadata(dir.path().join("plans.db-wal")).map_or(0, |m| m.len())
+        };
+
+        // Let go while `close` waits: emptied.
+        let (dir, db) = plans::fresh_sqlite().await;
+        let url = db.pool().connect_options().database_url.to_string();
+        let mut reader = reading(&url).await;
+        assert!(wal_bytes(&dir) > 0, "the migrations are in the log");
+        let (closed, ()) = tokio::join!(db.close(), async {
+            tokio::time::sleep(CLOSING_CHECKPOINT_WAIT / 5).await;
+            sqlx::raw_sql("COMMIT").execute(&mut reader).await.unwrap();
+        });
+        let () = closed;
+        assert_eq!(wal_bytes(&dir), 0);
+
+        // Held throughout: `close` returns after its wait, the log and its writes stay.
+        let (dir, db) = plans::fresh_sqlite().await;
+        let url = db.pool().connect_options().database_url.to_string();
+        let mut reader = reading(&url).await;
+        let started = std::time::Instant::now();
+        db.close().await;
+        assert!(started.elapsed() < CLOSING_CHECKPOINT_WAIT * 20);
+        assert!(wal_bytes(&dir) > 0);
+        sqlx::raw_sql("COMMIT").execute(&mut reader).await.unwrap();
+        let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM sqlite_master")
+            .fetch_one(&mut reader)
+            .await
+            .unwrap();
+        assert!(tables > 0);
     }
 
     #[test]
