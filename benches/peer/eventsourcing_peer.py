@@ -21,13 +21,16 @@ Measured, per backend:
   pages + `app.mapper.to_domain_event` for each notification.
 * raw driver (optional, --baseline): no library, the same table shape and grouping through
   sqlite3 / psycopg directly; a same-run reference for how busy the machine is.
+* renmian's table (optional, --renmian-table, SQLite): no library, the dump's rows with all
+  their columns into renmian's own event log schema, appended as renmian appends them,
+  through sqlite3: what Python makes of renmian's rows.
 
 Output: a markdown table, then one JSON object per measurement, on stdout. Progress goes to
 stderr.
 
     eventsourcing_peer.py DUMP [--only sqlite|postgres]
         [--postgres postgres://USER[:PASSWORD]@HOST[:PORT]/DBNAME]
-        [--application] [--baseline] [--replicate K] [--page N] [--no-verify]
+        [--application] [--baseline] [--renmian-table] [--replicate K] [--page N] [--no-verify]
         [--keep-database]
 
 PostgreSQL: the database named in --postgres is created if missing (through the server's
@@ -325,6 +328,62 @@ def bench_raw_sqlite(db_path: str, commits: list[Commit], page: int):
     return total, append, replay
 
 
+RENMIAN_COLUMNS = (
+    "position", "aggregate_type", "aggregate_id", "sequence", "event_type", "event_version",
+    "payload", "metadata", "recorded_at", "actor", "document_number", "source_line", "clause",
+    "prev_hash", "hash",
+)
+RENMIAN_LOG_DDL = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "migrations", "sqlite",
+    "0001_event_log.sql",
+)
+
+
+def bench_renmian_table_sqlite(db_path: str, dump: str, page: int):
+    """No library, and renmian's own table: the dump's rows, all 15 columns as renmian stored
+    them, into the event log's schema (migrations/sqlite/0001_event_log.sql: the table with
+    its unique key on (aggregate_type, aggregate_id, sequence), the immutability triggers, the
+    head row), with renmian's durability (WAL, synchronous=FULL). Per notice, as renmian
+    appends: BEGIN, the head row moved, one executemany INSERT, COMMIT. What Python's sqlite3
+    makes of renmian's rows, beside what it makes of the library's."""
+    with open(dump, encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    commits: list[list[tuple]] = []
+    key = None
+    for e in rows:
+        if (e["aggregate_type"], e["aggregate_id"]) != key:
+            key = (e["aggregate_type"], e["aggregate_id"])
+            commits.append([])
+        commits[-1].append(tuple(e[c] for c in RENMIAN_COLUMNS))
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    with open(RENMIAN_LOG_DDL, encoding="utf-8") as f:
+        conn.executescript(f.read())
+    insert = (
+        f"INSERT INTO events ({', '.join(RENMIAN_COLUMNS)}) "
+        f"VALUES ({', '.join('?' * len(RENMIAN_COLUMNS))})"
+    )
+    head = "UPDATE event_log_head SET position = ?, hash = ? WHERE id = 1"
+    t0, c0 = time.perf_counter(), time.process_time()
+    for c in commits:
+        conn.execute("BEGIN")
+        conn.execute(head, (c[-1][0], c[-1][-1]))
+        conn.executemany(insert, c)
+        conn.execute("COMMIT")
+    append = (time.perf_counter() - t0, time.process_time() - c0)
+    replayed, replay = replay_pages(
+        lambda last: conn.execute(
+            "SELECT position, aggregate_id, sequence, event_type, payload FROM events "
+            "WHERE position > ? ORDER BY position LIMIT ?", (last, page)
+        ).fetchall()
+    )
+    conn.close()
+    if replayed != len(rows):
+        raise SystemExit(f"renmian's table: replayed {replayed} events, appended {len(rows)}")
+    return len(rows), append, replay
+
+
 def bench_raw_postgres(env: dict[str, str], commits: list[Commit], page: int):
     """No library: the same table shape as the library's, one multi-row INSERT (<= 500 rows)
     per notice in its own transaction; replay pages by notification_id."""
@@ -457,6 +516,9 @@ def main() -> None:
                     help="also measure the library's Application/Aggregate path")
     ap.add_argument("--baseline", action="store_true",
                     help="also measure the raw driver (sqlite3 / psycopg) without the library")
+    ap.add_argument("--renmian-table", action="store_true",
+                    help="also append the dump's rows, all columns, into renmian's own SQLite "
+                         "event log schema through sqlite3 (SQLite only; not with --replicate)")
     ap.add_argument("--replicate", type=int, default=1, metavar="K",
                     help="append the dump K times over (fresh aggregate ids per copy)")
     ap.add_argument("--no-verify", action="store_true",
@@ -538,6 +600,14 @@ def main() -> None:
                     n, a, r = bench_raw_sqlite(os.path.join(tmp, "raw.db"), commits, args.page)
                     record("sqlite", "raw driver", "append", n, a, settings=info)
                     record("sqlite", "raw driver", "replay", n, r, settings=info)
+                if args.renmian_table:
+                    if args.replicate > 1:
+                        raise SystemExit("--renmian-table appends the dump once: no --replicate")
+                    n, a, r = bench_renmian_table_sqlite(
+                        os.path.join(tmp, "renmian.db"), args.dump, args.page
+                    )
+                    record("sqlite", "raw driver, renmian's table", "append", n, a, settings=info)
+                    record("sqlite", "raw driver, renmian's table", "replay", n, r, settings=info)
                 if args.application:
                     env = sqlite_env(os.path.join(tmp, "application.db"))
                     n, a, r = bench_application(env, commits, args.page)
