@@ -11,8 +11,9 @@
 //! `RENMIAN_BENCH_DATABASE_URL` names a server where a fresh database can be created):
 //! 1. ingest: events/s through `Registry::ingest` (parse + append + projections), notice by
 //!    notice, vs the ceiling: a raw sqlx INSERT of the very same rows (all 15 columns of
-//!    `events`, read back afterwards) into a bare table of a fresh database, one transaction
-//!    per notice, multi-row statements;
+//!    `events`, read back untimed) into a bare table of a fresh database, one transaction
+//!    per notice, multi-row statements, each notice's right after its ingest (so both
+//!    meet the disk in the same minutes: its syncs swing by 2x between runs);
 //!    Bulk ingest: events/s through `Registry::ingest_all` (what `renmian ingest FILE…`
 //!    runs: one append transaction per batch of `BULK_BATCH_EVENTS`; into a fresh database,
 //!    from 1 000 texts on, the batches are appended alone and projected once at the end)
@@ -266,30 +267,44 @@ async fn run(
     let actor = Actor::named("bench");
     r.rss_base_kib = rss_kib("VmRSS");
     reset_peak_rss();
-    eprintln!("[{backend}] ingest");
-    let cpu = CpuMeter::start();
-    let started = Instant::now();
+    eprintln!("[{backend}] ingest, each notice followed by its ceiling: a raw INSERT of its rows");
+    let bare = BareTable::create(&ceiling, "notice").await;
+    let mut head = 0;
+    let mut cpu = CpuTally::new();
     let mut last_date = NaiveDate::MIN;
     let mut first_date = None;
     for (i, n) in generate(&config).enumerate() {
+        let interval = CpuMeter::start();
+        let ingesting = Instant::now();
         let out = registry.ingest(&n.text, &actor).await.expect("ingest");
+        r.ingest += ingesting.elapsed();
+        cpu.add(&interval);
         let appended: usize = out.iter().map(|x| x.events_appended).sum();
         assert_eq!(appended, n.expected_events, "{}", n.file_name);
         r.events += appended;
+        // The ceiling right after, so that both meet the disk as it is now (its syncs
+        // swing 2x between minutes): the rows just appended, read back untimed.
+        let rows = registry
+            .database()
+            .events_after(head, appended as i64)
+            .await
+            .expect("read back");
+        assert_eq!(rows.len(), appended);
+        head = rows.last().map_or(head, |e| e.position);
+        r.raw_insert += bare.insert(&rows).await;
         first_date.get_or_insert(n.issued_on);
         last_date = n.issued_on;
         if (i + 1) % 5000 == 0 {
             eprintln!(
-                "[{backend}]   {} notices, {} events, {:.0} events/s",
+                "[{backend}]   {} notices, {} events, {:.0} events/s (ceiling {:.0})",
                 i + 1,
                 r.events,
-                r.events as f64 / started.elapsed().as_secs_f64()
+                r.events as f64 / r.ingest.as_secs_f64(),
+                r.events as f64 / r.raw_insert.as_secs_f64()
             );
         }
     }
-    // Generation is inside this loop too; it is a few percent of parse time, see above.
-    r.ingest = started.elapsed().saturating_sub(generate_only);
-    r.cpu_ingest = cpu.stop();
+    r.cpu_ingest = cpu.share();
     r.rss_ingest_kib = rss_kib("VmHWM");
     r.anon_ingest_kib = rss_kib("RssAnon");
 
@@ -303,8 +318,6 @@ async fn run(
     r.rss_rebuild_kib = rss_kib("VmHWM");
     r.anon_rebuild_kib = rss_kib("RssAnon");
 
-    eprintln!("[{backend}] ceiling: raw INSERT of the same rows, a transaction per notice");
-    r.raw_insert = raw_insert(&registry, &ceiling, 0).await;
     eprintln!("[{backend}] ceiling: raw INSERT of the same rows, a transaction per bulk batch");
     r.raw_insert_bulk = raw_insert(&registry, &ceiling, BULK_BATCH_EVENTS).await;
     eprintln!("[{backend}] event store alone: Database::append of the same events");
@@ -495,66 +508,79 @@ async fn store_append(registry: &Registry, url: &str) -> Duration {
 }
 
 /// Inserts every stored event again into a bare table of a fresh database, one transaction
-/// per notice (`batch_events` 0) or per group of whole notices of at least `batch_events`
-/// events (how a bulk ingest batches them). Only the INSERTs are timed; reading the rows
-/// back is not.
+/// per group of whole notices of at least `batch_events` events (how a bulk ingest batches
+/// them). Only the INSERTs are timed; reading the rows back is not. (The ceiling of one
+/// transaction per notice is measured inside the ingest, interleaved with it.)
 async fn raw_insert(registry: &Registry, ceiling: &Ceiling, batch_events: usize) -> Duration {
-    enum Pool {
-        Sqlite(sqlx::SqlitePool),
-        Postgres(sqlx::PgPool),
-    }
-    let ddl =
-        "CREATE TABLE events_raw (position BIGINT PRIMARY KEY, aggregate_type TEXT NOT NULL, \
-               aggregate_id TEXT NOT NULL, sequence BIGINT NOT NULL, event_type TEXT NOT NULL, \
-               event_version TEXT NOT NULL, payload TEXT NOT NULL, metadata TEXT NOT NULL, \
-               recorded_at TEXT NOT NULL, actor TEXT NOT NULL, document_number TEXT, \
-               source_line BIGINT, clause TEXT, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)";
-    let pool = match ceiling {
-        Ceiling::Sqlite(path) => {
-            let options = SqliteConnectOptions::new()
-                .filename(path.with_extension(format!("{batch_events}.db")))
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Full);
-            let pool = SqlitePoolOptions::new()
-                .max_connections(1)
-                .connect_with(options)
-                .await
-                .expect("ceiling sqlite");
-            sqlx::query(ddl).execute(&pool).await.expect("ddl");
-            Pool::Sqlite(pool)
-        }
-        Ceiling::Postgres(url) => {
-            let pool = sqlx::PgPool::connect(url).await.expect("ceiling postgres");
-            sqlx::query("DROP TABLE IF EXISTS events_raw")
-                .execute(&pool)
-                .await
-                .expect("drop");
-            sqlx::query(ddl).execute(&pool).await.expect("ddl");
-            Pool::Postgres(pool)
-        }
-    };
+    let bare = BareTable::create(ceiling, &format!("{batch_events}")).await;
     let mut timed = Duration::ZERO;
     let mut groups = NoticeGroups::new(registry);
     let mut batch = Vec::new();
     while let Some(group) = groups.next().await {
         batch.extend(group);
         if batch.len() >= batch_events {
-            timed += flush(&pool, &mut batch).await;
+            timed += bare.insert(&batch).await;
+            batch.clear();
         }
     }
-    timed += flush(&pool, &mut batch).await;
-    return timed;
+    timed + bare.insert(&batch).await
+}
 
-    async fn flush(pool: &Pool, group: &mut Vec<StoredEvent>) -> Duration {
-        if group.is_empty() {
+/// The ceilings' table: the 15 columns of `events` and its key, nothing else (no other
+/// index, no trigger, no head row), new in a database of its own (`tag` names the SQLite
+/// file; on PostgreSQL the ceiling database's one table is made anew), written through
+/// sqlx's own driver with renmian's durability.
+enum BareTable {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+impl BareTable {
+    async fn create(ceiling: &Ceiling, tag: &str) -> Self {
+        let ddl = "CREATE TABLE events_raw (position BIGINT PRIMARY KEY, \
+                   aggregate_type TEXT NOT NULL, aggregate_id TEXT NOT NULL, \
+                   sequence BIGINT NOT NULL, event_type TEXT NOT NULL, \
+                   event_version TEXT NOT NULL, payload TEXT NOT NULL, metadata TEXT NOT NULL, \
+                   recorded_at TEXT NOT NULL, actor TEXT NOT NULL, document_number TEXT, \
+                   source_line BIGINT, clause TEXT, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)";
+        match ceiling {
+            Ceiling::Sqlite(path) => {
+                let options = SqliteConnectOptions::new()
+                    .filename(path.with_extension(format!("{tag}.db")))
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full);
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .connect_with(options)
+                    .await
+                    .expect("ceiling sqlite");
+                sqlx::query(ddl).execute(&pool).await.expect("ddl");
+                Self::Sqlite(pool)
+            }
+            Ceiling::Postgres(url) => {
+                let pool = sqlx::PgPool::connect(url).await.expect("ceiling postgres");
+                sqlx::query("DROP TABLE IF EXISTS events_raw")
+                    .execute(&pool)
+                    .await
+                    .expect("drop");
+                sqlx::query(ddl).execute(&pool).await.expect("ddl");
+                Self::Postgres(pool)
+            }
+        }
+    }
+
+    /// Inserts `rows` in one transaction, in multi-row statements of [`CHUNK`] rows; the
+    /// time that took.
+    async fn insert(&self, rows: &[StoredEvent]) -> Duration {
+        if rows.is_empty() {
             return Duration::ZERO;
         }
         let started = Instant::now();
-        match pool {
-            Pool::Sqlite(p) => {
+        match self {
+            Self::Sqlite(p) => {
                 let mut tx = p.begin().await.expect("begin");
-                for chunk in group.chunks(CHUNK) {
+                for chunk in rows.chunks(CHUNK) {
                     let sql = insert_sql(Backend::Sqlite, chunk.len());
                     bind_all!(sqlx::query(&sql), chunk)
                         .execute(&mut *tx)
@@ -563,9 +589,9 @@ async fn raw_insert(registry: &Registry, ceiling: &Ceiling, batch_events: usize)
                 }
                 tx.commit().await.expect("commit");
             }
-            Pool::Postgres(p) => {
+            Self::Postgres(p) => {
                 let mut tx = p.begin().await.expect("begin");
-                for chunk in group.chunks(CHUNK) {
+                for chunk in rows.chunks(CHUNK) {
                     let sql = insert_sql(Backend::Postgres, chunk.len());
                     bind_all!(sqlx::query(&sql), chunk)
                         .execute(&mut *tx)
@@ -575,9 +601,7 @@ async fn raw_insert(registry: &Registry, ceiling: &Ceiling, batch_events: usize)
                 tx.commit().await.expect("commit");
             }
         }
-        let elapsed = started.elapsed();
-        group.clear();
-        elapsed
+        started.elapsed()
     }
 }
 
@@ -851,13 +875,47 @@ impl CpuMeter {
         }
     }
 
-    fn stop(&self) -> CpuShare {
+    /// The ticks since [`start`](Self::start), as a meter of their own (for [`CpuTally`]).
+    fn ticks(&self) -> CpuMeter {
         let (busy, total) = machine_ticks();
-        let elapsed = total.saturating_sub(self.total).max(1) as f64;
-        let machine = busy.saturating_sub(self.busy) as f64 / elapsed;
+        CpuMeter {
+            busy: busy.saturating_sub(self.busy),
+            total: total.saturating_sub(self.total),
+            own: own_ticks().saturating_sub(self.own),
+        }
+    }
+
+    fn stop(&self) -> CpuShare {
+        CpuTally(self.ticks()).share()
+    }
+}
+
+/// Ticks summed over several intervals: a phase timed in pieces, with other work between
+/// them that is not its own (the ingest, with its ceiling interleaved).
+struct CpuTally(CpuMeter);
+
+impl CpuTally {
+    fn new() -> Self {
+        Self(CpuMeter {
+            busy: 0,
+            total: 0,
+            own: 0,
+        })
+    }
+
+    fn add(&mut self, interval: &CpuMeter) {
+        let ticks = interval.ticks();
+        self.0.busy += ticks.busy;
+        self.0.total += ticks.total;
+        self.0.own += ticks.own;
+    }
+
+    fn share(&self) -> CpuShare {
+        let elapsed = self.0.total.max(1) as f64;
+        let machine = self.0.busy as f64 / elapsed;
         // The two files are read a moment apart and count in ticks (10 ms): this
         // process's share can come out a point over the machine's, never really is.
-        let own = (own_ticks().saturating_sub(self.own) as f64 / elapsed).min(machine);
+        let own = (self.0.own as f64 / elapsed).min(machine);
         CpuShare { machine, own }
     }
 }
