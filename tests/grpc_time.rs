@@ -187,6 +187,54 @@ async fn corrections_revocations_and_as_of_queries() {
     server.shutdown().await.unwrap();
 }
 
+/// GetNotice and ListNotices report the position their view of a notice is exactly as of;
+/// asked again as of it after the notice was corrected, GetNotice gives the same view.
+#[tokio::test]
+async fn a_notice_is_the_same_again_as_of_the_position_it_reported() {
+    let server = TestServer::seeded(ServerConfig::default()).await;
+    let mut client = server.client().await;
+    let original = common::notice_text(1, "2024年3月1日", &["王五同志任市教育体育局副局长"]);
+    client.ingest_notice(ingest(&original, "")).await.unwrap();
+    let p1 = server.head().await;
+    let get = |as_of| pb::GetNoticeRequest {
+        document_number: "临政人〔2024〕1号".into(),
+        as_of,
+    };
+    let first = client.get_notice(get(None)).await.unwrap().into_inner();
+    assert_eq!(first.position, p1);
+    assert!(first.source_text.contains("王五"));
+    let listed = client
+        .list_notices(pb::ListNoticesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.position, p1);
+    assert!(listed.notices.iter().all(|n| n.position == p1));
+
+    let corrected = original.replace("王五", "王六");
+    client
+        .ingest_notice(ingest(&corrected, "姓名有误"))
+        .await
+        .unwrap();
+    let now = client.get_notice(get(None)).await.unwrap().into_inner();
+    assert_eq!(now.position, server.head().await);
+    assert!(now.position > p1);
+    assert_ne!(now, first, "the correction changed the notice's view");
+    let again = client
+        .get_notice(get(at(first.position)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again, first);
+    // Not reached yet: OUT_OF_RANGE, as for every as-of question.
+    let ahead = client
+        .get_notice(get(at(now.position + 1)))
+        .await
+        .unwrap_err();
+    assert_eq!(ahead.code(), Code::OutOfRange, "{ahead:?}");
+    server.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn probations_confirmed_and_listed_with_their_outcomes() {
     let server = TestServer::seeded(ServerConfig::default()).await;

@@ -198,41 +198,41 @@ impl From<StoredEvent> for pb::Event {
     }
 }
 
-impl From<NoticeView> for pb::Notice {
-    fn from(v: NoticeView) -> Self {
-        let revocation = v.revoked_position.map(|position| pb::Revocation {
-            position,
-            revoked_at: v.revoked_at.clone().unwrap_or_default(),
-            reason: v.revoked_reason.clone().unwrap_or_default(),
-            by_notice: v.revoked_by.clone().unwrap_or_default(),
-        });
-        let correction = v.corrected_position.map(|position| pb::Correction {
-            position,
-            corrected_at: v.corrected_at.clone().unwrap_or_default(),
-            reason: v.corrected_reason.clone().unwrap_or_default(),
-            count: v.correction_count,
-        });
-        Self {
-            correction,
-            notice_id: v.notice_id,
-            notice_key: v.notice_key,
-            document_number: v.document_number.unwrap_or_default(),
-            issuer: v.issuer.unwrap_or_default(),
-            title: v.title,
-            issued_on: v.issued_on.unwrap_or_default(),
-            jurisdiction: v.jurisdiction.unwrap_or_default(),
-            content_hash: v.content_hash,
-            remarks: v.remarks,
-            revokes: v.revokes,
-            event_count: v.event_count,
-            recorded_position: v.recorded_position,
-            recorded_at: v.recorded_at,
-            actor: v.actor,
-            revocation,
-            warnings: v.warnings.into_iter().map(Into::into).collect(),
-            source_text: v.source_text.unwrap_or_default(),
-            events: v.events.into_iter().map(Into::into).collect(),
-        }
+/// A notice's view as the API shows it, with the log position the view is exactly as of.
+pub fn notice(v: NoticeView, exactly_as_of: i64) -> pb::Notice {
+    let revocation = v.revoked_position.map(|position| pb::Revocation {
+        position,
+        revoked_at: v.revoked_at.clone().unwrap_or_default(),
+        reason: v.revoked_reason.clone().unwrap_or_default(),
+        by_notice: v.revoked_by.clone().unwrap_or_default(),
+    });
+    let correction = v.corrected_position.map(|position| pb::Correction {
+        position,
+        corrected_at: v.corrected_at.clone().unwrap_or_default(),
+        reason: v.corrected_reason.clone().unwrap_or_default(),
+        count: v.correction_count,
+    });
+    pb::Notice {
+        correction,
+        notice_id: v.notice_id,
+        notice_key: v.notice_key,
+        document_number: v.document_number.unwrap_or_default(),
+        issuer: v.issuer.unwrap_or_default(),
+        title: v.title,
+        issued_on: v.issued_on.unwrap_or_default(),
+        jurisdiction: v.jurisdiction.unwrap_or_default(),
+        content_hash: v.content_hash,
+        remarks: v.remarks,
+        revokes: v.revokes,
+        event_count: v.event_count,
+        recorded_position: v.recorded_position,
+        recorded_at: v.recorded_at,
+        actor: v.actor,
+        revocation,
+        warnings: v.warnings.into_iter().map(Into::into).collect(),
+        source_text: v.source_text.unwrap_or_default(),
+        events: v.events.into_iter().map(Into::into).collect(),
+        position: exactly_as_of,
     }
 }
 

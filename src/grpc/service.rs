@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
 
 use super::auth::{Caller, ANONYMOUS_ACTOR};
-use super::convert::{date_or_today, freshness, RequestId};
+use super::convert::{self, date_or_today, freshness, RequestId};
 use super::error::{invalid_argument, query_status, status};
 use super::integrity::WriteGate;
 use super::paging::Page;
@@ -228,13 +228,17 @@ impl RegistryApi for RegistryService {
         request: Request<pb::GetNoticeRequest>,
     ) -> Result<Response<pb::Notice>, Status> {
         let r = request.into_inner();
-        let view = self
+        let reference = r.document_number.as_str();
+        let answer = self
             .queries_at(r.as_of.as_ref())
             .await?
-            .notice(&r.document_number)
+            .exactly(|q| async move { q.notice(reference).await })
             .await
             .map_err(|e| query_status(e, "document_number"))?;
-        Ok(Response::new(view.into()))
+        Ok(Response::new(convert::notice(
+            answer.value,
+            answer.position,
+        )))
     }
 
     async fn list_notices(
@@ -261,7 +265,10 @@ impl RegistryApi for RegistryService {
             String::new()
         };
         Ok(Response::new(pb::ListNoticesResponse {
-            notices: views.into_iter().map(Into::into).collect(),
+            notices: views
+                .into_iter()
+                .map(|view| convert::notice(view, answer.position))
+                .collect(),
             next_page_token,
             position: answer.position,
         }))
