@@ -270,7 +270,7 @@ async fn run(
     eprintln!("[{backend}] ingest, each notice followed by its ceiling: a raw INSERT of its rows");
     let bare = BareTable::create(&ceiling, "notice").await;
     let mut head = 0;
-    let mut cpu = CpuTally::new();
+    let mut cpu = CpuTally::default();
     let mut last_date = NaiveDate::MIN;
     let mut first_date = None;
     for (i, n) in generate(&config).enumerate() {
@@ -858,15 +858,17 @@ struct CpuShare {
     own: f64,
 }
 
-/// Clock ticks at the start of a phase ([`CpuShare`]); Linux `/proc`, zeros elsewhere.
-struct CpuMeter {
+/// Clock ticks (10 ms; Linux `/proc`, zeros elsewhere): every CPU's busy and in all, and
+/// this process's.
+#[derive(Clone, Copy, Default)]
+struct Ticks {
     busy: u64,
     total: u64,
     own: u64,
 }
 
-impl CpuMeter {
-    fn start() -> Self {
+impl Ticks {
+    fn now() -> Self {
         let (busy, total) = machine_ticks();
         Self {
             busy,
@@ -875,48 +877,58 @@ impl CpuMeter {
         }
     }
 
-    /// The ticks since [`start`](Self::start), as a meter of their own (for [`CpuTally`]).
-    fn ticks(&self) -> CpuMeter {
-        let (busy, total) = machine_ticks();
-        CpuMeter {
-            busy: busy.saturating_sub(self.busy),
-            total: total.saturating_sub(self.total),
-            own: own_ticks().saturating_sub(self.own),
+    /// The ticks from `start` to `self`.
+    fn since(self, start: Ticks) -> Ticks {
+        Ticks {
+            busy: self.busy.saturating_sub(start.busy),
+            total: self.total.saturating_sub(start.total),
+            own: self.own.saturating_sub(start.own),
         }
     }
 
+    /// The shares of an interval's ticks.
+    fn share(self) -> CpuShare {
+        let elapsed = self.total.max(1) as f64;
+        let machine = self.busy as f64 / elapsed;
+        // The two files are read a moment apart and count in ticks (10 ms): this
+        // process's share can come out a point over the machine's, never really is.
+        let own = (self.own as f64 / elapsed).min(machine);
+        CpuShare { machine, own }
+    }
+}
+
+/// The ticks at the start of a phase ([`CpuShare`]).
+struct CpuMeter(Ticks);
+
+impl CpuMeter {
+    fn start() -> Self {
+        Self(Ticks::now())
+    }
+
+    fn elapsed(&self) -> Ticks {
+        Ticks::now().since(self.0)
+    }
+
     fn stop(&self) -> CpuShare {
-        CpuTally(self.ticks()).share()
+        self.elapsed().share()
     }
 }
 
 /// Ticks summed over several intervals: a phase timed in pieces, with other work between
 /// them that is not its own (the ingest, with its ceiling interleaved).
-struct CpuTally(CpuMeter);
+#[derive(Default)]
+struct CpuTally(Ticks);
 
 impl CpuTally {
-    fn new() -> Self {
-        Self(CpuMeter {
-            busy: 0,
-            total: 0,
-            own: 0,
-        })
-    }
-
     fn add(&mut self, interval: &CpuMeter) {
-        let ticks = interval.ticks();
+        let ticks = interval.elapsed();
         self.0.busy += ticks.busy;
         self.0.total += ticks.total;
         self.0.own += ticks.own;
     }
 
     fn share(&self) -> CpuShare {
-        let elapsed = self.0.total.max(1) as f64;
-        let machine = self.0.busy as f64 / elapsed;
-        // The two files are read a moment apart and count in ticks (10 ms): this
-        // process's share can come out a point over the machine's, never really is.
-        let own = (self.0.own as f64 / elapsed).min(machine);
-        CpuShare { machine, own }
+        self.0.share()
     }
 }
 
