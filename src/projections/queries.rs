@@ -307,18 +307,19 @@ fn as_known_then(view: &mut NoticeView, known: &[StoredEvent], p: i64) -> Result
         view.revoked_by = None;
     }
     let (mut facts, mut corrections) = (0, 0);
+    let upcasters = crate::store::upcasters();
     for event in known {
-        match super::projector::decode_event(event, &crate::store::upcasters())? {
-            RegistryEvent::NoticeRecorded(n) => {
-                let text = (
+        match super::projector::decode_event(event, &upcasters)? {
+            RegistryEvent::NoticeRecorded(n) => set_text(
+                view,
+                (
                     n.title,
                     n.issued_on,
                     n.remarks,
                     n.content_hash,
                     n.source_text,
-                );
-                set_text(view, text);
-            }
+                ),
+            ),
             RegistryEvent::NoticeCorrected(c) => {
                 corrections += 1;
                 set_text(
