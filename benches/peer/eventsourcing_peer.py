@@ -90,9 +90,10 @@ class Commit:
     events: list[StoredEvent] = field(default_factory=list)
 
 
-def load_dump(path: str) -> list[Commit]:
-    commits: list[Commit] = []
-    current: Commit | None = None
+def dump_runs(path: str):
+    """The dump's rows (dicts, as renmian stored them), a run of one aggregate's consecutive
+    events at a time: (aggregate_type, aggregate_id, rows), one renmian transaction each."""
+    run: tuple[str, str, list[dict]] | None = None
     last_position = 0
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
@@ -102,18 +103,29 @@ def load_dump(path: str) -> list[Commit]:
             if e["position"] <= last_position:
                 raise SystemExit(f"{path}:{line_no}: positions not increasing")
             last_position = e["position"]
-            key = (e["aggregate_type"], e["aggregate_id"])
-            if current is None or (current.aggregate_type, current.aggregate_id) != key:
-                current = Commit(key[0], key[1], originator_uuid(*key))
-                commits.append(current)
-            current.events.append(
-                StoredEvent(
-                    originator_id=current.originator_id,
-                    originator_version=int(e["sequence"]),
-                    topic=e["event_type"],
-                    state=e["payload"].encode("utf-8"),
-                )
+            if run is None or run[:2] != (e["aggregate_type"], e["aggregate_id"]):
+                if run is not None:
+                    yield run
+                run = (e["aggregate_type"], e["aggregate_id"], [])
+            run[2].append(e)
+    if run is not None:
+        yield run
+
+
+def load_dump(path: str) -> list[Commit]:
+    commits: list[Commit] = []
+    for aggregate_type, aggregate_id, rows in dump_runs(path):
+        commit = Commit(aggregate_type, aggregate_id, originator_uuid(aggregate_type, aggregate_id))
+        commit.events = [
+            StoredEvent(
+                originator_id=commit.originator_id,
+                originator_version=int(e["sequence"]),
+                topic=e["event_type"],
+                state=e["payload"].encode("utf-8"),
             )
+            for e in rows
+        ]
+        commits.append(commit)
     return commits
 
 
@@ -346,15 +358,10 @@ def bench_renmian_table_sqlite(db_path: str, dump: str, page: int):
     head row), with renmian's durability (WAL, synchronous=FULL). Per notice, as renmian
     appends: BEGIN, the head row moved, one executemany INSERT, COMMIT. What Python's sqlite3
     makes of renmian's rows, beside what it makes of the library's."""
-    with open(dump, encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    commits: list[list[tuple]] = []
-    key = None
-    for e in rows:
-        if (e["aggregate_type"], e["aggregate_id"]) != key:
-            key = (e["aggregate_type"], e["aggregate_id"])
-            commits.append([])
-        commits[-1].append(tuple(e[c] for c in RENMIAN_COLUMNS))
+    commits = [
+        [tuple(e[c] for c in RENMIAN_COLUMNS) for e in rows] for _, _, rows in dump_runs(dump)
+    ]
+    total = sum(len(c) for c in commits)
     conn = sqlite3.connect(db_path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
@@ -379,9 +386,9 @@ def bench_renmian_table_sqlite(db_path: str, dump: str, page: int):
         ).fetchall()
     )
     conn.close()
-    if replayed != len(rows):
-        raise SystemExit(f"renmian's table: replayed {replayed} events, appended {len(rows)}")
-    return len(rows), append, replay
+    if replayed != total:
+        raise SystemExit(f"renmian's table: replayed {replayed} events, appended {total}")
+    return total, append, replay
 
 
 def bench_raw_postgres(env: dict[str, str], commits: list[Commit], page: int):
