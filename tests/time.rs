@@ -16,6 +16,20 @@ async fn head(registry: &Registry) -> i64 {
     registry.database().head_position().await.unwrap()
 }
 
+/// An operator confirms the seed's 宋勇 in his post on probation, 副主任, on 2024-04-24.
+async fn confirm_seed_probation(registry: &Registry) {
+    registry
+        .confirm_probation(
+            "宋勇",
+            "湖南五尖山国家森林公园保护中心",
+            "副主任",
+            date("2024-04-24"),
+            &actor(),
+        )
+        .await
+        .unwrap();
+}
+
 async fn holder_names(queries: &Queries, org: &str, post: &str, on: &str) -> Vec<String> {
     queries
         .holders(org, post, date(on))
@@ -248,16 +262,7 @@ async fn every_probation_status_and_due_within(db: TestDb) {
         .await
         .unwrap();
     // Confirmed by an operator.
-    registry
-        .confirm_probation(
-            "宋勇",
-            "湖南五尖山国家森林公园保护中心",
-            "副主任",
-            date("2024-04-24"),
-            &actor(),
-        )
-        .await
-        .unwrap();
+    confirm_seed_probation(&registry).await;
     let err = registry
         .confirm_probation(
             "宋勇",
@@ -676,16 +681,7 @@ async fn every_answer_is_the_same_again_as_of_the_position_it_reported(db: TestD
         .await
         .unwrap();
     taken.push(answers(registry.queries()).await);
-    registry
-        .confirm_probation(
-            "宋勇",
-            "湖南五尖山国家森林公园保护中心",
-            "副主任",
-            date("2024-04-24"),
-            &actor(),
-        )
-        .await
-        .unwrap();
+    confirm_seed_probation(&registry).await;
     taken.push(answers(registry.queries()).await);
     let county = "岳阳县人民政府\n关于刘辉同志任职的通知\n岳政人〔2024〕3号\n\n各乡镇人民政府，县直各单位：\n\n\
                   经县人民政府研究决定：\n\n刘辉同志任县财政局局长。\n\n岳阳县人民政府\n2024年2月1日\n";
