@@ -654,7 +654,7 @@ async fn lookups_may_ask_for_at_least_a_position() {
         .into_inner();
     assert_eq!(holdings.tenures.len(), 1);
     assert!(holdings.position >= position);
-    // As of a past point: no position of the latest state.
+    // As of a past point: exactly as of that point.
     let past = client
         .list_holders(pb::ListHoldersRequest {
             as_of: Some(pb::AsOf {
@@ -666,7 +666,10 @@ async fn lookups_may_ask_for_at_least_a_position() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((persons(&past.tenures), past.position), (vec!["王五"], 0));
+    assert_eq!(
+        (persons(&past.tenures), past.position),
+        (vec!["王五"], position)
+    );
 
     // Another process records a deputy; asked for at least position 1, the server answers
     // as its model stands, and the model follows the log by itself.

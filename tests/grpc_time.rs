@@ -78,6 +78,56 @@ async fn corrections_revocations_and_as_of_queries() {
         .unwrap()
         .into_inner();
     assert_eq!(then.tenures[0].person, "王五");
+    assert_eq!(then.position, p1, "exactly as of the position asked for");
+    let holdings_then = client
+        .list_holdings(pb::ListHoldingsRequest {
+            person: "王五".into(),
+            on_date: "2024-03-02".into(),
+            as_of: at(p1),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(holdings_then.tenures.len(), 1);
+    assert_eq!(holdings_then.position, p1);
+    // Paged one tenure at a time, the pages add up to the whole answer as of p1.
+    let mut paged = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_holders(pb::ListHoldersRequest {
+                page_size: 1,
+                page_token: page_token.clone(),
+                ..holders("2024-03-02", at(p1))
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(page.position, p1);
+        paged.extend(page.tenures);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(paged, then.tenures);
+    // A position the read models have not reached: refused, as every listing refuses it.
+    let unreached = at(server.head().await + 1);
+    let err = client
+        .list_holders(holders("2024-03-02", unreached.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
+    let err = client
+        .list_holdings(pb::ListHoldingsRequest {
+            person: "王五".into(),
+            as_of: unreached,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
     // By recorded instant: the time of the event at p1 names p1's view.
     let events = client
         .list_events(pb::ListEventsRequest {
@@ -99,6 +149,7 @@ async fn corrections_revocations_and_as_of_queries() {
         .unwrap()
         .into_inner();
     assert_eq!(then.tenures[0].person, "王五");
+    assert_eq!(then.position, p1, "the instant resolved to its position");
     let both = Some(pb::AsOf {
         position: 3,
         recorded_at: "2026-01-01T00:00:00Z".into(),

@@ -73,15 +73,6 @@ impl Page {
         }
     }
 
-    /// [`at`](Self::at) for an answer that reports a position, unpinned for one as of a
-    /// past point (position 0: its request's `as_of`, bound in the token, pins it).
-    pub fn pinned_at(self, position: i64) -> Self {
-        match position {
-            0 => self,
-            p => self.at(p),
-        }
-    }
-
     /// The token of the page starting at `cursor`.
     pub fn token(&self, cursor: i64) -> String {
         match self.at {

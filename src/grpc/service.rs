@@ -18,7 +18,7 @@ use super::paging::Page;
 use super::pb;
 use super::pb::registry_server::Registry as RegistryApi;
 use crate::domain::{content_hash, NoticeKey};
-use crate::projections::resident::{Answer, ResidentTenures};
+use crate::projections::resident::ResidentTenures;
 use crate::projections::Queries;
 use crate::registry::{Actor, Registry, RegistryError};
 use crate::store::StoredEvent;
@@ -160,11 +160,6 @@ impl RegistryService {
     }
 }
 
-/// A lookup answered as of a past point: no position of the latest state to report.
-fn as_of_a_past_point<T>(value: T) -> Answer<T> {
-    Answer { value, position: 0 }
-}
-
 /// The as-of part of a page token's scope, so a token is only valid for the same view.
 fn as_of_scope(as_of: Option<&pb::AsOf>) -> String {
     as_of.map_or_else(String::new, |a| format!("{}@{}", a.position, a.recorded_at))
@@ -297,21 +292,15 @@ impl RegistryApi for RegistryService {
                     .holders_with(organization, post, on, freshness)
                     .await
             }
-            (None, Some(_)) => {
-                self.queries_for(None, &page)
+            (as_of, _) => {
+                self.queries_for(as_of, &page)
                     .await?
                     .exactly(|q| async move { q.holders(organization, post, on).await })
                     .await
             }
-            (Some(as_of), _) => self
-                .queries_at(Some(as_of))
-                .await?
-                .holders(organization, post, on)
-                .await
-                .map(as_of_a_past_point),
         }
         .map_err(|e| query_status(e, "organization"))?;
-        let (tenures, next_page_token) = page.pinned_at(answer.position).slice(answer.value);
+        let (tenures, next_page_token) = page.at(answer.position).slice(answer.value);
         Ok(Response::new(pb::ListHoldersResponse {
             tenures,
             next_page_token,
@@ -332,21 +321,15 @@ impl RegistryApi for RegistryService {
         let person = r.person.as_str();
         let answer = match (r.as_of.as_ref(), page.at) {
             (None, None) => self.resident.holdings_with(person, on, freshness).await,
-            (None, Some(_)) => {
-                self.queries_for(None, &page)
+            (as_of, _) => {
+                self.queries_for(as_of, &page)
                     .await?
                     .exactly(|q| async move { q.holdings(person, on).await })
                     .await
             }
-            (Some(as_of), _) => self
-                .queries_at(Some(as_of))
-                .await?
-                .holdings(person, on)
-                .await
-                .map(as_of_a_past_point),
         }
         .map_err(|e| query_status(e, "person"))?;
-        let (tenures, next_page_token) = page.pinned_at(answer.position).slice(answer.value);
+        let (tenures, next_page_token) = page.at(answer.position).slice(answer.value);
         Ok(Response::new(pb::ListHoldingsResponse {
             tenures,
             next_page_token,
