@@ -433,6 +433,31 @@ async fn a_listings_pages_stay_at_the_position_of_its_first() {
         .unwrap()
         .into_inner();
     assert_eq!(persons(&now.tenures), ["王五", "张三", "李四"]);
+    // Asked as of the first page's position, page by page: the same two, every page
+    // reporting that position, though 王五 now sorts first.
+    let as_of = |page_token: String| pb::ListHoldersRequest {
+        as_of: Some(pb::AsOf {
+            position: first.position,
+            recorded_at: String::new(),
+        }),
+        ..deputies(page_token)
+    };
+    let mut cited = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_holders(as_of(token))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(page.position, first.position);
+        cited.extend(page.tenures);
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(cited, walked);
 
     // The other listings report theirs; past the read models is out of range.
     let head = server.head().await;
