@@ -139,6 +139,35 @@ fn ingest_then_query_as_json_and_bad_dates_are_refused() {
     assert!(String::from_utf8(out.stderr)
         .unwrap()
         .contains("YYYY-MM-DD"));
+    // As of the seed's last position, the same answer; past it, refused with the position
+    // the read models stand at, and nothing on stdout.
+    let as_of = |position: &str| {
+        renmian(
+            &[
+                "holders",
+                "--org",
+                "市教体局",
+                "--post",
+                "副局长",
+                "--on",
+                "2023-05-01",
+                "--as-of-position",
+                position,
+            ],
+            None,
+            &db,
+        )
+    };
+    let out = as_of("31");
+    assert!(out.status.success());
+    assert!(String::from_utf8(out.stdout).unwrap().contains("钟炎夫"));
+    let out = as_of("32");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "renmian: the read models stand at position 31, before position 32\n"
+    );
     let out = renmian(&["export", "--json"], None, &db);
     let before = out.stdout;
     assert!(renmian(&["rebuild"], None, &db).status.success());

@@ -252,7 +252,9 @@ pub struct AsOf {
 }
 
 impl AsOf {
-    /// The queries to use: the registry's current view or its view at that point.
+    /// The queries to use: the registry's current view or its view at that point. A
+    /// position the read models have not reached is refused, as the API refuses it: what
+    /// they hold as of it could still change.
     async fn queries(&self, registry: &Registry) -> Result<Queries, RegistryError> {
         let now = registry.queries();
         let position = match (&self.as_of_position, &self.as_recorded_at) {
@@ -260,7 +262,15 @@ impl AsOf {
             (None, Some(t)) => now.position_recorded_at(t).await?,
             (None, None) => return Ok(now.clone()),
         };
-        Ok(now.as_of_position(position)?)
+        let queries = now.as_of_position(position)?;
+        let checkpoint = registry.projector().checkpoint().await?;
+        if position > checkpoint {
+            return Err(RegistryError::NotReached {
+                position,
+                checkpoint,
+            });
+        }
+        Ok(queries)
     }
 }
 
@@ -284,7 +294,8 @@ pub async fn main() -> ExitCode {
                     RegistryError::InvalidArgument { .. }
                     | RegistryError::Conflict(_)
                     | RegistryError::Ambiguous(_)
-                    | RegistryError::NotFound(_),
+                    | RegistryError::NotFound(_)
+                    | RegistryError::NotReached { .. },
                 ) => 2,
                 _ => 1,
             };
