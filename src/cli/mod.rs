@@ -262,15 +262,7 @@ impl AsOf {
             (None, Some(t)) => now.position_recorded_at(t).await?,
             (None, None) => return Ok(now.clone()),
         };
-        let queries = now.as_of_position(position)?;
-        let checkpoint = registry.projector().checkpoint().await?;
-        if position > checkpoint {
-            return Err(RegistryError::NotReached {
-                position,
-                checkpoint,
-            });
-        }
-        Ok(queries)
+        Ok(now.as_of_reached(position).await?)
     }
 }
 

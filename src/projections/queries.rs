@@ -656,13 +656,7 @@ impl Queries {
         Fut: std::future::Future<Output = Result<T, QueryError>>,
     {
         if let Some(position) = self.as_of {
-            let checkpoint = self.checkpoint().await?;
-            if position > checkpoint {
-                return Err(QueryError::NotReached {
-                    position,
-                    checkpoint,
-                });
-            }
+            self.ensure_reached(position).await?;
             let value = read(self.clone()).await?;
             return Ok(Answer { value, position });
         }
@@ -681,6 +675,28 @@ impl Queries {
             value,
             position: after,
         })
+    }
+
+    /// [`as_of_position`](Self::as_of_position), refused while the read models have not
+    /// reached `position` ([`QueryError::NotReached`]), as [`exactly`](Self::exactly)
+    /// refuses it: for an answer that reports no position (the command line's).
+    pub async fn as_of_reached(&self, position: i64) -> Result<Self, QueryError> {
+        let queries = self.as_of_position(position)?;
+        queries.ensure_reached(position).await?;
+        Ok(queries)
+    }
+
+    /// [`QueryError::NotReached`] when the read models stand before `position`: what they
+    /// hold as of it could still change.
+    async fn ensure_reached(&self, position: i64) -> Result<(), QueryError> {
+        let checkpoint = self.checkpoint().await?;
+        if position > checkpoint {
+            return Err(QueryError::NotReached {
+                position,
+                checkpoint,
+            });
+        }
+        Ok(())
     }
 
     /// The read models' checkpoint as a read started now would find it: the last one read
