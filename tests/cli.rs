@@ -22,27 +22,25 @@ fn renmian(args: &[&str], stdin: Option<&[u8]>, database: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
-/// `holders --json` of the seed's 市教体局 副局长 on `on`.
-fn seed_deputies(database: &str, on: &str) -> Output {
-    renmian(
-        &[
-            "holders",
-            "--org",
-            "市教体局",
-            "--post",
-            "副局长",
-            "--on",
-            on,
-            "--json",
-        ],
-        None,
-        database,
-    )
+/// `holders --json` of the seed's 市教体局 副局长 on `on`, with the `also` arguments.
+fn seed_deputies(database: &str, on: &str, also: &[&str]) -> Output {
+    let mut args = vec![
+        "holders",
+        "--org",
+        "市教体局",
+        "--post",
+        "副局长",
+        "--on",
+        on,
+        "--json",
+    ];
+    args.extend_from_slice(also);
+    renmian(&args, None, database)
 }
 
 /// The first holder [`seed_deputies`] names on 2023-05-01.
 fn seed_deputy_on_2023_05_01(database: &str) -> String {
-    let out = seed_deputies(database, "2023-05-01");
+    let out = seed_deputies(database, "2023-05-01", &[]);
     let holders: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     holders[0]["person"]
         .as_str()
@@ -134,30 +132,14 @@ fn ingest_then_query_as_json_and_bad_dates_are_refused() {
         "临政人〔2023〕4号: already recorded\n"
     );
     assert_eq!(seed_deputy_on_2023_05_01(&db), "钟炎夫");
-    let out = seed_deputies(&db, "2023-5-1");
+    let out = seed_deputies(&db, "2023-5-1", &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8(out.stderr)
         .unwrap()
         .contains("YYYY-MM-DD"));
     // As of the seed's last position, the same answer; past it, refused with the position
     // the read models stand at, and nothing on stdout.
-    let as_of = |position: &str| {
-        renmian(
-            &[
-                "holders",
-                "--org",
-                "市教体局",
-                "--post",
-                "副局长",
-                "--on",
-                "2023-05-01",
-                "--as-of-position",
-                position,
-            ],
-            None,
-            &db,
-        )
-    };
+    let as_of = |position: &str| seed_deputies(&db, "2023-05-01", &["--as-of-position", position]);
     let out = as_of("31");
     assert!(out.status.success());
     assert!(String::from_utf8(out.stdout).unwrap().contains("钟炎夫"));
