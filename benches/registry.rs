@@ -13,7 +13,13 @@
 //!    notice, vs the ceiling: a raw sqlx INSERT of the very same rows (all 15 columns of
 //!    `events`, read back untimed) into a bare table of a fresh database, one transaction
 //!    per notice, multi-row statements, each notice's right after its ingest (so both
-//!    meet the disk in the same minutes: its syncs swing by 2x between runs);
+//!    meet the disk in the same minutes: its syncs swing by 2x between runs). Next to it
+//!    the read models' floor for this design, right after the ceiling: the same INSERT
+//!    plus raw INSERTs of the read-model rows the notice's ingest wrote and the UPDATE
+//!    closing the versions it superseded, one transaction per notice, into a fresh
+//!    database with renmian's tables and indexes ([`IngestFloor`]). An ingest that projects
+//!    in its append's transaction writes at least that, so no implementation of it beats
+//!    ceiling / floor;
 //!    Bulk ingest: events/s through `Registry::ingest_all` (what `renmian ingest FILE…`
 //!    runs: one append transaction per batch of `BULK_BATCH_EVENTS`; into a fresh database,
 //!    from 1 000 texts on, the batches are appended alone and projected once at the end)
@@ -64,7 +70,7 @@ use renmian::store::log::placeholders;
 use renmian::store::{Backend, Database, NewEvent, StoredEvent};
 use renmian::workload::{generate, WorkloadConfig};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, Row};
+use sqlx::{Column, Connection, Row, TypeInfo};
 use support::{drop_pg, fresh_pg};
 
 /// Rows per multi-row INSERT of the ceiling (renmian's own append uses 500 too).
@@ -122,6 +128,9 @@ struct Report {
     parse: Duration,
     ingest: Duration,
     raw_insert: Duration,
+    /// The same raw INSERT of each notice's rows plus the read-model rows its ingest wrote
+    /// ([`IngestFloor`]).
+    ingest_floor: Duration,
     /// `Registry::ingest_all` (what `renmian ingest FILE…` runs) of the same texts into a
     /// fresh database, and its ceiling: the raw INSERT with the same transaction per batch.
     bulk_ingest: Duration,
@@ -180,6 +189,7 @@ fn main() {
                 store: fresh("append.db"),
                 bulk: fresh("bulk.db"),
                 concurrent: fresh("concurrent.db"),
+                floor: fresh("ingest-floor.db"),
             };
             reports.push(run("SQLite", &url, Ceiling::Sqlite(raw), &fresh, &o).await);
         }
@@ -192,6 +202,7 @@ fn main() {
                         store: fresh_pg(admin, "append").await,
                         bulk: fresh_pg(admin, "bulk").await,
                         concurrent: fresh_pg(admin, "concurrent").await,
+                        floor: fresh_pg(admin, "floor").await,
                     };
                     let report = run(
                         "PostgreSQL",
@@ -202,7 +213,8 @@ fn main() {
                     )
                     .await;
                     reports.push(report);
-                    for url in [&db, &raw, &fresh.store, &fresh.bulk, &fresh.concurrent] {
+                    let urls = [&db, &raw, &fresh.store, &fresh.bulk, &fresh.concurrent];
+                    for url in urls.into_iter().chain([&fresh.floor]) {
                         drop_pg(admin, url).await;
                     }
                 }
@@ -226,6 +238,8 @@ struct Fresh {
     store: String,
     bulk: String,
     concurrent: String,
+    /// The ingest's floor ([`IngestFloor`]).
+    floor: String,
 }
 
 async fn run(
@@ -269,6 +283,7 @@ async fn run(
     reset_peak_rss();
     eprintln!("[{backend}] ingest, each notice followed by its ceiling: a raw INSERT of its rows");
     let bare = BareTable::create(&ceiling, "notice").await;
+    let mut floor = IngestFloor::create(url, &fresh.floor).await;
     let mut head = 0;
     let mut cpu = CpuTally::default();
     let mut last_date = NaiveDate::MIN;
@@ -292,6 +307,7 @@ async fn run(
         assert_eq!(rows.len(), appended);
         head = rows.last().map_or(head, |e| e.position);
         r.raw_insert += bare.insert(&rows).await;
+        r.ingest_floor += floor.notice(&rows).await;
         first_date.get_or_insert(n.issued_on);
         last_date = n.issued_on;
         if (i + 1) % 5000 == 0 {
@@ -526,6 +542,14 @@ async fn raw_insert(registry: &Registry, ceiling: &Ceiling, batch_events: usize)
     timed + bare.insert(&batch).await
 }
 
+/// The ceilings' table (also the ingest floor's log, [`IngestFloor`]).
+const BARE_EVENTS: &str = "CREATE TABLE events_raw (position BIGINT PRIMARY KEY, \
+    aggregate_type TEXT NOT NULL, aggregate_id TEXT NOT NULL, sequence BIGINT NOT NULL, \
+    event_type TEXT NOT NULL, event_version TEXT NOT NULL, payload TEXT NOT NULL, \
+    metadata TEXT NOT NULL, recorded_at TEXT NOT NULL, actor TEXT NOT NULL, \
+    document_number TEXT, source_line BIGINT, clause TEXT, prev_hash TEXT NOT NULL, \
+    hash TEXT NOT NULL)";
+
 /// The ceilings' table: the 15 columns of `events` and its key, nothing else (no other
 /// index, no trigger, no head row), new in a database of its own (`tag` names the SQLite
 /// file; on PostgreSQL the ceiling database's one table is made anew), written through
@@ -537,12 +561,7 @@ enum BareTable {
 
 impl BareTable {
     async fn create(ceiling: &Ceiling, tag: &str) -> Self {
-        let ddl = "CREATE TABLE events_raw (position BIGINT PRIMARY KEY, \
-                   aggregate_type TEXT NOT NULL, aggregate_id TEXT NOT NULL, \
-                   sequence BIGINT NOT NULL, event_type TEXT NOT NULL, \
-                   event_version TEXT NOT NULL, payload TEXT NOT NULL, metadata TEXT NOT NULL, \
-                   recorded_at TEXT NOT NULL, actor TEXT NOT NULL, document_number TEXT, \
-                   source_line BIGINT, clause TEXT, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)";
+        let ddl = BARE_EVENTS;
         match ceiling {
             Ceiling::Sqlite(path) => {
                 let options = SqliteConnectOptions::new()
@@ -612,6 +631,403 @@ fn insert_sql(backend: Backend, rows: usize) -> String {
          clause, prev_hash, hash) VALUES {}",
         placeholders(backend, rows, 15)
     )
+}
+
+/// The least a per-notice ingest that projects in its append's transaction can cost: the
+/// ceiling's raw INSERT of the notice's log rows, plus raw INSERTs of the read-model rows
+/// its ingest wrote and one UPDATE closing the tenure versions it superseded, in one
+/// transaction per notice, into a fresh database with renmian's read-model tables and
+/// indexes (its migrations; SQLite in WAL with `synchronous = FULL`, PostgreSQL with its
+/// defaults, as the ceiling). SQLite gets a statement per table, as the ceiling's INSERT
+/// ([`sqlite_floor_write`]); PostgreSQL all of it as one statement, three round trips like
+/// the ceiling's ([`postgres_floor_write`]; a statement per table was 11 round trips and
+/// allowed 32 % instead of 43 % at 2 000 notices). No client work but binding: no parsing,
+/// no deciding, no projecting, no reads. The rows are read back untimed right after each ingest, as the
+/// registry's read models stand then. What it leaves out makes it a lower bound: the head
+/// row, the person links a merge changes, a notice's counts a later correction changes, and
+/// `rm_jurisdictions` (a handful of rows). The ratio the ceiling allows is
+/// ceiling / floor: no implementation of this design can beat it on the same disk.
+enum IngestFloor {
+    Sqlite {
+        source: sqlx::SqliteConnection,
+        target: sqlx::SqlitePool,
+    },
+    Postgres {
+        source: sqlx::PgConnection,
+        target: sqlx::PgPool,
+    },
+}
+
+/// A read-model cell: every column of the read models is an integer or a text.
+enum Cell {
+    Int(Option<i64>),
+    Text(Option<String>),
+}
+
+/// Rows of one read-model table, with its column names.
+struct TableRows {
+    table: &'static str,
+    columns: Vec<String>,
+    rows: Vec<Vec<Cell>>,
+}
+
+/// The rows a notice's commit (positions `$1` to `$2`) added to each read model, by the
+/// position that created them; `rm_notices` through its id, which has the index.
+const FLOOR_TABLES: &[(&str, &str)] = &[
+    (
+        "rm_notices",
+        "SELECT * FROM rm_notices WHERE notice_id IN \
+         (SELECT aggregate_id FROM events WHERE position BETWEEN $1 AND $2) \
+         AND recorded_position BETWEEN $1 AND $2",
+    ),
+    (
+        "rm_notice_warnings",
+        "SELECT * FROM rm_notice_warnings WHERE position BETWEEN $1 AND $2",
+    ),
+    (
+        "rm_organizations",
+        "SELECT * FROM rm_organizations WHERE first_position BETWEEN $1 AND $2",
+    ),
+    (
+        "rm_organization_aliases",
+        "SELECT * FROM rm_organization_aliases WHERE first_position BETWEEN $1 AND $2",
+    ),
+    (
+        "rm_persons",
+        "SELECT * FROM rm_persons WHERE first_position BETWEEN $1 AND $2",
+    ),
+    (
+        "rm_posts",
+        "SELECT * FROM rm_posts WHERE first_position BETWEEN $1 AND $2",
+    ),
+    (
+        "rm_tenures",
+        "SELECT * FROM rm_tenures WHERE version_from BETWEEN $1 AND $2",
+    ),
+];
+
+/// The versions a notice's commit closed: each is superseded by a version of the same
+/// tenure that the commit inserted, starting where it ends.
+const FLOOR_CLOSES: &str = "SELECT tenure_id, version_from, version_to FROM rm_tenures \
+    WHERE tenure_id IN (SELECT tenure_id FROM rm_tenures WHERE version_from BETWEEN $1 AND $2) \
+    AND version_from < $1 AND version_to BETWEEN $1 AND $2";
+
+/// Reads back (untimed) what a notice's commit wrote, on a connection of either driver.
+macro_rules! floor_rows {
+    ($source:expr, $first:expr, $last:expr) => {{
+        let mut tables = Vec::new();
+        for (table, sql) in FLOOR_TABLES {
+            let rows = sqlx::query(sql)
+                .bind($first)
+                .bind($last)
+                .fetch_all(&mut *$source)
+                .await
+                .expect("read back");
+            let Some(first) = rows.first() else { continue };
+            let columns: Vec<String> = first.columns().iter().map(|c| c.name().into()).collect();
+            let ints: Vec<bool> = first
+                .columns()
+                .iter()
+                .map(|c| c.type_info().name().contains("INT"))
+                .collect();
+            let rows = rows
+                .iter()
+                .map(|row| {
+                    ints.iter()
+                        .enumerate()
+                        .map(|(i, int)| match int {
+                            true => Cell::Int(row.get(i)),
+                            false => Cell::Text(row.get(i)),
+                        })
+                        .collect()
+                })
+                .collect();
+            tables.push(TableRows {
+                table,
+                columns,
+                rows,
+            });
+        }
+        let closes: Vec<(i64, i64, i64)> = sqlx::query_as(FLOOR_CLOSES)
+            .bind($first)
+            .bind($last)
+            .fetch_all(&mut *$source)
+            .await
+            .expect("read back closes");
+        (tables, closes)
+    }};
+}
+
+/// SQLite: writes (timed) a notice's log rows, read-model rows and closes in one
+/// transaction, a statement per table as the ceiling's INSERT.
+async fn sqlite_floor_write(
+    target: &sqlx::SqlitePool,
+    events: &[StoredEvent],
+    tables: &[TableRows],
+    closes: &[(i64, i64, i64)],
+    last: i64,
+) -> Duration {
+    let backend = Backend::Sqlite;
+    let started = Instant::now();
+    let mut tx = target.begin().await.expect("begin");
+    for chunk in events.chunks(CHUNK) {
+        let sql = insert_sql(backend, chunk.len());
+        bind_all!(sqlx::query(&sql), chunk)
+            .execute(&mut *tx)
+            .await
+            .expect("insert log rows");
+    }
+    for t in tables {
+        for chunk in t.rows.chunks(CHUNK) {
+            let sql = format!(
+                "INSERT INTO {} ({}) VALUES {}",
+                t.table,
+                t.columns.join(", "),
+                placeholders(backend, chunk.len(), t.columns.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for cell in chunk.iter().flatten() {
+                q = match cell {
+                    Cell::Int(v) => q.bind(*v),
+                    Cell::Text(v) => q.bind(v.as_deref()),
+                };
+            }
+            q.execute(&mut *tx).await.expect("insert read-model rows");
+        }
+    }
+    for chunk in closes.chunks(CHUNK) {
+        let sql = format!(
+            "UPDATE rm_tenures SET version_to = v.column3 FROM (VALUES {}) AS v \
+             WHERE rm_tenures.tenure_id = v.column1 AND rm_tenures.version_from = v.column2",
+            placeholders(backend, chunk.len(), 3)
+        );
+        let mut q = sqlx::query(&sql);
+        for (tenure, from, to) in chunk {
+            q = q.bind(*tenure).bind(*from).bind(*to);
+        }
+        q.execute(&mut *tx).await.expect("close versions");
+    }
+    sqlx::query("UPDATE projection_checkpoint SET position = ?")
+        .bind(last)
+        .execute(&mut *tx)
+        .await
+        .expect("move checkpoint");
+    tx.commit().await.expect("commit");
+    started.elapsed()
+}
+
+/// A column of rows as one array parameter (`unnest`).
+enum Array {
+    Int(Vec<Option<i64>>),
+    Text(Vec<Option<String>>),
+}
+
+/// PostgreSQL: writes (timed) a notice's log rows, read-model rows and closes as **one**
+/// statement in one transaction — three round trips, as the ceiling's — each table's rows
+/// bound as one array per column and unpacked by `unnest` in a data-modifying `WITH` of
+/// its own (the closes touch versions earlier notices wrote, never the rows inserted
+/// beside them). Its text depends only on which tables have rows, so it is prepared once
+/// for each such set.
+async fn postgres_floor_write(
+    target: &sqlx::PgPool,
+    events: &[StoredEvent],
+    tables: &[TableRows],
+    closes: &[(i64, i64, i64)],
+    last: i64,
+) -> Duration {
+    let log = TableRows {
+        table: "events_raw",
+        columns: [
+            "position",
+            "aggregate_type",
+            "aggregate_id",
+            "sequence",
+            "event_type",
+            "event_version",
+            "payload",
+            "metadata",
+            "recorded_at",
+            "actor",
+            "document_number",
+            "source_line",
+            "clause",
+            "prev_hash",
+            "hash",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: events
+            .iter()
+            .map(|e| {
+                let text = |s: &str| Cell::Text(Some(s.to_string()));
+                vec![
+                    Cell::Int(Some(e.position)),
+                    text(&e.aggregate_type),
+                    text(&e.aggregate_id),
+                    Cell::Int(Some(e.sequence)),
+                    text(&e.event_type),
+                    text(&e.event_version),
+                    text(&e.payload),
+                    text(&e.metadata),
+                    text(&e.recorded_at),
+                    text(&e.actor),
+                    Cell::Text(e.document_number.clone()),
+                    Cell::Int(e.source_line),
+                    Cell::Text(e.clause.clone()),
+                    text(&e.prev_hash),
+                    text(&e.hash),
+                ]
+            })
+            .collect(),
+    };
+    // The arrays are built before the clock starts: they are the client's, not the
+    // database's, work.
+    let mut parts = Vec::new();
+    let mut arrays: Vec<Array> = Vec::new();
+    for t in std::iter::once(&log).chain(tables) {
+        let mut casts = Vec::new();
+        for i in 0..t.columns.len() {
+            let column = match &t.rows[0][i] {
+                Cell::Int(_) => Array::Int(
+                    t.rows
+                        .iter()
+                        .map(|r| match &r[i] {
+                            Cell::Int(v) => *v,
+                            Cell::Text(_) => panic!("{}: mixed column {i}", t.table),
+                        })
+                        .collect(),
+                ),
+                Cell::Text(_) => Array::Text(
+                    t.rows
+                        .iter()
+                        .map(|r| match &r[i] {
+                            Cell::Text(v) => v.clone(),
+                            Cell::Int(_) => panic!("{}: mixed column {i}", t.table),
+                        })
+                        .collect(),
+                ),
+            };
+            let kind = match column {
+                Array::Int(_) => "int8",
+                Array::Text(_) => "text",
+            };
+            arrays.push(column);
+            casts.push(format!("${}::{kind}[]", arrays.len()));
+        }
+        parts.push(format!(
+            "w{} AS (INSERT INTO {} ({}) SELECT * FROM unnest({}))",
+            parts.len(),
+            t.table,
+            t.columns.join(", "),
+            casts.join(", ")
+        ));
+    }
+    if !closes.is_empty() {
+        let n = arrays.len();
+        arrays.push(Array::Int(closes.iter().map(|c| Some(c.0)).collect()));
+        arrays.push(Array::Int(closes.iter().map(|c| Some(c.1)).collect()));
+        arrays.push(Array::Int(closes.iter().map(|c| Some(c.2)).collect()));
+        parts.push(format!(
+            "closes AS (UPDATE rm_tenures SET version_to = v.version_to \
+             FROM unnest(${}::int8[], ${}::int8[], ${}::int8[]) AS v(tenure_id, version_from, version_to) \
+             WHERE rm_tenures.tenure_id = v.tenure_id AND rm_tenures.version_from = v.version_from)",
+            n + 1,
+            n + 2,
+            n + 3
+        ));
+    }
+    let sql = format!(
+        "WITH {} UPDATE projection_checkpoint SET position = ${}",
+        parts.join(", "),
+        arrays.len() + 1
+    );
+    let started = Instant::now();
+    let mut q = sqlx::query(&sql);
+    for column in arrays {
+        q = match column {
+            Array::Int(v) => q.bind(v),
+            Array::Text(v) => q.bind(v),
+        };
+    }
+    let mut tx = target.begin().await.expect("begin");
+    q.bind(last)
+        .execute(&mut *tx)
+        .await
+        .expect("floor statement");
+    tx.commit().await.expect("commit");
+    started.elapsed()
+}
+
+/// Prepared statements the floor keeps: one per table and row count it meets, so that no
+/// statement is prepared twice (sqlx keeps 100 by default, fewer than the floor's texts).
+const FLOOR_STATEMENTS: usize = 10_000;
+
+impl IngestFloor {
+    /// `url`: the registry being ingested into; `floor_url`: a fresh database.
+    async fn create(url: &str, floor_url: &str) -> Self {
+        // renmian's schema, read models and checkpoint row included, then the ceiling's log.
+        Database::connect(floor_url)
+            .await
+            .expect("floor database")
+            .close()
+            .await;
+        if url.starts_with("sqlite:") {
+            let source = SqliteConnectOptions::from_str(url).expect("sqlite url");
+            let target = SqliteConnectOptions::from_str(floor_url)
+                .expect("sqlite url")
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .statement_cache_capacity(FLOOR_STATEMENTS);
+            let target = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(target)
+                .await
+                .expect("floor sqlite");
+            sqlx::query(BARE_EVENTS)
+                .execute(&target)
+                .await
+                .expect("ddl");
+            Self::Sqlite {
+                source: sqlx::SqliteConnection::connect_with(&source)
+                    .await
+                    .expect("connect"),
+                target,
+            }
+        } else {
+            let target = sqlx::postgres::PgConnectOptions::from_str(floor_url)
+                .expect("postgres url")
+                .statement_cache_capacity(FLOOR_STATEMENTS);
+            let target = sqlx::PgPool::connect_with(target)
+                .await
+                .expect("floor postgres");
+            sqlx::query(BARE_EVENTS)
+                .execute(&target)
+                .await
+                .expect("ddl");
+            Self::Postgres {
+                source: sqlx::PgConnection::connect(url).await.expect("connect"),
+                target,
+            }
+        }
+    }
+
+    /// Writes what the notice of `events` wrote (read back untimed); the time that took.
+    async fn notice(&mut self, events: &[StoredEvent]) -> Duration {
+        let (Some(first), Some(last)) = (events.first(), events.last()) else {
+            return Duration::ZERO;
+        };
+        let (first, last) = (first.position, last.position);
+        match self {
+            Self::Sqlite { source, target } => {
+                let (tables, closes) = floor_rows!(source, first, last);
+                sqlite_floor_write(target, events, &tables, &closes, last).await
+            }
+            Self::Postgres { source, target } => {
+                let (tables, closes) = floor_rows!(source, first, last);
+                postgres_floor_write(target, events, &tables, &closes, last).await
+            }
+        }
+    }
 }
 
 /// Reads a row as the projector does (every column) and decodes its payload into the
@@ -1057,6 +1473,22 @@ fn print_report(o: &Options, reports: &[Report]) {
         format!(
             "**{:.1}%**",
             100.0 * r.raw_insert.as_secs_f64() / r.ingest.as_secs_f64()
+        )
+    });
+    row(
+        "floor: the same INSERT plus the read-model rows each notice wrote, events/s",
+        &|r| format!("{:.0}", rate(r.events, r.ingest_floor)),
+    );
+    row("ingest / ceiling the floor allows: ceiling / floor", &|r| {
+        format!(
+            "{:.1}%",
+            100.0 * r.raw_insert.as_secs_f64() / r.ingest_floor.as_secs_f64()
+        )
+    });
+    row("ingest / its floor", &|r| {
+        format!(
+            "{:.1}%",
+            100.0 * r.ingest_floor.as_secs_f64() / r.ingest.as_secs_f64()
         )
     });
     row("concurrent ingest (`--streams` tasks), events/s", &|r| {
