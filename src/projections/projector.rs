@@ -339,7 +339,7 @@ impl Projector {
         // PostgreSQL: new tables beside the live ones, swapped in at the end (shadow.rs).
         // SQLite: the live tables emptied and their secondary indexes dropped, the writer's
         // first job: the replay needs none of it until its first rows are written (1M
-        // events: ~4 s of deletes).
+        // events: ~1 s of deletes, BENCHMARKS.md session 30).
         let fresh = match &mut tx {
             RebuildTx::Postgres(pg, _) => Fresh::Tables(Shadow::create(pg).await?),
             RebuildTx::Any(any) => Fresh::Emptied(secondary_indexes(any).await?),
