@@ -1427,6 +1427,10 @@ fn machine() -> String {
 
 fn print_report(o: &Options, reports: &[Report]) {
     let rate = |events: usize, d: Duration| events as f64 / d.as_secs_f64().max(1e-9);
+    // `part` as a percentage of `whole`: a ceiling's time of renmian's is renmian's share of
+    // the ceiling's rate.
+    let percent =
+        |part: Duration, whole: Duration| 100.0 * part.as_secs_f64() / whole.as_secs_f64();
     let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1000.0);
     let mib = |kib: u64| format!("{:.0} MiB", kib as f64 / 1024.0);
     let mut command = String::from("cargo bench --bench registry --");
@@ -1473,26 +1477,17 @@ fn print_report(o: &Options, reports: &[Report]) {
         format!("{:.0}", rate(r.events, r.raw_insert))
     });
     row("**ingest / ceiling**", &|r| {
-        format!(
-            "**{:.1}%**",
-            100.0 * r.raw_insert.as_secs_f64() / r.ingest.as_secs_f64()
-        )
+        format!("**{:.1}%**", percent(r.raw_insert, r.ingest))
     });
     row(
         "floor: the same INSERT plus the read-model rows each notice wrote, events/s",
         &|r| format!("{:.0}", rate(r.events, r.ingest_floor)),
     );
     row("ingest / ceiling the floor allows: ceiling / floor", &|r| {
-        format!(
-            "{:.1}%",
-            100.0 * r.raw_insert.as_secs_f64() / r.ingest_floor.as_secs_f64()
-        )
+        format!("{:.1}%", percent(r.raw_insert, r.ingest_floor))
     });
     row("ingest / its floor", &|r| {
-        format!(
-            "{:.1}%",
-            100.0 * r.ingest_floor.as_secs_f64() / r.ingest.as_secs_f64()
-        )
+        format!("{:.1}%", percent(r.ingest_floor, r.ingest))
     });
     row("concurrent ingest (`--streams` tasks), events/s", &|r| {
         format!(
@@ -1502,10 +1497,7 @@ fn print_report(o: &Options, reports: &[Report]) {
         )
     });
     row("**concurrent ingest / ceiling**", &|r| {
-        format!(
-            "**{:.1}%**",
-            100.0 * r.raw_insert.as_secs_f64() / r.concurrent_ingest.as_secs_f64()
-        )
+        format!("**{:.1}%**", percent(r.raw_insert, r.concurrent_ingest))
     });
     row("bulk ingest (`ingest_all`), events/s", &|r| {
         format!("{:.0}", rate(r.events, r.bulk_ingest))
@@ -1515,10 +1507,7 @@ fn print_report(o: &Options, reports: &[Report]) {
         &|r| format!("{:.0}", rate(r.events, r.raw_insert_bulk)),
     );
     row("**bulk ingest / its ceiling**", &|r| {
-        format!(
-            "**{:.1}%**",
-            100.0 * r.raw_insert_bulk.as_secs_f64() / r.bulk_ingest.as_secs_f64()
-        )
+        format!("**{:.1}%**", percent(r.raw_insert_bulk, r.bulk_ingest))
     });
     row("rebuild, events/s", &|r| {
         format!("{:.0}", rate(r.events, r.rebuild))
@@ -1527,10 +1516,7 @@ fn print_report(o: &Options, reports: &[Report]) {
         format!("{:.0}", rate(r.events, r.raw_scan))
     });
     row("**rebuild / ceiling**", &|r| {
-        format!(
-            "**{:.1}%**",
-            100.0 * r.raw_scan.as_secs_f64() / r.rebuild.as_secs_f64()
-        )
+        format!("**{:.1}%**", percent(r.raw_scan, r.rebuild))
     });
     row(
         "floor: the database copying the read models (INSERT … SELECT, indexes, commit), s",
@@ -1538,12 +1524,7 @@ fn print_report(o: &Options, reports: &[Report]) {
     );
     row(
         "rebuild / ceiling the floor allows: scan / max(scan, floor)",
-        &|r| {
-            format!(
-                "{:.1}%",
-                100.0 * r.raw_scan.as_secs_f64() / r.raw_scan.max(r.floor).as_secs_f64()
-            )
-        },
+        &|r| format!("{:.1}%", percent(r.raw_scan, r.raw_scan.max(r.floor))),
     );
     row("ingest wall time, s", &|r| {
         format!("{:.1}", r.ingest.as_secs_f64())
