@@ -628,12 +628,30 @@ impl BareTable {
     }
 }
 
+/// The columns of `events` (and of the ceilings' `events_raw`), in [`bind_all!`]'s order.
+const EVENT_COLUMNS: [&str; 15] = [
+    "position",
+    "aggregate_type",
+    "aggregate_id",
+    "sequence",
+    "event_type",
+    "event_version",
+    "payload",
+    "metadata",
+    "recorded_at",
+    "actor",
+    "document_number",
+    "source_line",
+    "clause",
+    "prev_hash",
+    "hash",
+];
+
 fn insert_sql(backend: Backend, rows: usize) -> String {
     format!(
-        "INSERT INTO events_raw (position, aggregate_type, aggregate_id, sequence, event_type, \
-         event_version, payload, metadata, recorded_at, actor, document_number, source_line, \
-         clause, prev_hash, hash) VALUES {}",
-        placeholders(backend, rows, 15)
+        "INSERT INTO events_raw ({}) VALUES {}",
+        EVENT_COLUMNS.join(", "),
+        placeholders(backend, rows, EVENT_COLUMNS.len())
     )
 }
 
@@ -663,17 +681,18 @@ enum IngestFloor {
     },
 }
 
-/// A read-model cell: every column of the read models is an integer or a text.
-enum Cell {
-    Int(Option<i64>),
-    Text(Option<String>),
+/// One column of rows: every column of the read models is an integer or a text.
+enum Array {
+    Int(Vec<Option<i64>>),
+    Text(Vec<Option<String>>),
 }
 
-/// Rows of one read-model table, with its column names.
+/// Rows of one table, a column at a time (PostgreSQL binds each column as one array).
 struct TableRows {
     table: &'static str,
     columns: Vec<String>,
-    rows: Vec<Vec<Cell>>,
+    arrays: Vec<Array>,
+    rows: usize,
 }
 
 /// The rows a notice's commit (positions `$1` to `$2`) added to each read model, by the
@@ -730,27 +749,20 @@ macro_rules! floor_rows {
                 .expect("read back");
             let Some(first) = rows.first() else { continue };
             let columns: Vec<String> = first.columns().iter().map(|c| c.name().into()).collect();
-            let ints: Vec<bool> = first
+            let arrays = first
                 .columns()
                 .iter()
-                .map(|c| c.type_info().name().contains("INT"))
-                .collect();
-            let rows = rows
-                .iter()
-                .map(|row| {
-                    ints.iter()
-                        .enumerate()
-                        .map(|(i, int)| match int {
-                            true => Cell::Int(row.get(i)),
-                            false => Cell::Text(row.get(i)),
-                        })
-                        .collect()
+                .enumerate()
+                .map(|(i, c)| match c.type_info().name().contains("INT") {
+                    true => Array::Int(rows.iter().map(|row| row.get(i)).collect()),
+                    false => Array::Text(rows.iter().map(|row| row.get(i)).collect()),
                 })
                 .collect();
             tables.push(TableRows {
                 table,
                 columns,
-                rows,
+                arrays,
+                rows: rows.len(),
             });
         }
         let closes: Vec<(i64, i64, i64)> = sqlx::query_as(FLOOR_CLOSES)
@@ -783,19 +795,22 @@ async fn sqlite_floor_write(
             .expect("insert log rows");
     }
     for t in tables {
-        for chunk in t.rows.chunks(CHUNK) {
+        for start in (0..t.rows).step_by(CHUNK) {
+            let end = t.rows.min(start + CHUNK);
             let sql = format!(
                 "INSERT INTO {} ({}) VALUES {}",
                 t.table,
                 t.columns.join(", "),
-                placeholders(backend, chunk.len(), t.columns.len())
+                placeholders(backend, end - start, t.columns.len())
             );
             let mut q = sqlx::query(&sql);
-            for cell in chunk.iter().flatten() {
-                q = match cell {
-                    Cell::Int(v) => q.bind(*v),
-                    Cell::Text(v) => q.bind(v.as_deref()),
-                };
+            for row in start..end {
+                for array in &t.arrays {
+                    q = match array {
+                        Array::Int(v) => q.bind(v[row]),
+                        Array::Text(v) => q.bind(v[row].as_deref()),
+                    };
+                }
             }
             q.execute(&mut *tx).await.expect("insert read-model rows");
         }
@@ -821,12 +836,6 @@ async fn sqlite_floor_write(
     started.elapsed()
 }
 
-/// A column of rows as one array parameter (`unnest`).
-enum Array {
-    Int(Vec<Option<i64>>),
-    Text(Vec<Option<String>>),
-}
-
 /// PostgreSQL: writes (timed) a notice's log rows, read-model rows and closes as **one**
 /// statement in one transaction — three round trips, as the ceiling's — each table's rows
 /// bound as one array per column and unpacked by `unnest` in a data-modifying `WITH` of
@@ -840,83 +849,45 @@ async fn postgres_floor_write(
     closes: &[(i64, i64, i64)],
     last: i64,
 ) -> Duration {
+    let int = |f: fn(&StoredEvent) -> Option<i64>| Array::Int(events.iter().map(f).collect());
+    let text = |f: fn(&StoredEvent) -> Option<&str>| {
+        Array::Text(events.iter().map(|e| f(e).map(str::to_string)).collect())
+    };
+    // In EVENT_COLUMNS' order.
     let log = TableRows {
         table: "events_raw",
-        columns: [
-            "position",
-            "aggregate_type",
-            "aggregate_id",
-            "sequence",
-            "event_type",
-            "event_version",
-            "payload",
-            "metadata",
-            "recorded_at",
-            "actor",
-            "document_number",
-            "source_line",
-            "clause",
-            "prev_hash",
-            "hash",
-        ]
-        .map(String::from)
-        .to_vec(),
-        rows: events
-            .iter()
-            .map(|e| {
-                let text = |s: &str| Cell::Text(Some(s.to_string()));
-                vec![
-                    Cell::Int(Some(e.position)),
-                    text(&e.aggregate_type),
-                    text(&e.aggregate_id),
-                    Cell::Int(Some(e.sequence)),
-                    text(&e.event_type),
-                    text(&e.event_version),
-                    text(&e.payload),
-                    text(&e.metadata),
-                    text(&e.recorded_at),
-                    text(&e.actor),
-                    Cell::Text(e.document_number.clone()),
-                    Cell::Int(e.source_line),
-                    Cell::Text(e.clause.clone()),
-                    text(&e.prev_hash),
-                    text(&e.hash),
-                ]
-            })
-            .collect(),
+        columns: EVENT_COLUMNS.map(String::from).to_vec(),
+        arrays: vec![
+            int(|e| Some(e.position)),
+            text(|e| Some(&e.aggregate_type)),
+            text(|e| Some(&e.aggregate_id)),
+            int(|e| Some(e.sequence)),
+            text(|e| Some(&e.event_type)),
+            text(|e| Some(&e.event_version)),
+            text(|e| Some(&e.payload)),
+            text(|e| Some(&e.metadata)),
+            text(|e| Some(&e.recorded_at)),
+            text(|e| Some(&e.actor)),
+            text(|e| e.document_number.as_deref()),
+            int(|e| e.source_line),
+            text(|e| e.clause.as_deref()),
+            text(|e| Some(&e.prev_hash)),
+            text(|e| Some(&e.hash)),
+        ],
+        rows: events.len(),
     };
     // The arrays are built before the clock starts: they are the client's, not the
-    // database's, work.
+    // database's, work. Each table's INSERT reads its columns from consecutive parameters.
     let mut parts = Vec::new();
-    let mut arrays: Vec<Array> = Vec::new();
+    let mut arrays: Vec<&Array> = Vec::new();
     for t in std::iter::once(&log).chain(tables) {
         let mut casts = Vec::new();
-        for i in 0..t.columns.len() {
-            let column = match &t.rows[0][i] {
-                Cell::Int(_) => Array::Int(
-                    t.rows
-                        .iter()
-                        .map(|r| match &r[i] {
-                            Cell::Int(v) => *v,
-                            Cell::Text(_) => panic!("{}: mixed column {i}", t.table),
-                        })
-                        .collect(),
-                ),
-                Cell::Text(_) => Array::Text(
-                    t.rows
-                        .iter()
-                        .map(|r| match &r[i] {
-                            Cell::Text(v) => v.clone(),
-                            Cell::Int(_) => panic!("{}: mixed column {i}", t.table),
-                        })
-                        .collect(),
-                ),
-            };
-            let kind = match column {
+        for array in &t.arrays {
+            arrays.push(array);
+            let kind = match array {
                 Array::Int(_) => "int8",
                 Array::Text(_) => "text",
             };
-            arrays.push(column);
             casts.push(format!("${}::{kind}[]", arrays.len()));
         }
         parts.push(format!(
@@ -927,11 +898,14 @@ async fn postgres_floor_write(
             casts.join(", ")
         ));
     }
+    let closed = [
+        Array::Int(closes.iter().map(|c| Some(c.0)).collect()),
+        Array::Int(closes.iter().map(|c| Some(c.1)).collect()),
+        Array::Int(closes.iter().map(|c| Some(c.2)).collect()),
+    ];
     if !closes.is_empty() {
         let n = arrays.len();
-        arrays.push(Array::Int(closes.iter().map(|c| Some(c.0)).collect()));
-        arrays.push(Array::Int(closes.iter().map(|c| Some(c.1)).collect()));
-        arrays.push(Array::Int(closes.iter().map(|c| Some(c.2)).collect()));
+        arrays.extend(&closed);
         parts.push(format!(
             "closes AS (UPDATE rm_tenures SET version_to = v.version_to \
              FROM unnest(${}::int8[], ${}::int8[], ${}::int8[]) \
