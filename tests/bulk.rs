@@ -7,21 +7,12 @@
 
 mod common;
 
-use common::{actor, generated_notice, notice_text, TestDb};
+use common::{actor, generated_notice, notice_text, revocation_text, TestDb};
 use renmian::projections::export::{export, to_json, ExportedTable};
 use renmian::registry::{
     BulkProjection, IngestOutcome, Registry, RegistryError, BULK_BATCH_EVENTS,
 };
 use renmian::workload::{generate, WorkloadConfig};
-
-/// A notice of 临湘市人民政府 (临政人〔2024〕`number`号) revoking 临政人〔2024〕`revoked`号.
-fn revocation_text(number: u32, revoked: u32) -> String {
-    format!(
-        "临湘市人民政府\n关于撤销《临湘市人民政府关于人员职务任免的通知》的通知\n(临政人〔2024〕{number}号)\n\n\
-         各镇人民政府、街道办事处，市直各单位：\n\n经市人民政府研究决定，撤销《临湘市人民政府关于人员职务任免的通知》\
-         （临政人〔2024〕{revoked}号）。\n\n临湘市人民政府\n\n2024年5月1日\n"
-    )
-}
 
 /// A generated history with every case bulk ingest hands to `ingest` mixed in: a notice
 /// ingested twice (later, and right after itself), a revocation of an earlier notice, a
@@ -39,8 +30,8 @@ fn texts() -> Vec<String> {
         (20, texts[3].clone()),
         (21, generated_notice(9002)),
         (22, generated_notice(9002)),
-        (30, revocation_text(9003, 9001)),
-        (41, revocation_text(9004, 9005)),
+        (30, revocation_text(9003, 9001, "2024年5月1日")),
+        (41, revocation_text(9004, 9005, "2024年5月1日")),
         (60, generated_notice(9005)),
         (75, two_notices),
         (

@@ -7,7 +7,10 @@ mod common;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use common::{actor, date, export_json, generated_notice, notice_text, seed_text, seeded, TestDb};
+use common::{
+    actor, date, export_json, generated_notice, notice_text, revocation_text, seed_text, seeded,
+    TestDb,
+};
 use renmian::domain::aggregate::events_for;
 use renmian::domain::NoticeKey;
 use renmian::projections::{Queries, QueryError};
@@ -50,6 +53,7 @@ backend_suite!(
     text_that_the_writes_escape_is_stored_as_written,
     appends_after_a_rebuild_write_into_the_rebuilt_tables,
     an_answer_is_exactly_as_of_the_position_it_reports,
+    lookups_of_many_notices_answer_as_lookups_of_each,
 );
 
 async fn ingesting_the_seed_records_one_notice_and_thirty_facts(db: TestDb) {
@@ -1443,4 +1447,69 @@ async fn an_answer_is_exactly_as_of_the_position_it_reports(db: TestDb) {
         ),
         "{beyond:?}"
     );
+}
+
+/// A bulk ingest asks two questions of a few hundred notices at a time — which are in the
+/// log, and which document numbers a recorded notice revokes — and gets what asking of each
+/// notice gives: exact numbers (临政人〔2024〕1号 is not 11号), however many are asked.
+async fn lookups_of_many_notices_answer_as_lookups_of_each(db: TestDb) {
+    use cqrs_es::Aggregate;
+    let registry = Registry::open(&db.url).await.unwrap();
+    for text in [
+        generated_notice(1),
+        generated_notice(11),
+        revocation_text(20, 1, "2024年5月1日"),
+        revocation_text(21, 30, "2024年5月2日"),
+    ] {
+        registry.ingest(&text, &actor()).await.unwrap();
+    }
+    let id = |n: u32| {
+        let parsed = renmian::notice::parse(&generated_notice(n));
+        NoticeKey::for_notice(&parsed.notices[0])
+            .aggregate_id()
+            .to_string()
+    };
+    let ids: Vec<String> = (1..=600).map(id).collect();
+    let asked: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let found = registry
+        .database()
+        .aggregates_in_log(renmian::domain::NoticeAggregate::TYPE, &asked)
+        .await
+        .unwrap();
+    // The revocations are notices 20 and 21 of the same issuer; nothing recorded 30.
+    assert_eq!(found, [1, 11, 20, 21].map(id).into_iter().collect());
+    for (i, asked) in asked.iter().enumerate() {
+        let events = registry
+            .database()
+            .aggregate_events(renmian::domain::NoticeAggregate::TYPE, asked, 0)
+            .await
+            .unwrap();
+        assert_eq!(
+            !events.is_empty(),
+            found.contains(*asked),
+            "notice {}",
+            i + 1
+        );
+    }
+
+    let numbers: Vec<String> = (1..=40).map(|n| format!("临政人〔2024〕{n}号")).collect();
+    let asked: Vec<&str> = numbers.iter().map(String::as_str).collect();
+    let revoked = registry.queries().revoked_among(&asked).await.unwrap();
+    assert_eq!(
+        revoked,
+        ["临政人〔2024〕1号", "临政人〔2024〕30号"]
+            .map(String::from)
+            .into_iter()
+            .collect()
+    );
+    for number in &asked {
+        let revoking = registry.queries().notices_revoking(number).await.unwrap();
+        assert_eq!(!revoking.is_empty(), revoked.contains(*number), "{number}");
+    }
+    assert!(registry
+        .queries()
+        .revoked_among(&[])
+        .await
+        .unwrap()
+        .is_empty());
 }

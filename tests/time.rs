@@ -7,7 +7,7 @@ mod common;
 
 use common::{
     actor, assert_post_histories_read_every_version, date, export_json, generated_notice,
-    notice_text, seed_text, seeded, TestDb,
+    notice_text, revocation_text, seed_text, seeded, TestDb,
 };
 use renmian::projections::{ProbationStatus, Queries};
 use renmian::registry::{Registry, RegistryError};
@@ -38,15 +38,6 @@ async fn holder_names(queries: &Queries, org: &str, post: &str, on: &str) -> Vec
         .into_iter()
         .map(|t| t.person)
         .collect()
-}
-
-/// A notice of 临湘市人民政府 revoking 临政人〔2024〕`revoked`号.
-fn revocation_text(number: u32, revoked: u32, date: &str) -> String {
-    format!(
-        "临湘市人民政府\n关于撤销《临湘市人民政府关于人员职务任免的通知》的通知\n(临政人〔2024〕{number}号)\n\n\
-         各镇人民政府、街道办事处，市直各单位：\n\n经市人民政府研究决定，撤销《临湘市人民政府关于人员职务任免的通知》\
-         （临政人〔2024〕{revoked}号）。\n\n临湘市人民政府\n\n{date}\n"
-    )
 }
 
 backend_suite!(

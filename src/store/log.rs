@@ -11,6 +11,8 @@
 //! out on commit and only then, and since appends are serialised by the head row,
 //! notifications arrive in head order.
 
+use std::collections::HashSet;
+
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -28,6 +30,9 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 
 /// Rows per multi-row INSERT; 15 parameters each stays far below both backends' limits.
 const INSERT_CHUNK: usize = 500;
+
+/// Ids asked about in one `IN` list ([`Database::aggregates_in_log`]).
+const IN_LIST_IDS: usize = 500;
 
 pub(crate) const EVENT_COLUMNS: &str =
     "position, aggregate_type, aggregate_id, sequence, event_type, \
@@ -719,6 +724,33 @@ impl Database {
             .iter()
             .map(|r| Ok((r.try_get("sequence")?, r.try_get("position")?)))
             .collect::<Result<_, sqlx::Error>>()?)
+    }
+
+    /// Which of `aggregate_ids` (of `aggregate_type`) have events in the log: one query per
+    /// [`IN_LIST_IDS`] ids, answered by the `(aggregate_type, aggregate_id, sequence)` index.
+    pub async fn aggregates_in_log(
+        &self,
+        aggregate_type: &str,
+        aggregate_ids: &[&str],
+    ) -> Result<HashSet<String>, StoreError> {
+        let mut found = HashSet::new();
+        for ids in aggregate_ids.chunks(IN_LIST_IDS) {
+            // Padded to one of a few sizes, so that the text is found in the statement cache.
+            let ids = padded_list(ids);
+            let sql = format!(
+                "SELECT DISTINCT aggregate_id FROM events WHERE aggregate_type = $1 \
+                 AND aggregate_id IN ({})",
+                numbered(2, ids.len())
+            );
+            let mut query = sqlx::query(&sql).bind(aggregate_type);
+            for id in ids {
+                query = query.bind(id);
+            }
+            for row in self.read_all(query).await? {
+                found.insert(row.try_get("aggregate_id")?);
+            }
+        }
+        Ok(found)
     }
 
     /// Events of one aggregate with sequence > `after_sequence`, in sequence order.

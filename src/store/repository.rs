@@ -6,7 +6,8 @@ use cqrs_es::persist::{
 };
 use cqrs_es::Aggregate;
 use serde_json::Value;
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{Database, NewEvent, StoreError, StoredEvent};
 
@@ -22,8 +23,28 @@ pub struct SqlEventRepository {
     deferred: Option<Deferred>,
 }
 
-/// Events a deferring repository has been asked to persist, in commit order.
-pub type Deferred = Arc<Mutex<Vec<NewEvent>>>;
+/// What a deferring repository shares with its caller (bulk ingest).
+#[derive(Clone, Debug, Default)]
+pub struct Deferred {
+    /// Events it has been asked to persist, in commit order.
+    pub events: Arc<Mutex<Vec<NewEvent>>>,
+    /// Aggregates the caller found without any event in the log, all looked up in one
+    /// query: each is loaded once as new, without reading the log again. Loading takes it
+    /// out, so a second load of it (the caller may have recorded it since) reads the log.
+    pub unrecorded: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Deferred {
+    /// The events kept so far.
+    pub fn events(&self) -> MutexGuard<'_, Vec<NewEvent>> {
+        self.events.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The aggregates known to have no event yet.
+    pub fn unrecorded(&self) -> MutexGuard<'_, HashSet<String>> {
+        self.unrecorded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 impl SqlEventRepository {
     pub fn new(db: Database) -> Self {
@@ -167,6 +188,11 @@ impl PersistedEventRepository for SqlEventRepository {
         &self,
         aggregate_id: &str,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        if let Some(deferred) = &self.deferred {
+            if deferred.unrecorded().remove(aggregate_id) {
+                return Ok(Vec::new());
+            }
+        }
         self.load(A::TYPE, aggregate_id, 0).await
     }
 
@@ -197,10 +223,7 @@ impl PersistedEventRepository for SqlEventRepository {
             .map(to_new_event)
             .collect::<Result<Vec<_>, _>>()?;
         match &self.deferred {
-            Some(deferred) => deferred
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend(rows),
+            Some(deferred) => deferred.events().extend(rows),
             None => {
                 self.db.append(&rows).await?;
             }
@@ -225,6 +248,38 @@ impl PersistedEventRepository for SqlEventRepository {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An aggregate the caller put in `unrecorded` loads as new once, without reading the
+    /// log — here it *is* in the log, so an empty answer shows nothing was read — and the
+    /// next load reads the log.
+    #[tokio::test]
+    async fn an_unrecorded_aggregate_loads_as_new_once_without_reading() {
+        use crate::domain::NoticeAggregate;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("r.db").display());
+        let db = Database::connect(&url).await.unwrap();
+        let event = NewEvent {
+            aggregate_type: NoticeAggregate::TYPE.into(),
+            aggregate_id: "a".into(),
+            sequence: 1,
+            event_type: "NoticeRecorded".into(),
+            event_version: "1".into(),
+            payload: "{}".into(),
+            metadata: "{}".into(),
+            actor: "test".into(),
+            document_number: None,
+            source_line: None,
+            clause: None,
+        };
+        db.append(&[event]).await.unwrap();
+        let deferred = Deferred::default();
+        deferred.unrecorded().insert("a".into());
+        let repo = SqlEventRepository::deferred(db, deferred.clone());
+        let load = || repo.get_events::<NoticeAggregate>("a");
+        assert!(load().await.unwrap().is_empty());
+        assert!(deferred.unrecorded().is_empty());
+        assert_eq!(load().await.unwrap().len(), 1);
+    }
 
     #[test]
     fn provenance_is_read_from_the_variant_payload() {

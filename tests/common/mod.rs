@@ -208,6 +208,16 @@ pub fn notice_text(number: u32, date: &str, clauses: &[&str]) -> String {
     )
 }
 
+/// A notice of 临湘市人民政府 (临政人〔2024〕`number`号, dated `date`) revoking
+/// 临政人〔2024〕`revoked`号.
+pub fn revocation_text(number: u32, revoked: u32, date: &str) -> String {
+    format!(
+        "临湘市人民政府\n关于撤销《临湘市人民政府关于人员职务任免的通知》的通知\n(临政人〔2024〕{number}号)\n\n\
+         各镇人民政府、街道办事处，市直各单位：\n\n经市人民政府研究决定，撤销《临湘市人民政府关于人员职务任免的通知》\
+         （临政人〔2024〕{revoked}号）。\n\n临湘市人民政府\n\n{date}\n"
+    )
+}
+
 /// Generates, for each `async fn name(db: TestDb)` listed, one test on SQLite (module
 /// `sqlite`) and one on PostgreSQL (module `postgres`, skipped with a message when
 /// `RENMIAN_TEST_DATABASE_URL` is unset).
