@@ -12,6 +12,7 @@ use renmian::projections::export::{export, to_json, ExportedTable};
 use renmian::registry::{
     BulkProjection, IngestOutcome, Registry, RegistryError, BULK_BATCH_EVENTS,
 };
+use renmian::store::{NewEvent, StoredEvent};
 use renmian::workload::{generate, WorkloadConfig};
 
 /// A generated history with every case bulk ingest hands to `ingest` mixed in: a notice
@@ -426,7 +427,94 @@ backend_suite!(
     concurrent_bulk_ingests_record_each_notice_once,
     a_bulk_ingest_dropped_part_way_leaves_whole_notices,
     a_bulk_ingest_projecting_at_the_end_dropped_part_way_leaves_whole_notices,
+    a_replay_alongside_the_appends_writes_what_a_rebuild_writes,
 );
+
+/// Stored events as new ones, to append elsewhere.
+fn as_new(events: &[StoredEvent]) -> Vec<NewEvent> {
+    events
+        .iter()
+        .map(|e| NewEvent {
+            aggregate_type: e.aggregate_type.clone(),
+            aggregate_id: e.aggregate_id.clone(),
+            sequence: e.sequence,
+            event_type: e.event_type.clone(),
+            event_version: e.event_version.clone(),
+            payload: e.payload.clone(),
+            metadata: e.metadata.clone(),
+            actor: e.actor.clone(),
+            document_number: e.document_number.clone(),
+            source_line: e.source_line,
+            clause: e.clause.clone(),
+        })
+        .collect()
+}
+
+/// A bulk load into an empty registry replays its batches as it appends them
+/// (`Projector::prebuild`) and writes that replay at its end: the read models come out as
+/// ingesting one text after the other makes them. Fed anything but the log's first events in
+/// order, the replay gives up; a replay of other events than the log's (another chain) is
+/// refused and changes nothing.
+async fn a_replay_alongside_the_appends_writes_what_a_rebuild_writes(db: TestDb) {
+    let texts: Vec<String> = texts()[..12].to_vec();
+    let sequential = Registry::open(&db.url).await.unwrap();
+    one_after_the_other(&sequential, &texts).await;
+    let log = sequential
+        .database()
+        .events_after(0, 1_000_000)
+        .await
+        .unwrap();
+    let half = log.len() / 2;
+    // Whole notices in each batch, as a bulk load appends them.
+    let cut = (half..log.len())
+        .find(|&i| log[i].aggregate_id != log[i - 1].aggregate_id)
+        .unwrap();
+
+    let other = another(&db).await;
+    let bulk = Registry::open(&other.url).await.unwrap();
+    let database = bulk.database();
+    let first = database
+        .append_unobserved(&as_new(&log[..cut]))
+        .await
+        .unwrap();
+    let second = database
+        .append_unobserved(&as_new(&log[cut..]))
+        .await
+        .unwrap();
+    let projector = bulk.projector();
+    let gap = projector.prebuild();
+    gap.appended(second.clone());
+    assert!(gap.finish().await.is_none(), "a replay not from position 1");
+    let skipped = projector.prebuild();
+    skipped.appended(first.clone());
+    skipped.appended(second[1..].to_vec());
+    assert!(skipped.finish().await.is_none(), "a replay with a gap");
+
+    // The other registry's events: the same positions, another chain (another clock).
+    let foreign = projector.prebuild();
+    foreign.appended(log[..cut].to_vec());
+    let foreign = foreign.finish().await.expect("replayed");
+    assert_eq!(projector.rebuild_prebuilt(foreign).await.unwrap(), None);
+    assert_eq!(projector.checkpoint().await.unwrap(), 0, "nothing changed");
+
+    let prebuild = projector.prebuild();
+    prebuild.appended(first);
+    prebuild.appended(second);
+    let prebuilt = prebuild.finish().await.expect("replayed");
+    let last = log.last().unwrap().position;
+    assert_eq!(
+        projector.rebuild_prebuilt(prebuilt).await.unwrap(),
+        Some(last)
+    );
+    assert_eq!(projector.checkpoint().await.unwrap(), last);
+    let prebuilt = read_models(&bulk).await;
+    assert!(
+        prebuilt == read_models(&sequential).await,
+        "read models differ"
+    );
+    projector.rebuild().await.unwrap();
+    assert!(prebuilt == read_models(&bulk).await, "a rebuild disagrees");
+}
 
 /// PostgreSQL: a bulk load refreshes the planner's statistics and vacuums the read models
 /// as the tables grow, so the per-notice reads do not keep the plans of empty tables

@@ -20,7 +20,7 @@ pub mod queries;
 pub mod resident;
 mod shadow;
 
-pub use projector::{Projector, CHECKPOINT};
+pub use projector::{Prebuild, Prebuilt, Projector, CHECKPOINT};
 pub use queries::{
     NoticeView, NoticeWarning, PersonRecord, Probation, ProbationStatus, Queries, QueryError,
     Tenure,

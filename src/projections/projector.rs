@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -333,9 +333,37 @@ impl Projector {
     /// On PostgreSQL the transaction is on the driver's own connection ([`RebuildTx`]) and
     /// the rows go in with `COPY`.
     pub async fn rebuild(&self) -> Result<i64, StoreError> {
+        self.rebuild_from(None)
+            .await
+            .map(|rebuilt| rebuilt.unwrap_or(0))
+    }
+
+    /// A rebuild whose replay is done ([`Prebuild`]): it writes the replay's rows as
+    /// [`Projector::rebuild`] writes its own. `Ok(None)` (nothing changed) when the log's
+    /// event at the replay's last position is not the one replayed, so the replay is not
+    /// of the log's first events; the caller rebuilds from the log instead.
+    pub async fn rebuild_prebuilt(&self, prebuilt: Prebuilt) -> Result<Option<i64>, StoreError> {
+        self.rebuild_from(Some(prebuilt)).await
+    }
+
+    /// [`Projector::rebuild`], replaying the log or taking `prebuilt`'s replay.
+    async fn rebuild_from(&self, prebuilt: Option<Prebuilt>) -> Result<Option<i64>, StoreError> {
         let (batch, flush_rows) = self.rebuild_sizes;
         let mut tx = RebuildTx::begin(&self.db).await?;
         lock_checkpoint(&mut tx.conn()).await?;
+        if let Some(prebuilt) = &prebuilt {
+            // The hash chain commits to every event before it: the same hash at the same
+            // position is the same first events (on SQLite nothing can be appended while
+            // this transaction holds the write lock; on PostgreSQL later events are caught
+            // up afterwards, as after any rebuild).
+            if hash_at(&mut tx.conn(), prebuilt.checkpoint)
+                .await?
+                .as_deref()
+                != Some(prebuilt.hash.as_str())
+            {
+                return Ok(None);
+            }
+        }
         // PostgreSQL: new tables beside the live ones, swapped in at the end (shadow.rs).
         // SQLite: the live tables emptied and their secondary indexes dropped, the writer's
         // first job: the replay needs none of it until its first rows are written (1M
@@ -351,31 +379,22 @@ impl Projector {
                 Box::pin(async move { clear_read_models(&mut tx.conn(), &names).await })
             }));
         }
-        let mut model = Model::rebuilding(self.db.backend());
-        let mut checkpoint = 0;
-        let mut batches = ReadAhead::start(self.db.clone(), batch, self.upcasters.clone());
         let mut times = RebuildTimes::start();
-        let mut next = times.reading(batches.next()).await?;
-        while !next.0.is_empty() {
-            let following = times.reading(batches.next()).await?;
-            let (events, decoded) = std::mem::replace(&mut next, following);
-            // A notice's events are committed together, and a batch ends where the log
-            // ended when it was read: an empty next batch means nothing follows.
-            let after = next.0.first().map_or(After::Nothing, After::Event);
-            let batch = (events.as_slice(), decoded.as_slice());
-            if decoded.iter().all(applies_in_memory) {
-                self.apply_events(&mut Conn::none(), &mut model, batch, after)
-                    .await?;
-            } else {
-                let tx = writer.transaction().await?;
-                self.apply_events(&mut tx.conn(), &mut model, batch, after)
-                    .await?;
+        let prebuilt_replay = prebuilt.is_some();
+        let (mut model, checkpoint, batches) = match prebuilt {
+            Some(prebuilt) => {
+                for writes in prebuilt.writes {
+                    times.writing(writer.write(writes)).await?;
+                }
+                (prebuilt.model, prebuilt.checkpoint, None)
             }
-            checkpoint = events.last().map_or(checkpoint, |e| e.position);
-            if model.buffered_rows() >= flush_rows {
-                times.writing(writer.write(model.take_writes())).await?;
+            None => {
+                let (model, checkpoint, batches) = self
+                    .replay_log(&mut writer, &mut times, batch, flush_rows)
+                    .await?;
+                (model, checkpoint, Some(batches))
             }
-        }
+        };
         let tx = times.writing(writer.transaction()).await?;
         times.replayed();
         model.flush(&mut tx.conn()).await?;
@@ -405,7 +424,9 @@ impl Projector {
         }
         writer.commit().await?;
         times.committed();
-        batches.finish().await;
+        if let Some(batches) = batches {
+            batches.finish().await;
+        }
         *self.kept.lock().unwrap_or_else(|e| e.into_inner()) = keep.then_some(model);
         // PostgreSQL: the dead row versions its UPDATEs left vacuumed away (notices' fact
         // counts, tenure versions closed after they were written: few, since a rebuild
@@ -413,8 +434,125 @@ impl Projector {
         // already). The tables were analysed before the swap (`shadow.rs`), and a rebuild
         // does not change the log.
         vacuum(&self.db, Upkeep::AfterRebuild).await;
-        times.report(checkpoint);
-        Ok(checkpoint)
+        times.report(checkpoint, prebuilt_replay);
+        Ok(Some(checkpoint))
+    }
+
+    /// A rebuild's replay of the whole log, its rows written behind it on `writer`'s
+    /// transaction: the model, the last position replayed and the reader, to finish.
+    async fn replay_log(
+        &self,
+        writer: &mut WriteBehind,
+        times: &mut RebuildTimes,
+        batch: i64,
+        flush_rows: usize,
+    ) -> Result<(Model, i64, ReadAhead), StoreError> {
+        let mut model = Model::rebuilding(self.db.backend());
+        let mut checkpoint = 0;
+        let mut batches = ReadAhead::start(self.db.clone(), batch, self.upcasters.clone());
+        let mut next = times.reading(batches.next()).await?;
+        while !next.0.is_empty() {
+            let following = times.reading(batches.next()).await?;
+            let (events, decoded) = std::mem::replace(&mut next, following);
+            // A notice's events are committed together, and a batch ends where the log
+            // ended when it was read: an empty next batch means nothing follows.
+            let after = next.0.first().map_or(After::Nothing, After::Event);
+            let batch = (events.as_slice(), decoded.as_slice());
+            if decoded.iter().all(applies_in_memory) {
+                self.apply_events(&mut Conn::none(), &mut model, batch, after)
+                    .await?;
+            } else {
+                let tx = writer.transaction().await?;
+                self.apply_events(&mut tx.conn(), &mut model, batch, after)
+                    .await?;
+            }
+            checkpoint = events.last().map_or(checkpoint, |e| e.position);
+            if model.buffered_rows() >= flush_rows {
+                times.writing(writer.write(model.take_writes())).await?;
+            }
+        }
+        Ok((model, checkpoint, batches))
+    }
+
+    /// Starts replaying, alongside a bulk load into an empty registry, the batches it
+    /// appends without projecting ([`Prebuild::appended`]), into a rebuild's model in
+    /// memory; [`Projector::rebuild_prebuilt`] then writes what it replayed.
+    pub fn prebuild(&self) -> Prebuild {
+        let (batches, mut received) = tokio::sync::mpsc::unbounded_channel::<Vec<StoredEvent>>();
+        let (done, replay) = tokio::sync::oneshot::channel();
+        let (progress, cancel) = (
+            Arc::new(AtomicI64::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let projector = self.clone();
+        let (replayed_to, cancelled) = (progress.clone(), cancel.clone());
+        let replayed = async move {
+            let (_, flush_rows) = projector.rebuild_sizes;
+            let mut model = Model::rebuilding(projector.db.backend());
+            let mut writes = Vec::new();
+            let (mut rows, mut last) = (0, None);
+            while let Some(events) = received.recv().await {
+                let (Some(first), Some(end)) = (events.first(), events.last()) else {
+                    continue;
+                };
+                if cancelled.load(Ordering::Relaxed) {
+                    return None;
+                }
+                // The log's first events, gap-free: else this is not a rebuild's replay.
+                let expected = last.as_ref().map_or(1, |(position, _)| position + 1);
+                if first.position != expected {
+                    return None;
+                }
+                let decoded = decode_events(&events, &projector.upcasters).ok()?;
+                if !decoded.iter().all(applies_in_memory) || rows > PREBUILD_ROWS {
+                    return None;
+                }
+                // A batch holds whole notices: its last event ends one.
+                let batch = (events.as_slice(), decoded.as_slice());
+                projector
+                    .apply_events(&mut Conn::none(), &mut model, batch, After::Nothing)
+                    .await
+                    .ok()?;
+                last = Some((end.position, end.hash.clone()));
+                replayed_to.store(end.position, Ordering::Relaxed);
+                if model.buffered_rows() >= flush_rows {
+                    rows += model.buffered_rows();
+                    writes.push(model.take_writes());
+                }
+            }
+            let (checkpoint, hash) = last?;
+            Some(Prebuilt {
+                model,
+                writes,
+                checkpoint,
+                hash,
+            })
+        };
+        // On a thread of its own that runs only when a core would otherwise idle
+        // (`SCHED_IDLE`): the load's appends are its critical path, and a replay on a
+        // runtime worker beside them slowed them by ~3 s of a 1M-event load's ~14 s on
+        // two cores (BENCHMARKS.md, session 31). A replay that cannot start gives up.
+        let spawned = std::thread::Builder::new()
+            .name("renmian-prebuild".into())
+            .spawn(move || {
+                let _ = thread_priority::set_thread_priority_and_policy(
+                    thread_priority::thread_native_id(),
+                    thread_priority::ThreadPriority::Min,
+                    thread_priority::ThreadSchedulePolicy::Normal(
+                        thread_priority::NormalThreadSchedulePolicy::Idle,
+                    ),
+                );
+                let _ = done.send(futures::executor::block_on(replayed));
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "no thread for a bulk load's replay; it rebuilds at its end");
+        }
+        Prebuild {
+            batches,
+            replay,
+            progress,
+            cancel,
+        }
     }
 
     /// Marks a bulk load (many appends in a row, `Registry::ingest_all`) until the guard
@@ -807,6 +945,74 @@ impl ReadAhead {
 /// Stored events and their decoding, in position order.
 type Batch = (Vec<StoredEvent>, Vec<RegistryEvent>);
 
+/// Rows a [`Prebuild`] keeps in memory at most; a larger load rebuilds from the log.
+const PREBUILD_ROWS: usize = 8_000_000;
+
+/// How long a [`Prebuild`] may make no progress once its load has ended (a batch of
+/// `BULK_BATCH_EVENTS` takes it ~0.1 s on an idle core).
+const PREBUILD_STALL: Duration = Duration::from_secs(1);
+
+/// A rebuild's replay run alongside a bulk load ([`Projector::prebuild`]): the batches the
+/// load appends without projecting are replayed as they are appended, on a task of its
+/// own, while the load stages and appends the next (a 1M-event load on two cores was busy
+/// ~1.3 cores of them before), instead of read back, decoded and replayed after it. The
+/// rows are kept, to be written when the load ends. It gives up (and the load rebuilds
+/// from the log) on anything a rebuild's replay would not be: a batch that does not
+/// follow the one before it in the log (another writer's events between them), an event
+/// that needs the database ([`applies_in_memory`]), or more than [`PREBUILD_ROWS`] rows.
+pub struct Prebuild {
+    batches: tokio::sync::mpsc::UnboundedSender<Vec<StoredEvent>>,
+    replay: tokio::sync::oneshot::Receiver<Option<Prebuilt>>,
+    /// The last position replayed.
+    progress: Arc<AtomicI64>,
+    /// Set to make the replay give up at its next batch.
+    cancel: Arc<AtomicBool>,
+}
+
+impl Prebuild {
+    /// The load appended `events` (a batch of whole notices, in position order).
+    pub fn appended(&self, events: Vec<StoredEvent>) {
+        // A replay that gave up has dropped its receiver: nothing to do.
+        let _ = self.batches.send(events);
+    }
+
+    /// The replay of everything appended, unless it gave up. A replay that makes no
+    /// progress for [`PREBUILD_STALL`] is given up: its thread runs only on otherwise idle
+    /// cores, so on a machine kept busy by others it could take far longer than the
+    /// rebuild from the log that replaces it.
+    pub async fn finish(self) -> Option<Prebuilt> {
+        drop(self.batches);
+        let mut replay = self.replay;
+        let mut seen = self.progress.load(Ordering::Relaxed);
+        loop {
+            tokio::select! {
+                replayed = &mut replay => return replayed.ok().flatten(),
+                () = tokio::time::sleep(PREBUILD_STALL) => {
+                    let now = self.progress.load(Ordering::Relaxed);
+                    if now == seen {
+                        self.cancel.store(true, Ordering::Relaxed);
+                        tracing::info!(
+                            replayed_to = now,
+                            "a bulk load's replay made no progress for {PREBUILD_STALL:?}; rebuilding from the log"
+                        );
+                        return None;
+                    }
+                    seen = now;
+                }
+            }
+        }
+    }
+}
+
+/// What a [`Prebuild`] replayed: the model, the rows to write, and the position and hash
+/// of the last event replayed.
+pub struct Prebuilt {
+    model: Model,
+    writes: Vec<Writes>,
+    checkpoint: i64,
+    hash: String,
+}
+
 type Upcasters = Arc<Vec<Box<dyn EventUpcaster>>>;
 
 /// Decodes stored events (see [`decode_event`]).
@@ -896,7 +1102,9 @@ impl RebuildTimes {
         self.commit = self.lap();
     }
 
-    fn report(mut self, events: i64) {
+    /// `prebuilt`: the replay ran alongside a bulk load ([`Prebuild`]); its phase here is
+    /// writing what it replayed.
+    fn report(mut self, events: i64, prebuilt: bool) {
         let upkeep = self.lap();
         let total = self.replay + self.finish + self.commit + upkeep;
         let s = |d: Duration| format!("{:.1}", d.as_secs_f64());
@@ -909,6 +1117,7 @@ impl RebuildTimes {
             finishing = %s(self.finish),
             commit = %s(self.commit),
             upkeep = %s(upkeep),
+            replayed_alongside_a_bulk_load = prebuilt,
             "rebuilt the read models"
         );
     }
@@ -1737,12 +1946,19 @@ async fn split_person(
 
 /// The hash of the event at `position`.
 async fn event_hash(tx: &mut Conn<'_>, position: i64) -> Result<String, StoreError> {
+    hash_at(tx, position)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("no event at position {position}")))
+}
+
+/// Hash of the event at `position`, if there is one.
+async fn hash_at(tx: &mut Conn<'_>, position: i64) -> Result<Option<String>, StoreError> {
     on_conn!(tx, |c| {
         let row = sqlx::query("SELECT hash FROM events WHERE position = $1")
             .bind(position)
-            .fetch_one(c)
+            .fetch_optional(c)
             .await?;
-        Ok(row.try_get("hash")?)
+        Ok(row.map(|r| r.try_get("hash")).transpose()?)
     })
 }
 
