@@ -146,19 +146,7 @@ mod tests {
     use super::*;
 
     fn event(aggregate_id: &str) -> NewEvent {
-        NewEvent {
-            aggregate_type: "notice".into(),
-            aggregate_id: aggregate_id.into(),
-            sequence: 1,
-            event_type: "NoticeRecorded".into(),
-            event_version: "1".into(),
-            payload: "{}".into(),
-            metadata: "{}".into(),
-            actor: "test".into(),
-            document_number: None,
-            source_line: None,
-            clause: None,
-        }
+        NewEvent::sample(aggregate_id)
     }
 
     fn events(n: usize) -> Vec<NewEvent> {

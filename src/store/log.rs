@@ -114,6 +114,26 @@ struct CanonicalEvent<'a> {
     clause: Option<&'a str>,
 }
 
+#[cfg(test)]
+impl NewEvent {
+    /// The first event of notice `aggregate_id`, for unit tests.
+    pub(crate) fn sample(aggregate_id: &str) -> Self {
+        Self {
+            aggregate_type: "notice".into(),
+            aggregate_id: aggregate_id.into(),
+            sequence: 1,
+            event_type: "NoticeRecorded".into(),
+            event_version: "1".into(),
+            payload: "{}".into(),
+            metadata: "{}".into(),
+            actor: "test".into(),
+            document_number: None,
+            source_line: None,
+            clause: None,
+        }
+    }
+}
+
 impl StoredEvent {
     /// An event at position 1 for unit tests.
     #[cfg(test)]

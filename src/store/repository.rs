@@ -258,19 +258,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("r.db").display());
         let db = Database::connect(&url).await.unwrap();
-        let event = NewEvent {
-            aggregate_type: NoticeAggregate::TYPE.into(),
-            aggregate_id: "a".into(),
-            sequence: 1,
-            event_type: "NoticeRecorded".into(),
-            event_version: "1".into(),
-            payload: "{}".into(),
-            metadata: "{}".into(),
-            actor: "test".into(),
-            document_number: None,
-            source_line: None,
-            clause: None,
-        };
+        let event = NewEvent::sample("a");
+        assert_eq!(event.aggregate_type, NoticeAggregate::TYPE);
         db.append(&[event]).await.unwrap();
         let deferred = Deferred::default();
         deferred.unrecorded().insert("a".into());
