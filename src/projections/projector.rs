@@ -955,13 +955,15 @@ const PREBUILD_ROWS: usize = 4_000_000;
 const PREBUILD_STALL: Duration = Duration::from_secs(1);
 
 /// A rebuild's replay run alongside a bulk load ([`Projector::prebuild`]): the batches the
-/// load appends without projecting are replayed as they are appended, on a task of its
-/// own, while the load stages and appends the next (a 1M-event load on two cores was busy
-/// ~1.3 cores of them before), instead of read back, decoded and replayed after it. The
+/// load appends without projecting are replayed as they are appended, on a thread of its
+/// own that runs only on otherwise idle cores, while the load stages and appends the next
+/// (a 1M-event load on two cores kept ~1.3 of them busy), instead of read back, decoded
+/// and replayed after it. The
 /// rows are kept, to be written when the load ends. It gives up (and the load rebuilds
 /// from the log) on anything a rebuild's replay would not be: a batch that does not
 /// follow the one before it in the log (another writer's events between them), an event
-/// that needs the database ([`applies_in_memory`]), or more than [`PREBUILD_ROWS`] rows.
+/// that needs the database ([`applies_in_memory`]), more than [`PREBUILD_ROWS`] rows, or
+/// a stall ([`Prebuild::finish`]).
 pub struct Prebuild {
     batches: tokio::sync::mpsc::UnboundedSender<Vec<StoredEvent>>,
     replay: tokio::sync::oneshot::Receiver<Option<Prebuilt>>,
