@@ -453,8 +453,8 @@ fn as_new(events: &[StoredEvent]) -> Vec<NewEvent> {
 /// A bulk load into an empty registry replays its batches as it appends them
 /// (`Projector::prebuild`) and writes that replay at its end: the read models come out as
 /// ingesting one text after the other makes them. Fed anything but the log's first events in
-/// order, the replay gives up; a replay of other events than the log's (another chain) is
-/// refused and changes nothing.
+/// order, or an event it cannot apply in memory (a revocation), the replay gives up; a
+/// replay of other events than the log's (another chain) is refused and changes nothing.
 async fn a_replay_alongside_the_appends_writes_what_a_rebuild_writes(db: TestDb) {
     let texts: Vec<String> = texts()[..12].to_vec();
     let sequential = Registry::open(&db.url).await.unwrap();
@@ -489,6 +489,33 @@ async fn a_replay_alongside_the_appends_writes_what_a_rebuild_writes(db: TestDb)
     skipped.appended(first.clone());
     skipped.appended(second[1..].to_vec());
     assert!(skipped.finish().await.is_none(), "a replay with a gap");
+
+    // A revocation needs the rows written before it: a replay in memory gives up on it.
+    let revoking = another(&db).await;
+    let revoker = Registry::open(&revoking.url).await.unwrap();
+    revoker
+        .ingest(&generated_notice(1), &actor())
+        .await
+        .unwrap();
+    revoker
+        .ingest(&revocation_text(2, 1, "2024年5月1日"), &actor())
+        .await
+        .unwrap();
+    let revoked = revoker.database().events_after(0, 1_000).await.unwrap();
+    assert!(revoked.iter().any(|e| e.event_type == "NoticeRevoked"));
+    let elsewhere = another(&db).await;
+    let replayed = Registry::open(&elsewhere.url).await.unwrap();
+    let stored = replayed
+        .database()
+        .append_unobserved(&as_new(&revoked))
+        .await
+        .unwrap();
+    let revocation = replayed.projector().prebuild();
+    revocation.appended(stored);
+    assert!(
+        revocation.finish().await.is_none(),
+        "a replay of a revocation"
+    );
 
     // The other registry's events: the same positions, another chain (another clock).
     let foreign = projector.prebuild();
