@@ -453,7 +453,8 @@ fn as_new(events: &[StoredEvent]) -> Vec<NewEvent> {
 /// A bulk load into an empty registry replays its batches as it appends them
 /// (`Projector::prebuild`) and writes that replay at its end: the read models come out as
 /// ingesting one text after the other makes them. Fed anything but the log's first events in
-/// order, or an event it cannot apply in memory (a revocation), the replay gives up; a
+/// order, an event it cannot apply in memory (a revocation) or more rows than its bound,
+/// the replay gives up; a
 /// replay of other events than the log's (another chain) is refused and changes nothing.
 async fn a_replay_alongside_the_appends_writes_what_a_rebuild_writes(db: TestDb) {
     let texts: Vec<String> = texts()[..12].to_vec();
@@ -516,6 +517,22 @@ async fn a_replay_alongside_the_appends_writes_what_a_rebuild_writes(db: TestDb)
         revocation.finish().await.is_none(),
         "a replay of a revocation"
     );
+
+    // Rows beyond the bound: the replay gives up rather than keep them all in memory.
+    let bounded = renmian::projections::Projector::new(database.clone())
+        .with_rebuild_sizes(100, 1)
+        .with_prebuild_rows(1);
+    let too_many = bounded.prebuild();
+    too_many.appended(first.clone());
+    too_many.appended(second.clone());
+    assert!(too_many.finish().await.is_none(), "a replay over its bound");
+    let roomy = renmian::projections::Projector::new(database.clone())
+        .with_rebuild_sizes(100, 1)
+        .with_prebuild_rows(usize::MAX);
+    let enough = roomy.prebuild();
+    enough.appended(first.clone());
+    enough.appended(second.clone());
+    assert!(enough.finish().await.is_some(), "a replay within its bound");
 
     // The other registry's events: the same positions, another chain (another clock).
     let foreign = projector.prebuild();

@@ -127,6 +127,8 @@ pub struct Projector {
     analyzed_at: Arc<AtomicI64>,
     /// Events read per batch and rows buffered before a write, during a rebuild.
     rebuild_sizes: (i64, usize),
+    /// Rows a [`Prebuild`] keeps in memory at most ([`PREBUILD_ROWS`]).
+    prebuild_rows: usize,
     /// Bulk loads running in this process ([`Projector::bulk_load`]).
     bulk_loads: Arc<AtomicUsize>,
     /// PostgreSQL: how long a rebuild's swap waits for readers (`shadow.rs`).
@@ -200,6 +202,7 @@ impl Projector {
             receipts: Arc::new(Mutex::new(VecDeque::new())),
             analyzed_at: Arc::new(AtomicI64::new(0)),
             rebuild_sizes: (BATCH, REBUILD_FLUSH_ROWS),
+            prebuild_rows: PREBUILD_ROWS,
             bulk_loads: Arc::new(AtomicUsize::new(0)),
             swap_wait: SWAP_WAIT,
         }
@@ -504,7 +507,7 @@ impl Projector {
                     return None;
                 }
                 let decoded = decode_events(&events, &projector.upcasters).ok()?;
-                if !decoded.iter().all(applies_in_memory) || rows > PREBUILD_ROWS {
+                if !decoded.iter().all(applies_in_memory) || rows > projector.prebuild_rows {
                     return None;
                 }
                 // A batch holds whole notices: its last event ends one.
@@ -571,6 +574,12 @@ impl Projector {
     /// before a write (tests use small ones to exercise batch boundaries and write-behind).
     pub fn with_rebuild_sizes(mut self, batch_events: i64, flush_rows: usize) -> Self {
         self.rebuild_sizes = (batch_events.max(1), flush_rows.max(1));
+        self
+    }
+
+    /// The same projector with another bound on the rows a [`Prebuild`] keeps (tests).
+    pub fn with_prebuild_rows(mut self, rows: usize) -> Self {
+        self.prebuild_rows = rows;
         self
     }
 
