@@ -551,7 +551,7 @@ impl Projector {
             tracing::warn!(error = %e, "no thread for a bulk load's replay; it rebuilds at its end");
         }
         Prebuild {
-            batches,
+            batches: Some(batches),
             replay,
             progress,
             cancel,
@@ -974,36 +974,46 @@ const PREBUILD_STALL: Duration = Duration::from_secs(1);
 /// that needs the database ([`applies_in_memory`]), more than [`PREBUILD_ROWS`] rows, or
 /// a stall ([`Prebuild::finish`]).
 pub struct Prebuild {
-    batches: tokio::sync::mpsc::UnboundedSender<Vec<StoredEvent>>,
+    /// `None` once [`Prebuild::finish`] has closed it.
+    batches: Option<tokio::sync::mpsc::UnboundedSender<Vec<StoredEvent>>>,
     replay: tokio::sync::oneshot::Receiver<Option<Prebuilt>>,
     /// The last position replayed.
     progress: Arc<AtomicI64>,
-    /// Set to make the replay give up at its next batch.
+    /// Set, when this is dropped, to make the replay give up at its next batch.
     cancel: Arc<AtomicBool>,
+}
+
+impl Drop for Prebuild {
+    /// A replay nobody will take (finished, given up on, or dropped with its load) stops
+    /// instead of going on with the batches it was sent.
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
 }
 
 impl Prebuild {
     /// The load appended `events` (a batch of whole notices, in position order).
     pub fn appended(&self, events: Vec<StoredEvent>) {
         // A replay that gave up has dropped its receiver: nothing to do.
-        let _ = self.batches.send(events);
+        if let Some(batches) = &self.batches {
+            let _ = batches.send(events);
+        }
     }
 
     /// The replay of everything appended, unless it gave up. A replay that makes no
     /// progress for [`PREBUILD_STALL`] is given up: its thread runs only on otherwise idle
     /// cores, so on a machine kept busy by others it could take far longer than the
     /// rebuild from the log that replaces it.
-    pub async fn finish(self) -> Option<Prebuilt> {
-        drop(self.batches);
-        let mut replay = self.replay;
+    pub async fn finish(mut self) -> Option<Prebuilt> {
+        drop(self.batches.take());
         let mut seen = self.progress.load(Ordering::Relaxed);
         loop {
             tokio::select! {
-                replayed = &mut replay => return replayed.ok().flatten(),
+                replayed = &mut self.replay => return replayed.ok().flatten(),
                 () = tokio::time::sleep(PREBUILD_STALL) => {
                     let now = self.progress.load(Ordering::Relaxed);
                     if now == seen {
-                        self.cancel.store(true, Ordering::Relaxed);
+                        // Dropping `self` cancels the replay.
                         tracing::info!(
                             replayed_to = now,
                             "a bulk load's replay made no progress for {PREBUILD_STALL:?}; rebuilding from the log"

@@ -559,20 +559,25 @@ impl Registry {
             // rather than projected again from the start (with a `renmian serve` running, a
             // rebuild at the end made a 10 000-file load 13.0 → 15.4 s).
             let (checkpoint, head) = self.projector.checkpoint_and_head().await?;
-            let waited = std::time::Instant::now();
-            let prebuilt = match prebuild {
-                Some(prebuild) => prebuild.finish().await,
-                None => None,
-            };
-            tracing::debug!(
-                replayed = prebuilt.is_some(),
-                waited = ?waited.elapsed(),
-                "a bulk load's replay alongside it ended"
-            );
+            // The replay alongside is of the log from its start: it serves only read models
+            // that nobody else has moved (else it is dropped, which stops it, unawaited).
+            let prebuild = prebuild.filter(|_| checkpoint == 0);
             if (head - checkpoint) * 2 < head {
+                drop(prebuild);
                 self.projector.catch_up().await?;
-            } else if let Some(prebuilt) = prebuilt.filter(|_| checkpoint == 0) {
-                match self.projector.rebuild_prebuilt(prebuilt).await? {
+            } else if let Some(prebuild) = prebuild {
+                let waited = std::time::Instant::now();
+                let prebuilt = prebuild.finish().await;
+                tracing::debug!(
+                    replayed = prebuilt.is_some(),
+                    waited = ?waited.elapsed(),
+                    "a bulk load's replay alongside it ended"
+                );
+                let rebuilt = match prebuilt {
+                    Some(prebuilt) => self.projector.rebuild_prebuilt(prebuilt).await?,
+                    None => None,
+                };
+                match rebuilt {
                     // Events another writer appended after the load's are projected too.
                     Some(_) => self.projector.catch_up().await?,
                     None => self.projector.rebuild().await?,
