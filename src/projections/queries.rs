@@ -1246,8 +1246,7 @@ impl Queries {
 
     /// Document numbers of recorded notices that state they revoke `document_number`.
     pub async fn notices_revoking(&self, document_number: &str) -> Result<Vec<String>, QueryError> {
-        // `revokes` is a JSON array of document numbers; the quoted number is matched whole.
-        let pattern = format!("%{}%", serde_json::Value::from(document_number));
+        let pattern = revokes_pattern(document_number);
         let rows = self.db.read_all(sqlx::query(
             // `revokes <> '[]'` lets the partial index `rm_notices_revoking` serve this.
             "SELECT document_number, notice_key, revokes FROM rm_notices WHERE revokes <> '[]' \
@@ -1282,10 +1281,7 @@ impl Queries {
         let asked: HashSet<&str> = document_numbers.iter().copied().collect();
         // Padded to one of a few sizes, so that the text is found in the statement cache.
         let numbers = padded_list(document_numbers);
-        let patterns: Vec<String> = numbers
-            .iter()
-            .map(|n| format!("%{}%", serde_json::Value::from(*n)))
-            .collect();
+        let patterns: Vec<String> = numbers.iter().map(|n| revokes_pattern(n)).collect();
         let sql = format!(
             "SELECT revokes FROM rm_notices WHERE revokes <> '[]' AND ({})",
             (1..=patterns.len())
@@ -1412,6 +1408,13 @@ fn link_successions(tenures: &mut [Tenure]) {
             tenures[j].replaced_by_tenure_id = Some(new_id);
         }
     }
+}
+
+/// A `LIKE` pattern for `rm_notices.revokes` rows that may list `document_number`:
+/// `revokes` is a JSON array of document numbers, and the quoted number is matched whole
+/// (the caller still checks the parsed list: `LIKE` does not know JSON's escapes).
+fn revokes_pattern(document_number: &str) -> String {
+    format!("%{}%", serde_json::Value::from(document_number))
 }
 
 #[cfg(test)]
