@@ -556,10 +556,19 @@ impl Database {
         .bind(count)
         .fetch_one(&mut *tx)
         .await?;
-        let new_head: i64 = head.try_get("position")?;
-        let prev_hash: String = head.try_get("hash")?;
-        let stored = chain(events, new_head - count + 1, prev_hash, &now_utc());
-        insert_rows_and_head(&mut tx, self.backend(), &stored, None).await?;
+        let after = LogHead {
+            position: head.try_get::<i64, _>("position")? - count,
+            hash: head.try_get("hash")?,
+        };
+        let recorded_at = now_utc();
+        let rows = Rows::New {
+            events,
+            recorded_at: &recorded_at,
+        };
+        let first = rows.first_chunk(&after);
+        let stored = insert_rows_and_head(&mut tx, self.backend(), rows, first, &after, false)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("an append without a claim was refused".into()))?;
         self.observe_and_commit(tx, stored, observe).await
     }
 
@@ -585,14 +594,18 @@ impl Database {
         observe: bool,
     ) -> Result<Option<Vec<StoredEvent>>, StoreError> {
         let recorded_at = now_utc();
-        let (tx, stored) = futures::join!(Connection::begin(connection), async {
-            chain(events, head.position + 1, head.hash.clone(), &recorded_at)
+        let rows = Rows::New {
+            events,
+            recorded_at: &recorded_at,
+        };
+        let (tx, first) = futures::join!(Connection::begin(connection), async {
+            rows.first_chunk(head)
         });
         let mut tx = tx?;
-        let changed = insert_rows_and_head(&mut tx, self.backend(), &stored, Some(head)).await;
+        let changed = insert_rows_and_head(&mut tx, self.backend(), rows, first, head, true).await;
         match changed {
-            Ok(true) => self.observe_and_commit(tx, stored, observe).await.map(Some),
-            Ok(false) | Err(StoreError::Conflict) => {
+            Ok(Some(stored)) => self.observe_and_commit(tx, stored, observe).await.map(Some),
+            Ok(None) | Err(StoreError::Conflict) => {
                 tx.rollback().await?;
                 changed.map(|_| None)
             }
@@ -656,7 +669,13 @@ impl Database {
             }
             prev_hash = e.hash.clone();
         }
-        insert_rows_and_head(&mut tx, self.backend(), events, None).await?;
+        let after = LogHead {
+            position: new_head - count,
+            hash: events[0].prev_hash.clone(),
+        };
+        let rows = Rows::Verbatim(events);
+        let first = rows.first_chunk(&after);
+        insert_rows_and_head(&mut tx, self.backend(), rows, first, &after, false).await?;
         tx.commit().await?;
         self.last_head.committed(self.backend(), events);
         Ok(())
@@ -926,90 +945,191 @@ impl LastHead {
     }
 }
 
-/// Inserts `rows` and moves the head row to their last, in the transaction of the append.
-/// With `expected`, the head row is moved only where it still is `expected`; `Ok(false)`
-/// when it was not (nothing to commit then). Without, the head's position was moved already
-/// (`UPDATE … RETURNING`) and only its hash is set; a head row that is not there is
-/// [`StoreError::Corrupt`].
-///
-/// The first INSERT and the head's UPDATE go as one statement ([`insert_rows`]): each
-/// statement is a round trip, to the connection's worker thread on SQLite, to the server on
-/// PostgreSQL. First, so that on PostgreSQL an append that starts from a hint takes the
-/// head row's lock before it inserts any row: a row inserted before it could make another
-/// server's append, which holds that lock and inserts the same positions, wait for this
-/// one while this one waits for the lock (a deadlock).
-async fn insert_rows_and_head(
-    tx: &mut sqlx::Transaction<'_, Any>,
-    backend: Backend,
-    rows: &[StoredEvent],
-    expected: Option<&LogHead>,
-) -> Result<bool, StoreError> {
-    let Some(last) = rows.last() else {
-        return Ok(true);
-    };
-    let head = HeadUpdate { last, expected };
-    let mut chunks = rows.chunks(INSERT_CHUNK);
-    let first = chunks.next().unwrap_or_default();
-    let changed = insert_rows(tx, backend, first, Some(&head)).await?;
-    let moved = match backend {
-        Backend::Sqlite => changed == first.len() as u64 + 1,
-        // The INSERT is the statement and takes its rows from the head's UPDATE (its WITH
-        // clause): all of them where that moved the head, else none.
-        Backend::Postgres => changed == first.len() as u64,
-    };
-    if !moved {
-        return match expected {
-            Some(_) => Ok(false),
-            None => Err(StoreError::Corrupt("the log's head row is missing".into())),
-        };
-    }
-    for chunk in chunks {
-        insert_rows(tx, backend, chunk, None).await?;
-    }
-    Ok(true)
+/// An append's rows: new events, chained (positions, time, hashes) a chunk at a time as
+/// they are inserted, or rows that carry all of that already (`load-events`).
+enum Rows<'a> {
+    New {
+        events: &'a [NewEvent],
+        recorded_at: &'a str,
+    },
+    Verbatim(&'a [StoredEvent]),
 }
 
-/// The UPDATE that moves the head row to `last` (where it still is `expected`, if given).
+impl<'a> Rows<'a> {
+    fn len(&self) -> usize {
+        match self {
+            Rows::New { events, .. } => events.len(),
+            Rows::Verbatim(rows) => rows.len(),
+        }
+    }
+
+    /// The rows of the first INSERT, after `after`.
+    fn first_chunk(&self, after: &LogHead) -> std::borrow::Cow<'a, [StoredEvent]> {
+        let range = 0..self.len().min(INSERT_CHUNK);
+        self.chunk(range, after.position + 1, after.hash.clone())
+    }
+
+    /// Rows `range`, the first of them at `position` after the hash `prev_hash`.
+    fn chunk(
+        &self,
+        range: std::ops::Range<usize>,
+        position: i64,
+        prev_hash: String,
+    ) -> std::borrow::Cow<'a, [StoredEvent]> {
+        match self {
+            Rows::New {
+                events,
+                recorded_at,
+            } => chain(&events[range], position, prev_hash, recorded_at).into(),
+            Rows::Verbatim(rows) => rows[range].into(),
+        }
+    }
+}
+
+/// Inserts `rows` after `after` (the position and hash they follow) and moves the head row
+/// to their last, in the transaction of the append; returns the rows it chained (none for
+/// [`Rows::Verbatim`]). `first` is [`Rows::first_chunk`], which the caller may make while
+/// it begins the transaction. With `claim`, the head row is also moved from `after` to the last
+/// row's position, only where it still is `after`; `Ok(None)` when it was not (nothing to
+/// commit then). Without, the head's position was moved already (`UPDATE … RETURNING`); a
+/// head row that is not there is [`StoreError::Corrupt`].
+///
+/// The rows go [`INSERT_CHUNK`] to a statement. While the database inserts one chunk, this
+/// task chains (hashes) the next: a bulk batch of 8 000 events took ~16 ms to hash before
+/// its first INSERT could go, time the database waited (BENCHMARKS.md, session 32). So the
+/// head row's hash, known only once the last row is hashed, is set in the statement of the
+/// last INSERT; the claim on its position goes in the statement of the first, so that on
+/// PostgreSQL an append that starts from a hint takes the head row's lock before it
+/// inserts any row: a row inserted before it could make another server's append, which
+/// holds that lock and inserts the same positions, wait for this one while this one waits
+/// for the lock (a deadlock). Each of them rides on an INSERT ([`insert_rows`]): each
+/// statement is a round trip, to the connection's worker thread on SQLite, to the server on
+/// PostgreSQL. PostgreSQL's notify trigger fires on the hash's update only, once.
+async fn insert_rows_and_head<'a>(
+    tx: &mut sqlx::Transaction<'_, Any>,
+    backend: Backend,
+    rows: Rows<'a>,
+    first: std::borrow::Cow<'a, [StoredEvent]>,
+    after: &LogHead,
+    claim: bool,
+) -> Result<Option<Vec<StoredEvent>>, StoreError> {
+    let count = rows.len();
+    let last_position = after.position + count as i64;
+    let mut chained = Vec::with_capacity(match rows {
+        Rows::New { .. } => count,
+        Rows::Verbatim(_) => 0,
+    });
+    if count == 0 {
+        return Ok(Some(chained));
+    }
+    let mut ranges = (first.len()..count)
+        .step_by(INSERT_CHUNK)
+        .map(|start| start..count.min(start + INSERT_CHUNK));
+    let position_of = |range: &std::ops::Range<usize>| after.position + 1 + range.start as i64;
+    let mut chunk = first;
+    let mut is_first = true;
+    loop {
+        let next = ranges.next();
+        let prev_hash = chunk.last().map(|e| e.hash.clone()).unwrap_or_default();
+        let head = HeadUpdate {
+            claim: (is_first && claim).then_some(Claim {
+                to: last_position,
+                from: after,
+            }),
+            hash: next.is_none().then_some(prev_hash.as_str()),
+        };
+        let head = (head.claim.is_some() || head.hash.is_some()).then_some(&head);
+        let (changed, following) = futures::join!(
+            insert_rows(tx, backend, &chunk, head),
+            // Runs (to its end) once the INSERT has gone to the database.
+            async {
+                next.clone()
+                    .map(|range| rows.chunk(range.clone(), position_of(&range), prev_hash.clone()))
+            }
+        );
+        let changed = changed?;
+        if let Some(head) = head {
+            let moved = match backend {
+                Backend::Sqlite => changed == chunk.len() as u64 + 1,
+                // The INSERT is the statement and takes its rows from the head's UPDATE
+                // (its WITH clause): all of them where that moved the head, else none.
+                Backend::Postgres => changed == chunk.len() as u64,
+            };
+            if !moved {
+                return match head.claim {
+                    Some(_) => Ok(None),
+                    None => Err(StoreError::Corrupt("the log's head row is missing".into())),
+                };
+            }
+        }
+        if let std::borrow::Cow::Owned(rows) = chunk {
+            chained.extend(rows);
+        }
+        match following {
+            Some(following) => chunk = following,
+            None => return Ok(Some(chained)),
+        }
+        is_first = false;
+    }
+}
+
+/// The head row moved from `from` to position `to`, where it still is `from`.
+struct Claim<'a> {
+    to: i64,
+    from: &'a LogHead,
+}
+
+/// The UPDATE of the head row that rides on an append's INSERT: its claim on the
+/// position, the last row's hash, or both.
 struct HeadUpdate<'a> {
-    last: &'a StoredEvent,
-    expected: Option<&'a LogHead>,
+    claim: Option<Claim<'a>>,
+    hash: Option<&'a str>,
 }
 
 impl HeadUpdate<'_> {
     /// Its SQL, its parameters numbered after the `before` ones of the statement it ends.
     fn sql(&self, backend: Backend, before: usize) -> String {
-        let p = |n: usize| match backend {
-            Backend::Sqlite => "?".to_owned(),
-            Backend::Postgres => format!("${}", before + n),
+        let mut n = before;
+        let mut p = || {
+            n += 1;
+            match backend {
+                Backend::Sqlite => "?".to_owned(),
+                Backend::Postgres => format!("${n}"),
+            }
         };
-        match self.expected {
-            None => format!("UPDATE event_log_head SET hash = {} WHERE id = 1", p(1)),
-            Some(_) => format!(
-                "UPDATE event_log_head SET position = {}, hash = {} \
-                 WHERE id = 1 AND position = {} AND hash = {}",
-                p(1),
-                p(2),
-                p(3),
-                p(4)
-            ),
+        let mut sets = Vec::new();
+        if self.claim.is_some() {
+            sets.push(format!("position = {}", p()));
         }
+        if self.hash.is_some() {
+            sets.push(format!("hash = {}", p()));
+        }
+        let mut sql = format!("UPDATE event_log_head SET {} WHERE id = 1", sets.join(", "));
+        if self.claim.is_some() {
+            sql += &format!(" AND position = {} AND hash = {}", p(), p());
+        }
+        sql
     }
 
     fn bind<'q>(
         &self,
-        query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+        mut query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
     ) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>
     where
         Self: 'q,
     {
-        match self.expected {
-            None => query.bind(self.last.hash.as_str()),
-            Some(expected) => query
-                .bind(self.last.position)
-                .bind(self.last.hash.as_str())
-                .bind(expected.position)
-                .bind(expected.hash.as_str()),
+        if let Some(claim) = &self.claim {
+            query = query.bind(claim.to);
         }
+        if let Some(hash) = self.hash {
+            query = query.bind(hash);
+        }
+        if let Some(claim) = &self.claim {
+            query = query
+                .bind(claim.from.position)
+                .bind(claim.from.hash.as_str());
+        }
+        query
     }
 }
 
@@ -1430,6 +1550,41 @@ mod tests {
             let stored = db.append(&notice("h", big)).await.unwrap();
             assert_eq!(stored[0].position, head + big + 2);
             assert_eq!(db.head_position().await.unwrap(), head + 2 * big + 1);
+            assert!(db.verify().await.unwrap().is_intact());
+            db.close().await;
+            if let Some(url) = url {
+                drop_database(&url).await;
+            }
+        }
+    }
+
+    /// PostgreSQL: an append of several INSERTs claims the head row with the first and sets
+    /// its hash with the last; the notify trigger fires on the hash, so each append is
+    /// announced once, with its own head, whichever way it came in.
+    #[tokio::test]
+    async fn an_append_of_several_inserts_is_announced_once() {
+        let dir = tempfile::tempdir().unwrap();
+        for (db, url) in fresh_databases(dir.path()).await {
+            let Some(mut listener) = db.listen_for_appends().await.unwrap() else {
+                continue;
+            };
+            let big = (INSERT_CHUNK * 2 + 7) as i64;
+            // From no hint (the first append), then from a right one (the third).
+            db.append(&notice("a", big)).await.unwrap();
+            db.append(&notice("b", 1)).await.unwrap();
+            assert!(db.last_head.expected().is_some());
+            db.append(&notice("c", big)).await.unwrap();
+            let mut heads = Vec::new();
+            while let Ok(signal) =
+                tokio::time::timeout(std::time::Duration::from_millis(500), listener.next()).await
+            {
+                heads.push(signal);
+            }
+            use crate::store::AppendSignal::Appended;
+            assert_eq!(
+                heads,
+                [Appended(big), Appended(big + 1), Appended(2 * big + 1)]
+            );
             assert!(db.verify().await.unwrap().is_intact());
             db.close().await;
             if let Some(url) = url {
