@@ -1006,22 +1006,35 @@ impl Prebuild {
     /// rebuild from the log that replaces it.
     pub async fn finish(mut self) -> Option<Prebuilt> {
         drop(self.batches.take());
-        let mut seen = self.progress.load(Ordering::Relaxed);
-        loop {
-            tokio::select! {
-                replayed = &mut self.replay => return replayed.ok().flatten(),
-                () = tokio::time::sleep(PREBUILD_STALL) => {
-                    let now = self.progress.load(Ordering::Relaxed);
-                    if now == seen {
-                        // Dropping `self` cancels the replay.
-                        tracing::info!(
-                            replayed_to = now,
-                            "a bulk load's replay made no progress for {PREBUILD_STALL:?}; rebuilding from the log"
-                        );
-                        return None;
-                    }
-                    seen = now;
+        // Dropping `self` afterwards cancels a replay given up on.
+        unless_stalled(&mut self.replay, &self.progress, PREBUILD_STALL)
+            .await
+            .and_then(|replayed| replayed.ok().flatten())
+    }
+}
+
+/// `work`'s output, unless `progress` (a position it moves on) stays put for `stall`:
+/// then `None`, and `work` is left unfinished.
+async fn unless_stalled<T>(
+    work: impl Future<Output = T>,
+    progress: &AtomicI64,
+    stall: Duration,
+) -> Option<T> {
+    let mut work = std::pin::pin!(work);
+    let mut seen = progress.load(Ordering::Relaxed);
+    loop {
+        tokio::select! {
+            done = &mut work => return Some(done),
+            () = tokio::time::sleep(stall) => {
+                let now = progress.load(Ordering::Relaxed);
+                if now == seen {
+                    tracing::info!(
+                        replayed_to = now,
+                        "a bulk load's replay made no progress for {stall:?}; rebuilding from the log"
+                    );
+                    return None;
                 }
+                seen = now;
             }
         }
     }
@@ -2111,6 +2124,42 @@ async fn warn(
 
 #[cfg(test)]
 mod tests {
+
+    /// A replay is given up once it stops moving, not while it moves, however long it takes.
+    #[tokio::test]
+    async fn a_replay_is_given_up_when_it_stalls_not_while_it_moves() {
+        // A stall far longer than the steps, so that a busy machine's delays do not count.
+        let stall = Duration::from_millis(200);
+        let step = Duration::from_millis(10);
+        let progress = Arc::new(AtomicI64::new(7));
+        // Never done, never moving.
+        let stuck = unless_stalled(std::future::pending::<()>(), &progress, stall).await;
+        assert_eq!(stuck, None);
+        // Done after three stalls' time, moving every step.
+        let moving = progress.clone();
+        let slow = async move {
+            for position in 8..68 {
+                tokio::time::sleep(step).await;
+                moving.store(position, Ordering::Relaxed);
+            }
+            "replayed"
+        };
+        assert_eq!(
+            unless_stalled(slow, &progress, stall).await,
+            Some("replayed")
+        );
+        // Moving, then stuck.
+        let moving = progress.clone();
+        let stops = async move {
+            for position in 68..76 {
+                tokio::time::sleep(step).await;
+                moving.store(position, Ordering::Relaxed);
+            }
+            std::future::pending::<&str>().await
+        };
+        assert_eq!(unless_stalled(stops, &progress, stall).await, None);
+        assert_eq!(progress.load(Ordering::Relaxed), 75);
+    }
     use super::*;
 
     #[test]
