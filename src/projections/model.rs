@@ -472,7 +472,7 @@ where
 {
     if let Conn::Postgres(pg) = conn {
         if tail.is_empty() {
-            return copy_in(pg, insert, copy_data(rows)).await;
+            return copy_in(pg, insert, rows).await;
         }
     }
     let mut rows = rows.peekable();
@@ -537,43 +537,57 @@ where
 /// Bytes of `COPY` data sent at a time.
 const COPY_SEND_BYTES: usize = 1 << 20;
 
-/// `rows` in `COPY`'s text format, in pieces of about [`COPY_SEND_BYTES`] (made before the
-/// first await: the rows borrow the model's buffers).
-fn copy_data<'a, R>(rows: impl Iterator<Item = R>) -> Vec<String>
+/// The next piece of `rows` in `COPY`'s text format, about [`COPY_SEND_BYTES`]; `None`
+/// when no row is left.
+fn copy_piece<'a, R>(rows: &mut impl Iterator<Item = R>) -> Option<String>
 where
     R: IntoIterator<Item = Value<'a>>,
 {
-    let mut pieces = Vec::new();
     // Room for a piece and the line that takes it over the size: no piece is grown (and
     // copied) on its way to a megabyte.
-    let piece = || String::with_capacity(COPY_SEND_BYTES + COPY_SEND_BYTES / 8);
-    let mut data = piece();
-    for row in rows {
+    let mut data = String::with_capacity(COPY_SEND_BYTES + COPY_SEND_BYTES / 8);
+    for row in rows.by_ref() {
         copy_line(&mut data, row);
         if data.len() >= COPY_SEND_BYTES {
-            pieces.push(std::mem::replace(&mut data, piece()));
+            break;
         }
     }
-    if !data.is_empty() {
-        pieces.push(data);
-    }
-    pieces
+    (!data.is_empty()).then_some(data)
 }
 
-/// `COPY`s `data` ([`copy_data`]) into the table and columns `insert` names (`INSERT INTO t
-/// (c1, …) VALUES`): on PostgreSQL several times faster than multi-row INSERTs of the same
-/// rows (974 430 tenure versions: 3.9 s against about 10 s; BENCHMARKS.md, session 14).
-async fn copy_in(pg: &mut PgConnection, insert: &str, data: Vec<String>) -> Result<(), StoreError> {
-    if data.is_empty() {
+/// `COPY`s `rows` into the table and columns `insert` names (`INSERT INTO t (c1, …)
+/// VALUES`): on PostgreSQL several times faster than multi-row INSERTs of the same rows
+/// (974 430 tenure versions: 3.9 s against about 10 s; BENCHMARKS.md, session 14). Each
+/// piece is written while the server takes in the one before: written all before the
+/// first was sent, the two took turns, and a 1M-event bulk load's rebuild kept one of two
+/// cores idle while it wrote its rows (BENCHMARKS.md, session 32).
+async fn copy_in<'a, R>(
+    pg: &mut PgConnection,
+    insert: &str,
+    mut rows: impl Iterator<Item = R>,
+) -> Result<(), StoreError>
+where
+    R: IntoIterator<Item = Value<'a>>,
+{
+    let Some(mut piece) = copy_piece(&mut rows) else {
         return Ok(());
-    }
+    };
     let target = insert_target(insert)
         .ok_or_else(|| StoreError::Corrupt(format!("not an INSERT to copy: {insert}")))?;
     let mut copy = pg
         .copy_in_raw(&format!("COPY {target} FROM STDIN WITH (FREEZE)"))
         .await?;
-    for piece in data {
-        copy.send(piece.into_bytes()).await?;
+    loop {
+        let (sent, next) = futures::join!(
+            copy.send(piece.into_bytes()),
+            // Runs (to its end) once the piece is on its way.
+            async { copy_piece(&mut rows) }
+        );
+        sent?;
+        match next {
+            Some(next) => piece = next,
+            None => break,
+        }
     }
     copy.finish().await?;
     Ok(())
