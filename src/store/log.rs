@@ -989,10 +989,10 @@ impl<'a> Rows<'a> {
 /// Inserts `rows` after `after` (the position and hash they follow) and moves the head row
 /// to their last, in the transaction of the append; returns the rows it chained (none for
 /// [`Rows::Verbatim`]). `first` is [`Rows::first_chunk`], which the caller may make while
-/// it begins the transaction. With `claim`, the head row is also moved from `after` to the last
-/// row's position, only where it still is `after`; `Ok(None)` when it was not (nothing to
-/// commit then). Without, the head's position was moved already (`UPDATE … RETURNING`); a
-/// head row that is not there is [`StoreError::Corrupt`].
+/// it begins the transaction. With `claim`, the head row is also moved from `after` to the
+/// last row's position, only where it still is `after`; `Ok(None)` when it was not
+/// (nothing to commit then). Without, the head's position was moved already (`UPDATE …
+/// RETURNING`); a head row that is not there is [`StoreError::Corrupt`].
 ///
 /// The rows go [`INSERT_CHUNK`] to a statement. While the database inserts one chunk, this
 /// task chains (hashes) the next: a bulk batch of 8 000 events took ~16 ms to hash before
