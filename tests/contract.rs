@@ -1451,7 +1451,8 @@ async fn an_answer_is_exactly_as_of_the_position_it_reports(db: TestDb) {
 
 /// A bulk ingest asks two questions of a few hundred notices at a time — which are in the
 /// log, and which document numbers a recorded notice revokes — and gets what asking of each
-/// notice gives: exact numbers (临政人〔2024〕1号 is not 11号), however many are asked.
+/// notice gives: exact numbers (临政人〔2024〕1号 is not 11号), however many are asked
+/// (more than one statement's worth of each).
 async fn lookups_of_many_notices_answer_as_lookups_of_each(db: TestDb) {
     use cqrs_es::Aggregate;
     let registry = Registry::open(&db.url).await.unwrap();
@@ -1459,7 +1460,7 @@ async fn lookups_of_many_notices_answer_as_lookups_of_each(db: TestDb) {
         generated_notice(1),
         generated_notice(11),
         revocation_text(20, 1, "2024年5月1日"),
-        revocation_text(21, 30, "2024年5月2日"),
+        revocation_text(21, 1_100, "2024年5月2日"),
     ] {
         registry.ingest(&text, &actor()).await.unwrap();
     }
@@ -1476,7 +1477,7 @@ async fn lookups_of_many_notices_answer_as_lookups_of_each(db: TestDb) {
         .aggregates_in_log(renmian::domain::NoticeAggregate::TYPE, &asked)
         .await
         .unwrap();
-    // The revocations are notices 20 and 21 of the same issuer; nothing recorded 30.
+    // The revocations are notices 20 and 21 of the same issuer; nothing recorded 1100.
     assert_eq!(found, [1, 11, 20, 21].map(id).into_iter().collect());
     for (i, asked) in asked.iter().enumerate() {
         let events = registry
@@ -1492,12 +1493,15 @@ async fn lookups_of_many_notices_answer_as_lookups_of_each(db: TestDb) {
         );
     }
 
-    let numbers: Vec<String> = (1..=40).map(|n| format!("临政人〔2024〕{n}号")).collect();
+    // More numbers than one statement asks about (`IN_LIST_IDS`, 500).
+    let numbers: Vec<String> = (1..=1_200)
+        .map(|n| format!("临政人〔2024〕{n}号"))
+        .collect();
     let asked: Vec<&str> = numbers.iter().map(String::as_str).collect();
     let revoked = registry.queries().revoked_among(&asked).await.unwrap();
     assert_eq!(
         revoked,
-        ["临政人〔2024〕1号", "临政人〔2024〕30号"]
+        ["临政人〔2024〕1号", "临政人〔2024〕1100号"]
             .map(String::from)
             .into_iter()
             .collect()

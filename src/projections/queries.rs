@@ -14,7 +14,7 @@ use super::projector::CheckpointReads;
 use super::resident::Answer;
 use crate::domain::events::RegistryEvent;
 use crate::notice::{self, AliasTable};
-use crate::store::log::{numbered, padded_list};
+use crate::store::log::{numbered, padded_list, IN_LIST_IDS};
 use crate::store::{Database, StoreError, StoredEvent};
 
 /// Why a query has no answer. Each variant names what the caller can fix.
@@ -1268,35 +1268,34 @@ impl Queries {
     }
 
     /// Which of `document_numbers` a recorded notice revokes: [`Queries::notices_revoking`]
-    /// asked of many numbers in one round trip (a bulk ingest asks it of a few hundred
-    /// texts at a time).
+    /// asked of many numbers in one round trip per [`IN_LIST_IDS`] of them (a bulk ingest
+    /// asks it of a few hundred texts at a time).
     pub async fn revoked_among(
         &self,
         document_numbers: &[&str],
     ) -> Result<HashSet<String>, QueryError> {
         let mut revoked = HashSet::new();
-        if document_numbers.is_empty() {
-            return Ok(revoked);
-        }
         let asked: HashSet<&str> = document_numbers.iter().copied().collect();
-        // Padded to one of a few sizes, so that the text is found in the statement cache.
-        let numbers = padded_list(document_numbers);
-        let patterns: Vec<String> = numbers.iter().map(|n| revokes_pattern(n)).collect();
-        let sql = format!(
-            "SELECT revokes FROM rm_notices WHERE revokes <> '[]' AND ({})",
-            (1..=patterns.len())
-                .map(|i| format!("revokes LIKE ${i}"))
-                .collect::<Vec<_>>()
-                .join(" OR ")
-        );
-        let mut query = sqlx::query(&sql);
-        for pattern in &patterns {
-            query = query.bind(pattern.as_str());
-        }
-        for row in self.db.read_all(query).await? {
-            let revokes: String = row.try_get("revokes")?;
-            let list: Vec<String> = serde_json::from_str(&revokes).unwrap_or_default();
-            revoked.extend(list.into_iter().filter(|r| asked.contains(r.as_str())));
+        for numbers in document_numbers.chunks(IN_LIST_IDS) {
+            // Padded to one of a few sizes, so that the text is found in the statement cache.
+            let numbers = padded_list(numbers);
+            let patterns: Vec<String> = numbers.iter().map(|n| revokes_pattern(n)).collect();
+            let sql = format!(
+                "SELECT revokes FROM rm_notices WHERE revokes <> '[]' AND ({})",
+                (1..=patterns.len())
+                    .map(|i| format!("revokes LIKE ${i}"))
+                    .collect::<Vec<_>>()
+                    .join(" OR ")
+            );
+            let mut query = sqlx::query(&sql);
+            for pattern in &patterns {
+                query = query.bind(pattern.as_str());
+            }
+            for row in self.db.read_all(query).await? {
+                let revokes: String = row.try_get("revokes")?;
+                let list: Vec<String> = serde_json::from_str(&revokes).unwrap_or_default();
+                revoked.extend(list.into_iter().filter(|r| asked.contains(r.as_str())));
+            }
         }
         Ok(revoked)
     }

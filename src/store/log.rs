@@ -31,8 +31,10 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 /// Rows per multi-row INSERT; 15 parameters each stays far below both backends' limits.
 const INSERT_CHUNK: usize = 500;
 
-/// Ids asked about in one `IN` list ([`Database::aggregates_in_log`]).
-const IN_LIST_IDS: usize = 500;
+/// Items asked about in one statement's list ([`Database::aggregates_in_log`]'s ids,
+/// `Queries::revoked_among`'s document numbers): padded to at most 512, far below both
+/// backends' limits on parameters.
+pub(crate) const IN_LIST_IDS: usize = 500;
 
 pub(crate) const EVENT_COLUMNS: &str =
     "position, aggregate_type, aggregate_id, sequence, event_type, \
