@@ -89,6 +89,20 @@ async fn names(conn: &mut PgConnection, sql: &str) -> Vec<String> {
         .collect()
 }
 
+/// The read-model tables with no statistics (`rm_ingest_requests`, empty, has none).
+async fn unanalysed(conn: &mut PgConnection) -> Vec<String> {
+    names(
+        conn,
+        "SELECT c.relname::text AS name FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = current_schema() AND c.relkind = 'r' AND c.relname LIKE 'rm\\_%' \
+           AND c.relname <> 'rm_ingest_requests' \
+           AND NOT EXISTS (SELECT 1 FROM pg_statistic s WHERE s.starelid = c.oid) \
+         ORDER BY 1",
+    )
+    .await
+}
+
 async fn connect(db: &TestDb) -> PgConnection {
     PgConnection::connect(&db.url).await.unwrap()
 }
@@ -312,16 +326,7 @@ async fn the_swapped_in_tables_go_live_analysed_with_their_copied_rows_frozen() 
     registry.projector().rebuild().await.unwrap();
     // Statistics of the new tables came with them (analysed before the swap, not by a
     // VACUUM after the commit that a planner could race).
-    let unanalysed = names(
-        &mut conn,
-        "SELECT c.relname::text AS name FROM pg_class c \
-         JOIN pg_namespace n ON n.oid = c.relnamespace \
-         WHERE n.nspname = current_schema() AND c.relkind = 'r' AND c.relname LIKE 'rm\\_%' \
-           AND c.relname <> 'rm_ingest_requests' \
-           AND NOT EXISTS (SELECT 1 FROM pg_statistic s WHERE s.starelid = c.oid) \
-         ORDER BY 1",
-    )
-    .await;
+    let unanalysed = unanalysed(&mut conn).await;
     assert!(unanalysed.is_empty(), "no statistics: {unanalysed:?}");
     // The tenure versions went in with COPY … FREEZE: their pages are all-frozen in the
     // visibility map (a VACUUM of young rows would mark them all-visible, not frozen; the
@@ -426,4 +431,108 @@ async fn a_rebuild_s_statements_are_not_bound_by_the_pool_s_statement_timeout() 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(done, 1, "the rebuilt read models were not vacuumed");
+}
+
+/// A rebuild of `registry`'s whole log replayed alongside, as a bulk load's is: on
+/// PostgreSQL a staged rebuild (`shadow.rs`'s `Staged`).
+async fn rebuild_prebuilt(registry: &Registry) -> Result<Option<i64>, StoreError> {
+    let projector = registry.projector();
+    let log = registry
+        .database()
+        .events_after(0, 1_000_000)
+        .await
+        .unwrap();
+    let prebuild = projector.prebuild();
+    prebuild.appended(log);
+    let prebuilt = prebuild.finish().await.expect("replayed");
+    projector.rebuild_prebuilt(prebuilt).await
+}
+
+/// The schemas whose names start with `renmian_stage_`.
+async fn staging_schemas(conn: &mut PgConnection) -> Vec<String> {
+    names(
+        conn,
+        "SELECT nspname::text AS name FROM pg_namespace \
+         WHERE starts_with(nspname, 'renmian_stage_') ORDER BY 1",
+    )
+    .await
+}
+
+/// A rebuild whose rows are all in memory writes them through several connections into
+/// committed tables of a schema of its own, then swaps them in: the same tables, definitions
+/// and rows as a rebuild from the log. It drops the staging schemas whose rebuilds died (no
+/// session holds their advisory lock), not one being written, and leaves none of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_staged_rebuild_writes_what_a_rebuild_writes_and_drops_only_orphans() {
+    let Some((db, registry)) = postgres_with_history().await else {
+        return;
+    };
+    let mut conn = connect(&db).await;
+    let role = create_role(&mut conn).await;
+    for statement in [
+        format!("GRANT SELECT ON rm_tenures TO {role}"),
+        "COMMENT ON INDEX rm_tenures_holding IS 'holders and post history'".to_string(),
+        "ALTER TABLE rm_persons SET (fillfactor = 90)".to_string(),
+    ] {
+        sqlx::query(&statement).execute(&mut conn).await.unwrap();
+    }
+    let before = catalog(&mut conn).await;
+    let incremental = export_json(&registry).await;
+    for statement in [
+        "CREATE SCHEMA renmian_stage_died",
+        "CREATE TABLE renmian_stage_died.rm_tenures (tenure_id BIGINT)",
+        "CREATE SCHEMA renmian_stage_alive",
+    ] {
+        sqlx::query(statement).execute(&mut conn).await.unwrap();
+    }
+    let mut writing = connect(&db).await;
+    sqlx::query("SELECT pg_advisory_lock($1, hashtext('renmian_stage_alive'))")
+        .bind(renmian::projections::STAGE_LOCK_CLASS)
+        .execute(&mut writing)
+        .await
+        .unwrap();
+
+    let head = registry.database().head_position().await.unwrap();
+    assert_eq!(rebuild_prebuilt(&registry).await.unwrap(), Some(head));
+    assert_eq!(staging_schemas(&mut conn).await, ["renmian_stage_alive"]);
+    sqlx::query("DROP SCHEMA renmian_stage_alive")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(catalog(&mut conn).await, before);
+    assert_eq!(export_json(&registry).await, incremental);
+    assert!(
+        unanalysed(&mut conn).await.is_empty(),
+        "analysed before the swap"
+    );
+    registry.projector().rebuild().await.unwrap();
+    assert_eq!(
+        export_json(&registry).await,
+        incremental,
+        "a rebuild disagrees"
+    );
+    drop_role(&mut conn, &role).await;
+}
+
+/// A staged rebuild that cannot swap fails, changes nothing and drops its staging schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_staged_rebuild_that_cannot_swap_leaves_nothing_behind() {
+    let Some((db, registry)) = postgres_with_history().await else {
+        return;
+    };
+    let mut conn = connect(&db).await;
+    sqlx::query("CREATE VIEW current_heads AS SELECT * FROM rm_tenures WHERE version_to IS NULL")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let before = catalog(&mut conn).await;
+    let incremental = export_json(&registry).await;
+    let checkpoint = registry.projector().checkpoint().await.unwrap();
+
+    let error = rebuild_prebuilt(&registry).await.unwrap_err();
+    assert!(matches!(error, StoreError::Database(_)), "{error:?}");
+    assert!(staging_schemas(&mut conn).await.is_empty());
+    assert_eq!(catalog(&mut conn).await, before);
+    assert_eq!(export_json(&registry).await, incremental);
+    assert_eq!(registry.projector().checkpoint().await.unwrap(), checkpoint);
 }

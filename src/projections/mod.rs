@@ -26,3 +26,4 @@ pub use queries::{
     Tenure,
 };
 pub use resident::Freshness;
+pub use shadow::{STAGE_LOCK_CLASS, STAGE_PREFIX};

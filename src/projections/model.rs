@@ -21,6 +21,7 @@
 //! - A tenure version is never updated but for closing it (`version_to`); a version written
 //!   and superseded within one flush is written closed.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 mod one_statement;
@@ -472,7 +473,7 @@ where
 {
     if let Conn::Postgres(pg) = conn {
         if tail.is_empty() {
-            return copy_in(pg, insert, rows).await;
+            return copy_in(pg, insert, rows, Freeze::Yes).await;
         }
     }
     let mut rows = rows.peekable();
@@ -565,6 +566,7 @@ async fn copy_in<'a, R>(
     pg: &mut PgConnection,
     insert: &str,
     mut rows: impl Iterator<Item = R>,
+    freeze: Freeze,
 ) -> Result<(), StoreError>
 where
     R: IntoIterator<Item = Value<'a>>,
@@ -574,8 +576,12 @@ where
     };
     let target = insert_target(insert)
         .ok_or_else(|| StoreError::Corrupt(format!("not an INSERT to copy: {insert}")))?;
+    let with = match freeze {
+        Freeze::Yes => " WITH (FREEZE)",
+        Freeze::No => "",
+    };
     let mut copy = pg
-        .copy_in_raw(&format!("COPY {target} FROM STDIN WITH (FREEZE)"))
+        .copy_in_raw(&format!("COPY {target} FROM STDIN{with}"))
         .await?;
     loop {
         let (sent, next) = futures::join!(
@@ -591,6 +597,15 @@ where
     }
     copy.finish().await?;
     Ok(())
+}
+
+/// Whether a `COPY` writes its rows frozen (visible to every transaction, with nothing left
+/// for `VACUUM` to do on their pages): only into a table created in the same transaction.
+#[derive(Clone, Copy)]
+enum Freeze {
+    Yes,
+    /// Into a table created by another transaction (a staged rebuild's, `shadow.rs`).
+    No,
 }
 
 /// `t (c1, …)` of `INSERT INTO t (c1, …) VALUES`: the table and columns an insert names.
@@ -1686,6 +1701,12 @@ impl Model {
         writes.write(tx).await
     }
 
+    /// Takes every row and change [`Model::flush`] would write, held versions included.
+    pub fn take_final_writes(&mut self) -> Writes {
+        self.release_held();
+        self.take_writes()
+    }
+
     /// Takes every buffered row and change out of the model, to be written before anything
     /// the model buffers next ([`Writes::write`]); the model goes on as after a flush.
     pub fn take_writes(&mut self) -> Writes {
@@ -1734,6 +1755,211 @@ impl Writes {
         }
         Ok(())
     }
+}
+
+/// Tenure versions per piece of a staged write ([`Writes::write_staged`]): about 35 MB of
+/// `COPY` text, so that the writers' last pieces end close together.
+const STAGED_TENURE_ROWS: usize = 100_000;
+
+/// A staged write's unit of work: one `COPY` (or run of INSERTs) on one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    /// Every row of [`Writes::tables`]' table at this index, from every write.
+    Table(usize),
+    /// These tenure versions, numbered across every write in order.
+    Tenures(std::ops::Range<usize>),
+}
+
+/// The pieces of a staged write, in the order the writers take them: the notices first
+/// (their source texts make them the largest table after the tenures), then the tenure
+/// versions in slices, then the other tables. `rows[i]`: rows of [`Writes::tables`]' table `i`.
+fn pieces(rows: [usize; 8], tenures: usize) -> VecDeque<Piece> {
+    let tables = |which: &[usize]| {
+        which
+            .iter()
+            .filter(|&&t| rows[t] > 0)
+            .map(|&t| Piece::Table(t))
+            .collect::<Vec<_>>()
+    };
+    let slices = (0..tenures)
+        .step_by(STAGED_TENURE_ROWS)
+        .map(|start| Piece::Tenures(start..tenures.min(start + STAGED_TENURE_ROWS)));
+    tables(&[0])
+        .into_iter()
+        .chain(slices)
+        .chain(tables(&[1, 2, 3, 4, 5, 6, 7]))
+        .collect()
+}
+
+impl Writes {
+    /// Each table's rows, in [`Writes::write`]'s order.
+    fn tables(&self) -> [&Rows; 8] {
+        [
+            &self.notices,
+            &self.requests,
+            &self.warnings,
+            &self.organizations,
+            &self.jurisdictions,
+            &self.aliases,
+            &self.persons,
+            &self.posts,
+        ]
+    }
+
+    /// Writes `all`, every write of a rebuild in the order it made them, through `conns` at
+    /// once (PostgreSQL, into tables other transactions created: `shadow.rs`'s staged
+    /// rebuild). Every row is in memory, so the changes later writes make to earlier rows —
+    /// versions closed, facts counted — go into the rows before they are sent, and what is
+    /// left is rows alone, in pieces any connection may write in any order: each takes the
+    /// next piece when it has written its last. A close or a count whose row is not among
+    /// them is an error, as [`Writes::write`]'s statements would find.
+    pub async fn write_staged(
+        all: &[Writes],
+        conns: &mut [PgConnection],
+    ) -> Result<(), StoreError> {
+        let staged = Staging::new(all)?;
+        futures::future::try_join_all(conns.iter_mut().map(|pg| staged.writer(pg))).await?;
+        Ok(())
+    }
+}
+
+/// A buffered tenure version: (version_from, version_to, row).
+type Buffered = (i64, Option<i64>, Arc<TenureRow>);
+
+/// A staged write's rows, with the later writes' changes to them, and the pieces left.
+struct Staging<'w> {
+    all: &'w [Writes],
+    /// Every write's tenure versions, in order.
+    tenures: Vec<&'w Buffered>,
+    /// (tenure_id, version_from) → version_to of the versions later writes close.
+    closes: HashMap<(i64, i64), i64>,
+    /// notice_id → facts later writes counted for it.
+    counts: HashMap<&'w str, i64>,
+    queue: std::sync::Mutex<VecDeque<Piece>>,
+}
+
+impl<'w> Staging<'w> {
+    /// `all`'s rows with the later writes' changes folded in, in [`pieces`]; an error if a
+    /// close or a count names a row none of them has.
+    fn new(all: &'w [Writes]) -> Result<Self, StoreError> {
+        let mut closes: HashMap<(i64, i64), i64> = HashMap::new();
+        let mut counts: HashMap<&str, i64> = HashMap::new();
+        for writes in all {
+            for &(tenure_id, from, to) in &writes.closes {
+                closes.insert((tenure_id, from), to);
+            }
+            for (notice_id, n) in &writes.fact_counts {
+                *counts.entry(notice_id.as_str()).or_default() += n;
+            }
+        }
+        let tenures: Vec<&Buffered> = all.iter().flat_map(|writes| &writes.tenures).collect();
+        let found = tenures
+            .iter()
+            .filter(|(from, to, row)| to.is_none() && closes.contains_key(&(row.tenure_id, *from)))
+            .count();
+        let counted = all
+            .iter()
+            .flat_map(|writes| writes.notices.cells.chunks_exact(writes.notices.columns))
+            .filter(
+                |row| matches!(&row[0], Cell::Text(Some(id)) if counts.contains_key(id.as_str())),
+            )
+            .count();
+        if found != closes.len() || counted != counts.len() {
+            return Err(StoreError::Corrupt(format!(
+                "a staged write found {found} of the {} tenure versions it closes and {counted} \
+                 of the {} notices whose facts it counts",
+                closes.len(),
+                counts.len()
+            )));
+        }
+        let mut rows = [0; 8];
+        for writes in all {
+            for (n, table) in rows.iter_mut().zip(writes.tables()) {
+                *n += table.len();
+            }
+        }
+        let queue = std::sync::Mutex::new(pieces(rows, tenures.len()));
+        Ok(Self {
+            all,
+            tenures,
+            closes,
+            counts,
+            queue,
+        })
+    }
+
+    /// The tenure versions of `range`, each closed if a later write closed it. (Methods,
+    /// not closures in [`Staging::writer`]: a closure's borrow there is not general enough
+    /// for the futures `tokio::spawn` takes.)
+    fn tenure_rows(
+        &self,
+        range: std::ops::Range<usize>,
+    ) -> impl Iterator<Item = [Value<'w>; TENURE_CELLS]> + Send + '_ {
+        self.tenures[range].iter().map(|&(from, to, row)| {
+            let to = to.or_else(|| self.closes.get(&(row.tenure_id, *from)).copied());
+            row.cells(*from, to)
+        })
+    }
+
+    /// Every write's rows of [`Writes::tables`]' table `t`, notices with the facts later
+    /// writes counted.
+    fn table_rows(
+        &self,
+        t: usize,
+    ) -> impl Iterator<Item = impl Iterator<Item = Value<'w>> + Send + 'w> + Send + '_ {
+        let all: &'w [Writes] = self.all;
+        all.iter()
+            .flat_map(move |writes| {
+                let rows = writes.tables()[t];
+                rows.cells.chunks_exact(rows.columns)
+            })
+            .map(move |row| counted_row(row, t == 0, &self.counts))
+    }
+
+    /// One connection's share: the next piece, until none is left.
+    async fn writer(&self, pg: &mut PgConnection) -> Result<(), StoreError> {
+        loop {
+            let piece = self
+                .queue
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop_front();
+            match piece {
+                None => return Ok(()),
+                Some(Piece::Tenures(range)) => {
+                    copy_in(pg, TENURE_INSERT, self.tenure_rows(range), Freeze::No).await?;
+                }
+                Some(Piece::Table(t)) => {
+                    let first = self.all[0].tables()[t];
+                    let (head, tail, columns) = (first.head, first.tail, first.columns);
+                    let rows = self.table_rows(t);
+                    if tail.is_empty() {
+                        copy_in(pg, head, rows, Freeze::No).await?;
+                    } else {
+                        let conn = &mut Conn::postgres(pg);
+                        write_rows(conn, Backend::Postgres, (head, tail, columns), rows).await?;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A buffered row's cells; a notice's (`notice`) with the facts `counts` holds for it added
+/// to its `event_count`.
+fn counted_row<'a>(
+    row: &'a [Cell],
+    notice: bool,
+    counts: &HashMap<&str, i64>,
+) -> impl Iterator<Item = Value<'a>> + Send + 'a {
+    let more = match (notice, &row[0]) {
+        (true, Cell::Text(Some(id))) => counts.get(id.as_str()).copied().unwrap_or(0),
+        _ => 0,
+    };
+    row.iter().enumerate().map(move |(i, cell)| match cell {
+        Cell::Int(Some(n)) if i == NOTICE_EVENT_COUNT && more != 0 => Value::Int(Some(n + more)),
+        cell => Value::from(cell),
+    })
 }
 
 /// Closes written versions, one statement for all: each `(tenure_id, version_from,
@@ -2200,5 +2426,77 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(buffered(&model), [(10, None, 1)]);
+    }
+
+    fn notice_row(notice_id: &str) -> Vec<Cell> {
+        let mut row: Vec<Cell> = (0..15).map(|_| Cell::Text(None)).collect();
+        row[0] = notice_id.into();
+        row[NOTICE_EVENT_COUNT] = 0i64.into();
+        row
+    }
+
+    /// A staged write sends every write's rows at once, in pieces, so what a later write
+    /// changes in an earlier one's rows — a version it closes, facts it counts for a notice —
+    /// is folded into those rows; a change whose row is in none of the writes is refused.
+    #[tokio::test]
+    async fn a_staged_write_folds_later_changes_into_the_rows() {
+        let conn = &mut Conn::none();
+        let mut model = Model::rebuilding(Backend::Postgres);
+        let context = NoticeContext {
+            reference: "临政人〔2023〕4号".into(),
+            jurisdiction: None,
+        };
+        model.add_notice("n1", context, notice_row("n1"));
+        model.count_fact("n1");
+        let ended = held(1, "张三", "2020-01-01", Some("2022-01-01"));
+        model.open_tenure(conn, ended.clone(), 10).await.unwrap();
+        let first = model.take_writes();
+        model.count_fact("n1");
+        model.count_fact("n1");
+        let reopened = held(1, "张三", "2020-01-01", None);
+        model.supersede(conn, reopened.clone(), 50).await.unwrap();
+        assert_eq!(model.out.closes, [(1, 10, 50)]);
+        let all = [first, model.take_final_writes()];
+
+        let staging = Staging::new(&all).unwrap();
+        let tenures: Vec<_> = staging.tenure_rows(0..2).collect();
+        assert_eq!(
+            tenures,
+            [ended.cells(10, Some(50)), reopened.cells(50, None)]
+        );
+        let notices: Vec<Vec<Value>> = staging.table_rows(0).map(Iterator::collect).collect();
+        assert_eq!(notices.len(), 1);
+        assert_eq!(notices[0][NOTICE_EVENT_COUNT], Value::Int(Some(3)));
+        assert_eq!(notices[0][0], Value::Text(Some("n1")));
+        assert_eq!(
+            *staging.queue.lock().unwrap(),
+            [Piece::Table(0), Piece::Tenures(0..2)]
+        );
+
+        // Without the first write, the close and the counts name rows nobody sends.
+        let error = Staging::new(&all[1..]).err().expect("refused");
+        assert!(
+            error
+                .to_string()
+                .contains("found 0 of the 1 tenure versions"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_staged_write_sends_the_notices_then_the_tenures_in_slices_then_the_rest() {
+        let slice = STAGED_TENURE_ROWS;
+        assert_eq!(
+            pieces([5, 0, 3, 0, 0, 0, 2, 0], 2 * slice + 7),
+            [
+                Piece::Table(0),
+                Piece::Tenures(0..slice),
+                Piece::Tenures(slice..2 * slice),
+                Piece::Tenures(2 * slice..2 * slice + 7),
+                Piece::Table(2),
+                Piece::Table(6),
+            ]
+        );
+        assert!(pieces([0; 8], 0).is_empty());
     }
 }

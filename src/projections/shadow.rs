@@ -30,14 +30,19 @@
 //!
 //! The read-model tables are renmian's own: a view over one would stop the swap (`DROP
 //! TABLE` refuses), and the rebuild would fail, changing nothing.
+//!
+//! A rebuild whose rows are all in memory already (a bulk load's, replayed alongside it) is
+//! [`Staged`] instead: the same tables in a committed schema of its own, written by several
+//! connections at once, and swapped in the same way.
 
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgConnection;
-use sqlx::{Acquire, Postgres, Row, Transaction};
+use sqlx::{Acquire, Connection, Postgres, Row, Transaction};
 
+use super::model::Writes;
 use super::projector::READ_MODEL_TABLES;
-use crate::store::StoreError;
+use crate::store::{Database, StoreError};
 
 /// Where a rebuild writes its tables until the swap. Exists only inside a rebuild's
 /// transaction, which holds the projection checkpoint's lock: one rebuild at a time.
@@ -53,18 +58,34 @@ pub const SWAP_WAIT: Duration = Duration::from_secs(300);
 
 /// A rebuild's new tables, between [`Shadow::create`] and [`Shadow::swap`].
 pub struct Shadow {
+    /// The schema of the new tables, an SQL identifier that needs no quotes.
+    schema: String,
     /// The live read models' schema, as an SQL identifier.
     live_schema: String,
-    /// The transaction's `search_path` before the shadow schema was put first.
+    /// The `search_path` of the connection that created the tables, before any change.
     search_path: String,
-    /// Statements run once the rows are in: the live tables' secondary indexes created on
-    /// the new tables, then the comments on any of their indexes.
+    /// The live tables' secondary indexes, created on the new tables once the rows are in.
     indexes: Vec<String>,
+    /// The comments on any of the live tables' indexes, once the indexes are built.
+    comments: Vec<String>,
 }
 
 impl Shadow {
-    /// Creates the new, empty tables and points the transaction's unqualified names at them.
+    /// Creates the new, empty tables in the transaction and points its unqualified names at
+    /// them.
     pub async fn create(tx: &mut PgConnection) -> Result<Self, StoreError> {
+        let shadow = Self::create_in(tx, SHADOW_SCHEMA).await?;
+        set_search_path(
+            tx,
+            &format!("{SHADOW_SCHEMA}, {}", shadow.search_path),
+            true,
+        )
+        .await?;
+        Ok(shadow)
+    }
+
+    /// Creates `schema` and in it the new, empty tables.
+    async fn create_in(tx: &mut PgConnection, schema: &str) -> Result<Self, StoreError> {
         let row = sqlx::query(
             "SELECT quote_ident(n.nspname) AS live_schema, \
              current_setting('search_path') AS search_path \
@@ -82,11 +103,11 @@ impl Shadow {
         })?;
         let live_schema: String = row.try_get("live_schema")?;
         let search_path: String = row.try_get("search_path")?;
-        execute(tx, &format!("CREATE SCHEMA {SHADOW_SCHEMA}")).await?;
+        execute(tx, &format!("CREATE SCHEMA {schema}")).await?;
         let (mut indexes, mut comments) = (Vec::new(), Vec::new());
         for table in READ_MODEL_TABLES {
             let live = format!("{live_schema}.{table}");
-            let new = format!("{SHADOW_SCHEMA}.{table}");
+            let new = format!("{schema}.{table}");
             execute(
                 tx,
                 &format!("CREATE TABLE {new} (LIKE {live} INCLUDING ALL EXCLUDING INDEXES)"),
@@ -95,17 +116,25 @@ impl Shadow {
             for statement in copied_definitions(tx, &live, &new).await? {
                 execute(tx, &statement).await?;
             }
-            let (definitions, on_indexes) = secondary_indexes(tx, &live, &new).await?;
+            let (definitions, on_indexes) = secondary_indexes(tx, &live, &new, schema).await?;
             indexes.extend(definitions);
             comments.extend(on_indexes);
         }
-        indexes.extend(comments);
-        set_search_path(tx, &format!("{SHADOW_SCHEMA}, {search_path}")).await?;
         Ok(Self {
+            schema: schema.to_owned(),
             live_schema,
             search_path,
             indexes,
+            comments,
         })
+    }
+
+    /// The new tables, qualified.
+    fn tables(&self) -> Vec<String> {
+        READ_MODEL_TABLES
+            .iter()
+            .map(|table| format!("{}.{table}", self.schema))
+            .collect()
     }
 
     /// Indexes the new tables and puts them in the live ones' place, trying for up to
@@ -115,17 +144,24 @@ impl Shadow {
         tx: &mut Transaction<'static, Postgres>,
         wait: Duration,
     ) -> Result<(), StoreError> {
-        for statement in &self.indexes {
+        for statement in self.indexes.iter().chain(&self.comments) {
             execute(tx, statement).await?;
         }
         // Statistics before the tables go live: the planner never costs them as empty (a
         // holdings query on an unanalysed 1M-row table took 590 ms on the wrong index
         // instead of 0.2 ms).
-        let tables: Vec<String> = READ_MODEL_TABLES
-            .iter()
-            .map(|table| format!("{SHADOW_SCHEMA}.{table}"))
-            .collect();
-        execute(tx, &format!("ANALYZE {}", tables.join(", "))).await?;
+        execute(tx, &format!("ANALYZE {}", self.tables().join(", "))).await?;
+        self.replace(tx, wait).await?;
+        set_search_path(tx, &self.search_path, true).await
+    }
+
+    /// Drops the live tables and moves the new ones in their place, then drops their
+    /// schema: at once, trying for up to `wait` while readers hold the live tables.
+    async fn replace(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        wait: Duration,
+    ) -> Result<(), StoreError> {
         execute(tx, &format!("SET LOCAL lock_timeout = '{SWAP_LOCK_WAIT}'")).await?;
         let started = Instant::now();
         let mut attempt: u32 = 1;
@@ -158,8 +194,7 @@ impl Shadow {
             }
         }
         execute(tx, "SET LOCAL lock_timeout TO DEFAULT").await?;
-        set_search_path(tx, &self.search_path).await?;
-        execute(tx, &format!("DROP SCHEMA {SHADOW_SCHEMA}")).await
+        execute(tx, &format!("DROP SCHEMA {}", self.schema)).await
     }
 
     /// Locks the live tables at once, drops them and moves the new ones in.
@@ -175,8 +210,8 @@ impl Shadow {
         .chain(std::iter::once(format!("DROP TABLE {}", live.join(", "))))
         .chain(READ_MODEL_TABLES.iter().map(|table| {
             format!(
-                "ALTER TABLE {SHADOW_SCHEMA}.{table} SET SCHEMA {}",
-                self.live_schema
+                "ALTER TABLE {}.{table} SET SCHEMA {}",
+                self.schema, self.live_schema
             )
         }));
         for statement in statements {
@@ -184,6 +219,176 @@ impl Shadow {
         }
         Ok(())
     }
+}
+
+/// Prefix of a staged rebuild's schema ([`Staged`]); the rest is a UUID's hex digits.
+pub const STAGE_PREFIX: &str = "renmian_stage_";
+
+/// The advisory locks a staged rebuild holds on its schema, (this class, `hashtext` of its
+/// name): while held, the schema is being written; once its session has ended, it is an
+/// orphan any rebuild may drop.
+pub const STAGE_LOCK_CLASS: i32 = 0x726d_5354; // "rmST"
+
+/// PostgreSQL, a rebuild whose every row is already in memory (a bulk load's, replayed
+/// alongside it): its new tables are written by several connections at once, which tables
+/// created in the rebuild's own transaction ([`Shadow`]) cannot be, since no other
+/// connection sees them. One backend taking in one `COPY` after another left one of two
+/// cores idle for the whole of a 1M-event load's writing (BENCHMARKS.md, session 33).
+///
+/// 1. [`Staged::create`]: a schema of its own, [`STAGE_PREFIX`] and a UUID, created and
+///    committed by an owner connection that holds an advisory lock on it until the end;
+///    first, any such schema whose lock nobody holds (its rebuild's process died) is
+///    dropped.
+/// 2. [`Staged::write`]: the rows, by connections of their own, a piece at a time
+///    (`Writes::write_staged`); then the indexes and statistics, a statement per table or
+///    index, the same way. Each piece commits on its own: readers never look in this schema.
+/// 3. [`Staged::swap`], in the rebuild's transaction under the checkpoint's lock: the live
+///    tables dropped and the new ones moved in, as [`Shadow::swap`] does; the schema goes
+///    with them. Then [`Staged::release`]; or, if anything failed, [`Staged::discard`].
+pub struct Staged {
+    shadow: Shadow,
+    /// Holds the advisory lock on the schema.
+    owner: PgConnection,
+}
+
+impl Staged {
+    /// Drops orphaned staging schemas, then creates this rebuild's, with its empty tables.
+    pub async fn create(db: &Database) -> Result<Self, StoreError> {
+        let mut owner = db.postgres_maintenance().await?;
+        drop_orphans(&mut owner).await?;
+        let schema = format!("{STAGE_PREFIX}{}", uuid::Uuid::new_v4().simple());
+        sqlx::query("SELECT pg_advisory_lock($1, hashtext($2))")
+            .bind(STAGE_LOCK_CLASS)
+            .bind(&schema)
+            .execute(&mut owner)
+            .await?;
+        let mut tx = Connection::begin(&mut owner).await?;
+        let shadow = Shadow::create_in(&mut tx, &schema).await?;
+        tx.commit().await?;
+        Ok(Self { shadow, owner })
+    }
+
+    /// Writes `writes` (every write of the rebuild, in order) into the new tables through
+    /// `writers` connections of their own, then indexes and analyses them the same way.
+    pub async fn write(
+        &self,
+        db: &Database,
+        writes: &[Writes],
+        writers: usize,
+    ) -> Result<(), StoreError> {
+        let path = format!("{}, {}", self.shadow.schema, self.shadow.search_path);
+        let mut conns = Vec::with_capacity(writers);
+        for _ in 0..writers.max(1) {
+            let mut conn = db.postgres_maintenance().await?;
+            set_search_path(&mut conn, &path, false).await?;
+            conns.push(conn);
+        }
+        let started = Instant::now();
+        Writes::write_staged(writes, &mut conns).await?;
+        let written = started.elapsed();
+        in_parallel(&mut conns, &self.shadow.indexes).await?;
+        for comment in &self.shadow.comments {
+            execute(&mut conns[0], comment).await?;
+        }
+        let indexed = started.elapsed();
+        let analyse: Vec<String> = self
+            .shadow
+            .tables()
+            .iter()
+            .map(|table| format!("ANALYZE {table}"))
+            .collect();
+        in_parallel(&mut conns, &analyse).await?;
+        tracing::debug!(
+            writers,
+            rows = ?written,
+            indexes = ?indexed - written,
+            statistics = ?started.elapsed() - indexed,
+            "a staged rebuild wrote its tables"
+        );
+        for conn in conns {
+            conn.close().await?;
+        }
+        Ok(())
+    }
+
+    /// Puts the new tables in the live ones' place, in the rebuild's transaction (see
+    /// [`Shadow::swap`]).
+    pub async fn swap(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        wait: Duration,
+    ) -> Result<(), StoreError> {
+        self.shadow.replace(tx, wait).await
+    }
+
+    /// Ends the staging once the rebuild's transaction has committed (its schema went with
+    /// the swap).
+    pub async fn release(self) {
+        let _ = self.owner.close().await;
+    }
+
+    /// Drops the schema and everything in it: the rebuild failed or gave up.
+    pub async fn discard(mut self) {
+        let statement = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.shadow.schema);
+        if let Err(e) = execute(&mut self.owner, &statement).await {
+            // The next staged rebuild drops it, once this session has ended.
+            tracing::warn!(schema = %self.shadow.schema, error = %e, "a staged rebuild's schema was left behind");
+        }
+        let _ = self.owner.close().await;
+    }
+}
+
+/// Runs `statements` on `conns` at once, each connection taking the next statement when it
+/// has run its last.
+async fn in_parallel(conns: &mut [PgConnection], statements: &[String]) -> Result<(), StoreError> {
+    let queue = std::sync::Mutex::new(statements.iter());
+    let next = || queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+    futures::future::try_join_all(conns.iter_mut().map(|conn| async {
+        while let Some(statement) = next() {
+            execute(conn, statement).await?;
+        }
+        Ok::<_, StoreError>(())
+    }))
+    .await?;
+    Ok(())
+}
+
+/// Drops every staging schema whose advisory lock nobody holds: what a rebuild that died
+/// left behind. A schema created since the list was read is skipped; one being dropped by
+/// another rebuild's cleanup meanwhile is gone already (`IF EXISTS`).
+async fn drop_orphans(conn: &mut PgConnection) -> Result<(), StoreError> {
+    let schemas: Vec<String> = sqlx::query_scalar(
+        "SELECT nspname::text FROM pg_namespace WHERE starts_with(nspname, $1) ORDER BY 1",
+    )
+    .bind(STAGE_PREFIX)
+    .fetch_all(&mut *conn)
+    .await?;
+    for schema in schemas {
+        let orphan: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
+            .bind(STAGE_LOCK_CLASS)
+            .bind(&schema)
+            .fetch_one(&mut *conn)
+            .await?;
+        if !orphan {
+            continue;
+        }
+        tracing::info!(%schema, "dropping a staged rebuild's schema its rebuild left behind");
+        let dropped = execute(
+            conn,
+            &format!(
+                "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+                schema.replace('"', "\"\"")
+            ),
+        )
+        .await;
+        sqlx::query("SELECT pg_advisory_unlock($1, hashtext($2))")
+            .bind(STAGE_LOCK_CLASS)
+            .bind(&schema)
+            .execute(&mut *conn)
+            .await?;
+        dropped?;
+    }
+    Ok(())
 }
 
 /// Whether the swap should give way and try again: a lock it waited for too long
@@ -243,6 +448,7 @@ async fn secondary_indexes(
     tx: &mut PgConnection,
     live: &str,
     new: &str,
+    schema: &str,
 ) -> Result<(Vec<String>, Vec<String>), StoreError> {
     let rows = sqlx::query(
         "SELECT pg_get_indexdef(i.indexrelid) AS definition FROM pg_index i \
@@ -268,7 +474,7 @@ async fn secondary_indexes(
         })
         .collect::<Result<_, _>>()?;
     let comments = sqlx::query(&format!(
-        "SELECT format('COMMENT ON INDEX {SHADOW_SCHEMA}.%I IS %L', i.relname, \
+        "SELECT format('COMMENT ON INDEX {schema}.%I IS %L', i.relname, \
            obj_description(i.oid, 'pg_class')) AS statement \
          FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
          WHERE x.indrelid = to_regclass($1::text) \
@@ -294,10 +500,16 @@ fn retarget(definition: &str, live: &str, new: &str) -> Option<String> {
     ))
 }
 
-async fn set_search_path(tx: &mut PgConnection, path: &str) -> Result<(), StoreError> {
-    sqlx::query("SELECT set_config('search_path', $1, true)")
+/// Sets the `search_path` for the transaction (`local`) or the session.
+async fn set_search_path(
+    conn: &mut PgConnection,
+    path: &str,
+    local: bool,
+) -> Result<(), StoreError> {
+    sqlx::query("SELECT set_config('search_path', $1, $2)")
         .bind(path)
-        .execute(&mut *tx)
+        .bind(local)
+        .execute(&mut *conn)
         .await?;
     Ok(())
 }
