@@ -26,7 +26,7 @@ use super::model::{
     execute_on, on_conn, Cell, Conn, Model, NoticeContext, NoticeRun, TenureRow, Writes,
 };
 use super::queries::NoticeWarning;
-use super::shadow::{Shadow, Staged, SWAP_WAIT};
+use super::shadow::{drop_orphaned_stages, Shadow, Staged, SWAP_WAIT};
 use crate::domain::events::{FactWithdrawn, NoticeCorrected, PersonSplit, PersonsMerged};
 use crate::domain::posts::is_head_post;
 use crate::domain::{NoticeRecorded, NoticeRevoked, PostFact, RegistryEvent};
@@ -436,6 +436,9 @@ impl Projector {
         prebuilt: Option<Prebuilt>,
     ) -> Result<Option<i64>, StoreError> {
         let (batch, flush_rows) = self.rebuild_sizes;
+        if self.db.backend() == Backend::Postgres {
+            drop_orphaned_stages(&self.db).await?;
+        }
         let mut tx = RebuildTx::begin(&self.db).await?;
         lock_checkpoint(&mut tx.conn()).await?;
         if let Some(prebuilt) = &prebuilt {

@@ -353,6 +353,15 @@ async fn in_parallel(conns: &mut [PgConnection], statements: &[String]) -> Resul
     Ok(())
 }
 
+/// Drops the staging schemas of rebuilds that died ([`Staged`]), on a connection of its
+/// own: every rebuild on PostgreSQL does this first, so none outlives the next rebuild.
+pub async fn drop_orphaned_stages(db: &Database) -> Result<(), StoreError> {
+    let mut conn = db.postgres_maintenance().await?;
+    drop_orphans(&mut conn).await?;
+    conn.close().await?;
+    Ok(())
+}
+
 /// Drops every staging schema whose advisory lock nobody holds: what a rebuild that died
 /// left behind. A schema created since the list was read is skipped; one being dropped by
 /// another rebuild's cleanup meanwhile is gone already (`IF EXISTS`).
