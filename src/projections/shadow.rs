@@ -331,7 +331,7 @@ impl Staged {
     pub async fn discard(mut self) {
         let statement = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.shadow.schema);
         if let Err(e) = execute(&mut self.owner, &statement).await {
-            // The next staged rebuild drops it, once this session has ended.
+            // The next rebuild drops it, once this session has ended.
             tracing::warn!(schema = %self.shadow.schema, error = %e, "a staged rebuild's schema was left behind");
         }
         let _ = self.owner.close().await;
@@ -363,8 +363,8 @@ pub async fn drop_orphaned_stages(db: &Database) -> Result<(), StoreError> {
 }
 
 /// Drops every staging schema whose advisory lock nobody holds: what a rebuild that died
-/// left behind. A schema created since the list was read is skipped; one being dropped by
-/// another rebuild's cleanup meanwhile is gone already (`IF EXISTS`).
+/// left behind. A live rebuild's is left alone (it takes its lock before it creates its
+/// schema); one another cleanup dropped meanwhile is gone already (`IF EXISTS`).
 async fn drop_orphans(conn: &mut PgConnection) -> Result<(), StoreError> {
     let schemas: Vec<String> = sqlx::query_scalar(
         "SELECT nspname::text FROM pg_namespace WHERE starts_with(nspname, $1) ORDER BY 1",
