@@ -350,7 +350,9 @@ impl Projector {
     /// A rebuild whose replay is done ([`Prebuild`]): it writes the replay's rows as
     /// [`Projector::rebuild`] writes its own. `Ok(None)` (nothing changed) when the log's
     /// event at the replay's last position is not the one replayed, so the replay is not
-    /// of the log's first events; the caller rebuilds from the log instead.
+    /// of the log's first events, or (PostgreSQL, whose rows are written before the
+    /// checkpoint is locked) when the read models stand past the replay's last position;
+    /// the caller rebuilds from the log instead.
     pub async fn rebuild_prebuilt(&self, prebuilt: Prebuilt) -> Result<Option<i64>, StoreError> {
         self.rebuild_from(Some(prebuilt)).await
     }
@@ -382,7 +384,8 @@ impl Projector {
 
     /// PostgreSQL: a rebuild of `prebuilt`'s replay written into `staged`'s tables by
     /// several connections, then swapped in (`shadow.rs`). `Ok(None)` as
-    /// [`Projector::rebuild_prebuilt`]; `staged` is the caller's to release or discard.
+    /// [`Projector::rebuild_prebuilt`], and when the read models stand past the replay
+    /// once it is written; `staged` is the caller's to release or discard.
     async fn rebuild_staged(
         &self,
         staged: &Staged,
@@ -405,8 +408,13 @@ impl Projector {
         drop(writes);
         times.replayed();
         let mut tx = RebuildTx::begin(&self.db).await?;
-        lock_checkpoint(&mut tx.conn()).await?;
-        if hash_at(&mut tx.conn(), checkpoint).await?.as_deref() != Some(hash.as_str()) {
+        // The read models were not locked while the rows were written: if another process
+        // projected past the replay meanwhile, these tables would take every reader back to
+        // an older state. The caller rebuilds from the log instead, under the lock.
+        let projected = lock_checkpoint(&mut tx.conn()).await?;
+        if projected > checkpoint
+            || hash_at(&mut tx.conn(), checkpoint).await?.as_deref() != Some(hash.as_str())
+        {
             return Ok(None);
         }
         let RebuildTx::Postgres(pg, _) = &mut tx else {
