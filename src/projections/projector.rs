@@ -359,15 +359,21 @@ impl Projector {
 
     /// [`Projector::rebuild`], replaying the log or taking `prebuilt`'s replay.
     async fn rebuild_from(&self, prebuilt: Option<Prebuilt>) -> Result<Option<i64>, StoreError> {
+        if self.db.backend() == Backend::Postgres {
+            drop_orphaned_stages(&self.db).await?;
+        }
         match prebuilt {
             Some(prebuilt) if self.db.backend() == Backend::Postgres => {
-                // The same hash at the same position is the same first events (see
-                // `rebuild_in_place`): checked before the writing, and again under the
-                // checkpoint's lock.
+                // Checked before the writing, and again under the checkpoint's lock.
                 let mut conn = self.db.pool().acquire().await?;
-                let hash = hash_at(&mut Conn::of(&mut conn), prebuilt.checkpoint).await?;
+                let replayed = log_has(
+                    &mut Conn::of(&mut conn),
+                    prebuilt.checkpoint,
+                    &prebuilt.hash,
+                )
+                .await?;
                 drop(conn);
-                if hash.as_deref() != Some(prebuilt.hash.as_str()) {
+                if !replayed {
                     return Ok(None);
                 }
                 let staged = Staged::create(&self.db).await?;
@@ -412,9 +418,7 @@ impl Projector {
         // projected past the replay meanwhile, these tables would take every reader back to
         // an older state. The caller rebuilds from the log instead, under the lock.
         let projected = lock_checkpoint(&mut tx.conn()).await?;
-        if projected > checkpoint
-            || hash_at(&mut tx.conn(), checkpoint).await?.as_deref() != Some(hash.as_str())
-        {
+        if projected > checkpoint || !log_has(&mut tx.conn(), checkpoint, &hash).await? {
             return Ok(None);
         }
         let RebuildTx::Postgres(pg, _) = &mut tx else {
@@ -444,21 +448,12 @@ impl Projector {
         prebuilt: Option<Prebuilt>,
     ) -> Result<Option<i64>, StoreError> {
         let (batch, flush_rows) = self.rebuild_sizes;
-        if self.db.backend() == Backend::Postgres {
-            drop_orphaned_stages(&self.db).await?;
-        }
         let mut tx = RebuildTx::begin(&self.db).await?;
         lock_checkpoint(&mut tx.conn()).await?;
         if let Some(prebuilt) = &prebuilt {
-            // The hash chain commits to every event before it: the same hash at the same
-            // position is the same first events (on SQLite nothing can be appended while
-            // this transaction holds the write lock; on PostgreSQL later events are caught
-            // up afterwards, as after any rebuild).
-            if hash_at(&mut tx.conn(), prebuilt.checkpoint)
-                .await?
-                .as_deref()
-                != Some(prebuilt.hash.as_str())
-            {
+            // On SQLite nothing can be appended while this transaction holds the write lock;
+            // on PostgreSQL later events are caught up afterwards, as after any rebuild.
+            if !log_has(&mut tx.conn(), prebuilt.checkpoint, &prebuilt.hash).await? {
                 return Ok(None);
             }
         }
@@ -2082,6 +2077,12 @@ async fn event_hash(tx: &mut Conn<'_>, position: i64) -> Result<String, StoreErr
         .ok_or_else(|| StoreError::Corrupt(format!("no event at position {position}")))
 }
 
+/// Whether the log's event at `position` has `hash`. The hash chain commits to every event
+/// before it, so a replay that ended there on that hash replayed the log's first events.
+async fn log_has(tx: &mut Conn<'_>, position: i64, hash: &str) -> Result<bool, StoreError> {
+    Ok(hash_at(tx, position).await?.as_deref() == Some(hash))
+}
+
 /// Hash of the event at `position`, if there is one.
 async fn hash_at(tx: &mut Conn<'_>, position: i64) -> Result<Option<String>, StoreError> {
     on_conn!(tx, |c| {
@@ -2219,6 +2220,7 @@ async fn warn(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     /// A replay is given up once it stops moving, not while it moves, however long it takes.
     #[tokio::test]
@@ -2255,7 +2257,6 @@ mod tests {
         assert_eq!(unless_stalled(stops, &progress, stall).await, None);
         assert_eq!(progress.load(Ordering::Relaxed), 75);
     }
-    use super::*;
 
     #[test]
     fn probation_end_is_counted_in_calendar_months() {

@@ -236,9 +236,9 @@ pub const STAGE_LOCK_CLASS: i32 = 0x726d_5354; // "rmST"
 /// cores idle for the whole of a 1M-event load's writing (BENCHMARKS.md, session 33).
 ///
 /// 1. [`Staged::create`]: a schema of its own, [`STAGE_PREFIX`] and a UUID, created and
-///    committed by an owner connection that holds an advisory lock on it until the end;
-///    first, any such schema whose lock nobody holds (its rebuild's process died) is
-///    dropped.
+///    committed by an owner connection that holds an advisory lock on it until the end.
+///    Any such schema whose lock nobody holds (its rebuild's process died) is dropped by
+///    the next rebuild ([`drop_orphaned_stages`]).
 /// 2. [`Staged::write`]: the rows, by connections of their own, a piece at a time
 ///    (`Writes::write_staged`); then the indexes and statistics, a statement per table or
 ///    index, the same way. Each piece commits on its own: readers never look in this schema.
@@ -252,10 +252,9 @@ pub struct Staged {
 }
 
 impl Staged {
-    /// Drops orphaned staging schemas, then creates this rebuild's, with its empty tables.
+    /// Creates this rebuild's schema, with its empty tables.
     pub async fn create(db: &Database) -> Result<Self, StoreError> {
         let mut owner = db.postgres_maintenance().await?;
-        drop_orphans(&mut owner).await?;
         let schema = format!("{STAGE_PREFIX}{}", uuid::Uuid::new_v4().simple());
         sqlx::query("SELECT pg_advisory_lock($1, hashtext($2))")
             .bind(STAGE_LOCK_CLASS)
@@ -353,37 +352,30 @@ async fn in_parallel(conns: &mut [PgConnection], statements: &[String]) -> Resul
     Ok(())
 }
 
-/// Drops the staging schemas of rebuilds that died ([`Staged`]), on a connection of its
-/// own: every rebuild on PostgreSQL does this first, so none outlives the next rebuild.
+/// Drops every staging schema whose advisory lock nobody holds: what a rebuild that died
+/// left behind ([`Staged`]). Every rebuild on PostgreSQL does this first, so none outlives
+/// the next rebuild. A live rebuild's is left alone (it takes its lock before it creates
+/// its schema); one another cleanup dropped meanwhile is gone already (`IF EXISTS`).
 pub async fn drop_orphaned_stages(db: &Database) -> Result<(), StoreError> {
     let mut conn = db.postgres_maintenance().await?;
-    drop_orphans(&mut conn).await?;
-    conn.close().await?;
-    Ok(())
-}
-
-/// Drops every staging schema whose advisory lock nobody holds: what a rebuild that died
-/// left behind. A live rebuild's is left alone (it takes its lock before it creates its
-/// schema); one another cleanup dropped meanwhile is gone already (`IF EXISTS`).
-async fn drop_orphans(conn: &mut PgConnection) -> Result<(), StoreError> {
     let schemas: Vec<String> = sqlx::query_scalar(
         "SELECT nspname::text FROM pg_namespace WHERE starts_with(nspname, $1) ORDER BY 1",
     )
     .bind(STAGE_PREFIX)
-    .fetch_all(&mut *conn)
+    .fetch_all(&mut conn)
     .await?;
     for schema in schemas {
         let orphan: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
             .bind(STAGE_LOCK_CLASS)
             .bind(&schema)
-            .fetch_one(&mut *conn)
+            .fetch_one(&mut conn)
             .await?;
         if !orphan {
             continue;
         }
         tracing::info!(%schema, "dropping a staged rebuild's schema its rebuild left behind");
         let dropped = execute(
-            conn,
+            &mut conn,
             &format!(
                 "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
                 schema.replace('"', "\"\"")
@@ -393,10 +385,11 @@ async fn drop_orphans(conn: &mut PgConnection) -> Result<(), StoreError> {
         sqlx::query("SELECT pg_advisory_unlock($1, hashtext($2))")
             .bind(STAGE_LOCK_CLASS)
             .bind(&schema)
-            .execute(&mut *conn)
+            .execute(&mut conn)
             .await?;
         dropped?;
     }
+    conn.close().await?;
     Ok(())
 }
 
