@@ -1101,10 +1101,19 @@ impl Model {
         tx: &mut Conn<'_>,
         name: &str,
     ) -> Result<Option<String>, StoreError> {
+        Ok(self.alias_of(tx, name).await?.map(str::to_string))
+    }
+
+    /// [`Model::alias`], borrowed.
+    pub async fn alias_of(
+        &mut self,
+        tx: &mut Conn<'_>,
+        name: &str,
+    ) -> Result<Option<&str>, StoreError> {
         if !self.aliases.contains_key(name) {
             self.load_aliases(tx, &[name]).await?;
         }
-        Ok(self.aliases.get(name).cloned().flatten())
+        Ok(self.aliases.get(name).and_then(Option::as_deref))
     }
 
     /// [`Model::load_aliases_and_persons`] of aliases only.
@@ -1205,16 +1214,22 @@ impl Model {
 
     // --- persons ---
 
-    /// The records of `name` not merged away, by id.
-    pub async fn persons_named(
+    /// Makes sure the model holds the records of `name` ([`Model::persons_named`]).
+    pub async fn load_persons_named(
         &mut self,
         tx: &mut Conn<'_>,
         name: &str,
-    ) -> Result<Vec<PersonRef>, StoreError> {
+    ) -> Result<(), StoreError> {
         if !self.persons.contains_key(name) {
             self.load_persons(tx, &[name]).await?;
         }
-        Ok(self.persons.get(name).cloned().unwrap_or_default())
+        Ok(())
+    }
+
+    /// The records of `name` not merged away, by id, once [`Model::load_persons_named`]
+    /// has run for it.
+    pub fn persons_named(&self, name: &str) -> &[PersonRef] {
+        self.persons.get(name).map_or(&[], Vec::as_slice)
     }
 
     /// [`Model::load_aliases_and_persons`] of persons only.
@@ -1231,7 +1246,7 @@ impl Model {
         gender: Option<String>,
         jurisdiction: Option<String>,
     ) -> Result<(), StoreError> {
-        self.persons_named(tx, name).await?;
+        self.load_persons_named(tx, name).await?;
         self.out.persons.push([
             person_id.into(),
             name.into(),
@@ -1377,6 +1392,21 @@ impl Model {
         with_ended: bool,
         filter: impl Fn(&TenureRow) -> bool,
     ) -> Result<Vec<TenureRow>, StoreError> {
+        self.post_tenures_with(tx, organization, post, with_ended, filter, TenureRow::clone)
+            .await
+    }
+
+    /// [`Model::post_tenures`], each version seen through `map` instead of copied: most
+    /// callers need a field or two of a row of some twenty strings.
+    pub async fn post_tenures_with<T>(
+        &mut self,
+        tx: &mut Conn<'_>,
+        organization: &str,
+        post: &str,
+        with_ended: bool,
+        filter: impl Fn(&TenureRow) -> bool,
+        map: impl Fn(&TenureRow) -> T,
+    ) -> Result<Vec<T>, StoreError> {
         if with_ended {
             self.load_ended(tx, organization, post).await?;
         } else {
@@ -1384,25 +1414,26 @@ impl Model {
         }
         let key = (organization.to_string(), post.to_string());
         let scope = if with_ended { Scope::All } else { Scope::Open };
-        Ok(self.rows_where(&key, scope, filter))
+        Ok(self.versions_where(&key, scope, filter, map))
     }
 
-    /// The current version of one tenure of a post, unless withdrawn. Read by its id when
-    /// the model does not hold it: never the post's whole history.
-    pub async fn tenure(
+    /// The current version of one tenure of a post, unless withdrawn, seen through `map`.
+    /// Read by its id when the model does not hold it: never the post's whole history.
+    pub async fn tenure<T>(
         &mut self,
         tx: &mut Conn<'_>,
         organization: &str,
         post: &str,
         tenure_id: i64,
-    ) -> Result<Option<TenureRow>, StoreError> {
+        map: impl FnOnce(&TenureRow) -> T,
+    ) -> Result<Option<T>, StoreError> {
         let key = (organization.to_string(), post.to_string());
         self.load_tenure(tx, &key, tenure_id).await?;
         Ok(self
             .tenures
             .get(&key)
             .and_then(|versions| versions.find(tenure_id))
-            .map(|v| TenureRow::clone(&v.row)))
+            .map(|v| map(&v.row)))
     }
 
     /// Makes sure the model holds tenure `tenure_id` of post `key` if it is current and not
@@ -1430,17 +1461,19 @@ impl Model {
     /// The tenures of a post that hold on `date` (see [`TenureRow::holds_on`]), latest first:
     /// the open ones and those ending after `date`, which the index `rm_tenures_holding`
     /// reads as a range. A head post's ended tenures (hundreds at 1M events) stay unread.
-    pub async fn holders_on(
+    pub async fn holders_on<T>(
         &mut self,
         tx: &mut Conn<'_>,
         organization: &str,
         post: &str,
         date: &str,
-    ) -> Result<Vec<TenureRow>, StoreError> {
+        map: impl Fn(&TenureRow) -> T,
+    ) -> Result<Vec<T>, StoreError> {
         let key = (organization.to_string(), post.to_string());
         self.prefetch_holders_on(tx, &[(key.clone(), date.to_string())])
             .await?;
-        Ok(self.rows_where(&key, Scope::HoldingOn(date), |t| t.holds_on(date)))
+        let holds = |t: &TenureRow| t.holds_on(date);
+        Ok(self.versions_where(&key, Scope::HoldingOn(date), holds, map))
     }
 
     /// Reads what [`Model::holders_on`] needs for every (post, date) of `pairs` it has
@@ -1508,23 +1541,24 @@ impl Model {
     }
 
     /// The versions of post `key` in `scope` the model holds that match `filter`, latest
-    /// tenure first.
-    fn rows_where(
+    /// tenure first, each seen through `map`.
+    fn versions_where<T>(
         &self,
         key: &PostKey,
         scope: Scope<'_>,
         filter: impl Fn(&TenureRow) -> bool,
-    ) -> Vec<TenureRow> {
-        let mut found: Vec<TenureRow> = self
+        map: impl Fn(&TenureRow) -> T,
+    ) -> Vec<T> {
+        let mut found: Vec<(i64, T)> = self
             .tenures
             .get(key)
             .into_iter()
             .flat_map(|versions| versions.visit(scope))
             .filter(|v| filter(&v.row))
-            .map(|v| TenureRow::clone(&v.row))
+            .map(|v| (v.row.tenure_id, map(&v.row)))
             .collect();
-        found.sort_by_key(|t| std::cmp::Reverse(t.tenure_id));
-        found
+        found.sort_by_key(|(tenure_id, _)| std::cmp::Reverse(*tenure_id));
+        found.into_iter().map(|(_, t)| t).collect()
     }
 
     /// Adds versions read from the database for tenures of `key` the model does not hold:
@@ -2314,10 +2348,12 @@ mod tests {
 
     async fn holders(model: &mut Model, date: &str) -> Vec<String> {
         let rows = model
-            .holders_on(&mut Conn::none(), "市教育局", "局长", date)
+            .holders_on(&mut Conn::none(), "市教育局", "局长", date, |t| {
+                t.person.clone()
+            })
             .await
             .expect("a complete model reads nothing");
-        rows.into_iter().map(|t| t.person).collect()
+        rows
     }
 
     /// A post's ended tenures are kept apart from its open ones; a holders lookup still sees

@@ -1569,19 +1569,19 @@ async fn fact_prelude(
         event.position,
     );
     let mut names = vec![
-        organization.clone(),
-        f.organization_canonical.clone(),
-        f.organization.clone(),
+        organization.as_str(),
+        &f.organization_canonical,
+        &f.organization,
     ];
-    names.extend(f.organization_aliases.iter().cloned());
+    names.extend(f.organization_aliases.iter().map(String::as_str));
     // Names relative to the issuer's jurisdiction (市教育体育局) mean different bodies in
     // different jurisdictions; queries qualify them instead of looking them up.
     names.retain(|n| !n.starts_with(['市', '县', '区']));
     names.dedup();
     for name in names {
-        if model.alias(tx, &name).await?.is_none() {
+        if model.alias_of(tx, name).await?.is_none() {
             // the first mapping of a name wins
-            model.add_alias(name, &organization, event.position);
+            model.add_alias(name.to_string(), &organization, event.position);
         }
     }
     let person_id = link_person(
@@ -1627,30 +1627,52 @@ async fn link_person(
     organization: &str,
     jurisdiction: Option<&str>,
 ) -> Result<i64, StoreError> {
-    let candidates = model.persons_named(tx, &f.person).await?;
-    if let [one] = candidates.as_slice() {
+    model.load_persons_named(tx, &f.person).await?;
+    let candidates = model.persons_named(&f.person);
+    if let [one] = candidates {
         if one.jurisdiction.as_deref() == jurisdiction {
             return Ok(one.person_id);
         }
     }
-    if !candidates.is_empty() {
-        let holding = model
-            .post_tenures(tx, organization, &f.post, false, |t| t.person == f.person)
+    let same_name = !candidates.is_empty();
+    if same_name {
+        let mut local = candidates
+            .iter()
+            .filter(|p| p.jurisdiction.as_deref() == jurisdiction)
+            .map(|p| p.person_id);
+        let only_local = match (local.next(), local.next()) {
+            (Some(one), None) => Some(one),
+            _ => None,
+        };
+        let same_person = |t: &TenureRow| t.person == f.person;
+        let mut holders = model
+            .post_tenures_with(tx, organization, &f.post, false, same_person, |t| {
+                t.person_id
+            })
             .await?;
-        let mut holders: Vec<i64> = holding.iter().map(|t| t.person_id).collect();
         holders.dedup();
         if let [one] = holders.as_slice() {
             return Ok(*one);
         }
-        let local: Vec<i64> = candidates
-            .iter()
-            .filter(|p| p.jurisdiction.as_deref() == jurisdiction)
-            .map(|p| p.person_id)
-            .collect();
-        if let [one] = local.as_slice() {
-            return Ok(*one);
+        if let Some(one) = only_local {
+            return Ok(one);
         }
     }
+    // The records this one is flagged beside: those of the name before it is added.
+    let others = same_name.then(|| {
+        let others: Vec<String> = model
+            .persons_named(&f.person)
+            .iter()
+            .map(|p| {
+                format!(
+                    "#{} ({})",
+                    p.person_id,
+                    p.jurisdiction.as_deref().unwrap_or("?")
+                )
+            })
+            .collect();
+        others.join(", ")
+    });
     let gender = f.gender.map(|g| {
         serde_json::to_value(g)
             .ok()
@@ -1666,26 +1688,15 @@ async fn link_person(
             jurisdiction.map(str::to_string),
         )
         .await?;
-    if !candidates.is_empty() {
-        let others: Vec<String> = candidates
-            .iter()
-            .map(|p| {
-                format!(
-                    "#{} ({})",
-                    p.person_id,
-                    p.jurisdiction.as_deref().unwrap_or("?")
-                )
-            })
-            .collect();
+    if let Some(others) = others {
         warn(
             tx,
             model,
             event,
             Some(f.line),
             &format!(
-                "同名: {} may be {}; recorded as a new person #{} — `renmian person merge` if they are one",
+                "同名: {} may be {others}; recorded as a new person #{} — `renmian person merge` if they are one",
                 f.person,
-                others.join(", "),
                 event.position
             ),
         )
@@ -2169,16 +2180,21 @@ async fn check_one_seat_posts(
         if !is_head_post(&post) {
             continue;
         }
-        let Some(t) = model.tenure(tx, &organization, &post, tenure_id).await? else {
-            continue;
-        };
-        if t.appointing_notice.as_deref() != Some(ctx.reference.as_str()) {
-            continue;
+        // Its start and line, if this notice appointed it and says when.
+        let checked = model
+            .tenure(tx, &organization, &post, tenure_id, |t| {
+                let own = t.appointing_notice.as_deref() == Some(ctx.reference.as_str());
+                let line = t.appointing_line.and_then(|l| usize::try_from(l).ok());
+                t.start_date
+                    .clone()
+                    .filter(|_| own)
+                    .map(|start| (start, line))
+            })
+            .await?
+            .flatten();
+        if let Some((start, line)) = checked {
+            checks.push((tenure_id, organization, post, line, start));
         }
-        let Some(start) = t.start_date.clone() else {
-            continue;
-        };
-        checks.push((tenure_id, organization, post, t, start));
     }
     let pairs: Vec<_> = checks
         .iter()
@@ -2187,17 +2203,18 @@ async fn check_one_seat_posts(
         })
         .collect();
     model.prefetch_holders_on(tx, &pairs).await?;
-    for (tenure_id, organization, post, t, start) in checks {
-        let holders = model.holders_on(tx, &organization, &post, &start).await?;
+    for (tenure_id, organization, post, line, start) in checks {
+        let holders = model
+            .holders_on(tx, &organization, &post, &start, |t| t.person.clone())
+            .await?;
         if holders.len() > 1 {
-            let mut names: Vec<&str> = holders.iter().map(|h| h.person.as_str()).collect();
+            let mut names: Vec<&str> = holders.iter().map(String::as_str).collect();
             names.sort_unstable();
             let message = format!(
                 "one-seat post {organization} {post} has {} holders on {start}: {}",
                 holders.len(),
                 names.join("、")
             );
-            let line = t.appointing_line.and_then(|l| usize::try_from(l).ok());
             model
                 .warn(tx, tenure_id, &last.aggregate_id, line, &message)
                 .await?;
