@@ -829,6 +829,60 @@ pub(super) struct NoticeRun {
 
 type PostKey = (String, String);
 
+/// A post's key, borrowed: looks up a [`PostKey`] without making one. The model looks up
+/// posts several times a fact, and a key's two strings made and freed each time were a
+/// good part of a replay's allocations.
+trait PostKeyRef: Sync {
+    fn organization(&self) -> &str;
+    fn post(&self) -> &str;
+}
+
+impl PostKeyRef for PostKey {
+    fn organization(&self) -> &str {
+        &self.0
+    }
+    fn post(&self) -> &str {
+        &self.1
+    }
+}
+
+impl PostKeyRef for (&str, &str) {
+    fn organization(&self) -> &str {
+        self.0
+    }
+    fn post(&self) -> &str {
+        self.1
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn PostKeyRef + 'a> for PostKey {
+    fn borrow(&self) -> &(dyn PostKeyRef + 'a) {
+        self
+    }
+}
+
+/// Hashes as a [`PostKey`] does: a tuple hashes its fields in order, and a `String` as its
+/// `str`.
+impl std::hash::Hash for dyn PostKeyRef + '_ {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.organization().hash(state);
+        self.post().hash(state);
+    }
+}
+
+impl PartialEq for dyn PostKeyRef + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.organization() == other.organization() && self.post() == other.post()
+    }
+}
+
+impl Eq for dyn PostKeyRef + '_ {}
+
+/// `(organization, post)` as the borrowed key of the model's maps of posts.
+fn post_key<'a>(key: &'a (&'a str, &'a str)) -> &'a (dyn PostKeyRef + 'a) {
+    key
+}
+
 pub(super) struct Model {
     backend: Backend,
     complete: bool,
@@ -1202,9 +1256,11 @@ impl Model {
     }
 
     pub fn add_post(&mut self, organization: &str, post: &str, position: i64) {
-        if self
-            .posts
-            .insert((organization.to_string(), post.to_string()))
+        // Known in nearly every call: no key made for those.
+        if !self.posts.contains(post_key(&(organization, post)))
+            && self
+                .posts
+                .insert((organization.to_string(), post.to_string()))
         {
             self.out
                 .posts
@@ -1281,10 +1337,10 @@ impl Model {
         organization: &str,
         post: &str,
     ) -> Result<(), StoreError> {
-        let key = (organization.to_string(), post.to_string());
-        if self.tenures.contains_key(&key) {
+        if self.tenures.contains_key(post_key(&(organization, post))) {
             return Ok(());
         }
+        let key = (organization.to_string(), post.to_string());
         self.load_posts(tx, &[key]).await
     }
 
@@ -1412,9 +1468,8 @@ impl Model {
         } else {
             self.load_post(tx, organization, post).await?;
         }
-        let key = (organization.to_string(), post.to_string());
         let scope = if with_ended { Scope::All } else { Scope::Open };
-        Ok(self.versions_where(&key, scope, filter, map))
+        Ok(self.versions_where(post_key(&(organization, post)), scope, filter, map))
     }
 
     /// The current version of one tenure of a post, unless withdrawn, seen through `map`.
@@ -1427,11 +1482,12 @@ impl Model {
         tenure_id: i64,
         map: impl FnOnce(&TenureRow) -> T,
     ) -> Result<Option<T>, StoreError> {
-        let key = (organization.to_string(), post.to_string());
-        self.load_tenure(tx, &key, tenure_id).await?;
+        let key = (organization, post);
+        let key = post_key(&key);
+        self.load_tenure(tx, key, tenure_id).await?;
         Ok(self
             .tenures
-            .get(&key)
+            .get(key)
             .and_then(|versions| versions.find(tenure_id))
             .map(|v| map(&v.row)))
     }
@@ -1442,10 +1498,10 @@ impl Model {
     async fn load_tenure(
         &mut self,
         tx: &mut Conn<'_>,
-        key: &PostKey,
+        key: &dyn PostKeyRef,
         tenure_id: i64,
     ) -> Result<(), StoreError> {
-        self.load_post(tx, &key.0, &key.1).await?;
+        self.load_post(tx, key.organization(), key.post()).await?;
         let held = self
             .tenures
             .get(key)
@@ -1544,7 +1600,7 @@ impl Model {
     /// tenure first, each seen through `map`.
     fn versions_where<T>(
         &self,
-        key: &PostKey,
+        key: &dyn PostKeyRef,
         scope: Scope<'_>,
         filter: impl Fn(&TenureRow) -> bool,
         map: impl Fn(&TenureRow) -> T,
@@ -1567,12 +1623,12 @@ impl Model {
     /// the flush; it cannot come back through here, because a withdrawal first loads the
     /// post's ended tenures (`post_tenures(.., true, ..)`, marking `ended_loaded`) and every
     /// caller skips the database for such a post.
-    fn merge_ended(&mut self, key: &PostKey, read: Vec<Version>) {
+    fn merge_ended(&mut self, key: &dyn PostKeyRef, read: Vec<Version>) {
         let Some(versions) = self.tenures.get_mut(key) else {
             return;
         };
         for v in read {
-            let same_post = v.row.organization == key.0 && v.row.post == key.1;
+            let same_post = v.row.organization == key.organization() && v.row.post == key.post();
             if same_post && !versions.contains(v.row.tenure_id) {
                 versions.push(v);
             }
@@ -1587,10 +1643,11 @@ impl Model {
         position: i64,
     ) -> Result<(), StoreError> {
         self.load_post(tx, &row.organization, &row.post).await?;
-        let key = (row.organization.clone(), row.post.clone());
         let version = self.buffer(row, position);
         if version.row.withdrawn_position.is_none() {
-            if let Some(versions) = self.tenures.get_mut(&key) {
+            let row = Arc::clone(&version.row);
+            let key = (row.organization.as_str(), row.post.as_str());
+            if let Some(versions) = self.tenures.get_mut(post_key(&key)) {
                 versions.push(version);
             }
         }
@@ -1654,11 +1711,11 @@ impl Model {
         row: TenureRow,
         position: i64,
     ) -> Result<(), StoreError> {
-        let key = (row.organization.clone(), row.post.clone());
+        let key = (row.organization.as_str(), row.post.as_str());
         // It may be an ended tenure the model has not loaded (a merge moving someone's
         // history).
-        self.load_tenure(tx, &key, row.tenure_id).await?;
-        let versions = self.tenures.get_mut(&key).ok_or_else(|| {
+        self.load_tenure(tx, post_key(&key), row.tenure_id).await?;
+        let versions = self.tenures.get_mut(post_key(&key)).ok_or_else(|| {
             StoreError::Corrupt(format!("tenure {} is not loaded", row.tenure_id))
         })?;
         let current = versions.take(row.tenure_id).ok_or_else(|| {
@@ -1683,7 +1740,9 @@ impl Model {
         let withdrawn = row.withdrawn_position.is_some();
         let version = self.buffer(row, position);
         if !withdrawn {
-            if let Some(versions) = self.tenures.get_mut(&key) {
+            let row = Arc::clone(&version.row);
+            let key = (row.organization.as_str(), row.post.as_str());
+            if let Some(versions) = self.tenures.get_mut(post_key(&key)) {
                 versions.push(version);
             }
         }
