@@ -2236,6 +2236,21 @@ where
 mod tests {
     use super::*;
 
+    /// A post's key looked up borrowed finds what was stored under the owned key, and only
+    /// that: the borrowed key hashes and compares as the tuple does.
+    #[test]
+    fn a_borrowed_post_key_finds_the_owned_one() {
+        let mut posts: HashMap<PostKey, i64> = HashMap::new();
+        posts.insert(("市教育局".into(), "局长".into()), 1);
+        posts.insert(("市教育局局".into(), "长".into()), 2);
+        assert_eq!(posts.get(post_key(&("市教育局", "局长"))), Some(&1));
+        assert_eq!(posts.get(post_key(&("市教育局局", "长"))), Some(&2));
+        assert_eq!(posts.get(post_key(&("市教育", "局局长"))), None);
+        let set: HashSet<PostKey> = posts.into_keys().collect();
+        assert!(set.contains(post_key(&("市教育局", "局长"))));
+        assert!(!set.contains(post_key(&("市教育局", "副局长"))));
+    }
+
     /// Every read of the projector's partial model searches an index of `rm_tenures`: a
     /// scan reads every current tenure once per notice (it did for a while, when an `OR`
     /// of one condition per post stood in the place of `ending_after_on_posts`).
