@@ -1439,22 +1439,10 @@ impl Model {
     }
 
     /// Current, not withdrawn tenure versions of a post matching `filter`, latest tenure
-    /// first: the open ones, and with `with_ended` the ended ones too.
-    pub async fn post_tenures(
-        &mut self,
-        tx: &mut Conn<'_>,
-        organization: &str,
-        post: &str,
-        with_ended: bool,
-        filter: impl Fn(&TenureRow) -> bool,
-    ) -> Result<Vec<TenureRow>, StoreError> {
-        self.post_tenures_with(tx, organization, post, with_ended, filter, TenureRow::clone)
-            .await
-    }
-
-    /// [`Model::post_tenures`], each version seen through `map` instead of copied: most
-    /// callers need a field or two of a row of some twenty strings.
-    pub async fn post_tenures_with<T>(
+    /// first: the open ones, and with `with_ended` the ended ones too; each seen through
+    /// `map` (`TenureRow::clone` for a copy): most callers need a field or two of a row of
+    /// some twenty strings.
+    pub async fn post_tenures<T>(
         &mut self,
         tx: &mut Conn<'_>,
         organization: &str,
@@ -2460,11 +2448,11 @@ mod tests {
         model.open_tenure(conn, later, 50).await.unwrap();
         assert_eq!(holders(&mut model, "2022-06-01").await, ["王五", "李四"]);
         // Without the ended ones, only the open tenure; with them, all three.
-        let ids = |rows: Vec<TenureRow>| rows.iter().map(|t| t.tenure_id).collect::<Vec<_>>();
-        let open = model.post_tenures(conn, "市教育局", "局长", false, |_| true);
-        assert_eq!(ids(open.await.unwrap()), [2]);
-        let all = model.post_tenures(conn, "市教育局", "局长", true, |_| true);
-        assert_eq!(ids(all.await.unwrap()), [3, 2, 1]);
+        let id = |t: &TenureRow| t.tenure_id;
+        let open = model.post_tenures(conn, "市教育局", "局长", false, |_| true, id);
+        assert_eq!(open.await.unwrap(), [2]);
+        let all = model.post_tenures(conn, "市教育局", "局长", true, |_| true, id);
+        assert_eq!(all.await.unwrap(), [3, 2, 1]);
     }
 
     /// `(version_from, version_to, tenure_id)` of the buffered tenure versions.

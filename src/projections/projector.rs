@@ -1646,7 +1646,7 @@ async fn link_person(
         };
         let same_person = |t: &TenureRow| t.person == f.person;
         let mut holders = model
-            .post_tenures_with(tx, organization, &f.post, false, same_person, |t| {
+            .post_tenures(tx, organization, &f.post, false, same_person, |t| {
                 t.person_id
             })
             .await?;
@@ -1714,7 +1714,14 @@ async fn open_tenure(
     post: &str,
 ) -> Result<Option<TenureRow>, StoreError> {
     Ok(model
-        .post_tenures(tx, organization, post, false, |t| t.person_id == person_id)
+        .post_tenures(
+            tx,
+            organization,
+            post,
+            false,
+            |t| t.person_id == person_id,
+            TenureRow::clone,
+        )
         .await?
         .into_iter()
         .next())
@@ -1909,15 +1916,23 @@ async fn withdraw(
     let f = &w.fact;
     let organization = resolve_alias(tx, model, &f.organization_canonical).await?;
     let reference = Some(ctx.reference.as_str());
+    let withdrawn = |t: &TenureRow| {
+        t.person == f.person
+            && match w.kind {
+                EventKind::Appointment => t.appointing_notice.as_deref() == reference,
+                EventKind::Removal => t.ending_notice.as_deref() == reference,
+                EventKind::Confirmation => t.probation_outcome.as_deref() == Some("confirmed"),
+            }
+    };
     let matching = model
-        .post_tenures(tx, &organization, &f.post, true, |t| {
-            t.person == f.person
-                && match w.kind {
-                    EventKind::Appointment => t.appointing_notice.as_deref() == reference,
-                    EventKind::Removal => t.ending_notice.as_deref() == reference,
-                    EventKind::Confirmation => t.probation_outcome.as_deref() == Some("confirmed"),
-                }
-        })
+        .post_tenures(
+            tx,
+            &organization,
+            &f.post,
+            true,
+            withdrawn,
+            TenureRow::clone,
+        )
         .await?;
     let Some(mut tenure) = matching.into_iter().next() else {
         return warn(
