@@ -150,6 +150,8 @@ struct Report {
     store_append: Duration,
     rebuild: Duration,
     raw_scan: Duration,
+    /// renmian's own replay read ([`replay_read`]), for the Python peer's replay.
+    replay_read: Duration,
     /// The database copying the rebuilt read models into new tables ([`read_model_floor`]).
     floor: Duration,
     holders: Vec<Duration>,
@@ -348,6 +350,8 @@ async fn run(
     eprintln!("[{backend}] ceiling: raw ordered scan + decode");
     r.raw_scan = raw_scan(url).await;
     assert!(r.raw_scan > Duration::ZERO);
+    eprintln!("[{backend}] renmian's replay read: Database::read_log + decode");
+    r.replay_read = replay_read(registry.database()).await;
     eprintln!("[{backend}] floor: the database copying the read models into new tables");
     r.floor = read_model_floor(url).await;
 
@@ -1065,6 +1069,38 @@ async fn raw_scan(url: &str) -> Duration {
     elapsed
 }
 
+/// renmian's own read of the whole log for a replay, as a rebuild reads it: `Database::read_log`
+/// (a connection of the driver's own type, the columns a replay needs, 2 000 events a
+/// batch, the next batch read while this one is decoded) and each payload decoded into a
+/// `RegistryEvent`. What to set beside the Python peer's replay, which reads its own
+/// stored events back; the ceiling above reads every column.
+async fn replay_read(db: &Database) -> Duration {
+    let (batches, mut received) = tokio::sync::mpsc::channel(2);
+    let started = Instant::now();
+    let reader = {
+        let db = db.clone();
+        tokio::spawn(async move { db.read_log(0, 2000, batches).await })
+    };
+    let upcasters = renmian::store::upcasters();
+    let mut decoded = 0usize;
+    while let Some(batch) = received.recv().await {
+        let batch = batch.expect("read the log");
+        if batch.is_empty() {
+            break;
+        }
+        for event in &batch {
+            let _: RegistryEvent =
+                renmian::projections::projector::decode_event(event, &upcasters).expect("decode");
+            decoded += 1;
+        }
+    }
+    drop(received);
+    reader.await.expect("the reader");
+    let elapsed = started.elapsed();
+    assert!(decoded > 0);
+    elapsed
+}
+
 /// The least time in which the database itself can write the read models a rebuild wrote:
 /// it copies every `rm_*` table into a new table of its own with `INSERT … SELECT`, builds
 /// the same indexes and commits, all in one transaction, as a rebuild does (SQLite: into
@@ -1502,6 +1538,10 @@ fn print_report(o: &Options, reports: &[Report]) {
     row("ceiling: ordered scan + decode, events/s", &|r| {
         format!("{:.0}", rate(r.events, r.raw_scan))
     });
+    row(
+        "renmian's replay read (`Database::read_log` + decode, for the Python peer), events/s",
+        &|r| format!("{:.0}", rate(r.events, r.replay_read)),
+    );
     row("**rebuild / ceiling**", &|r| {
         format!("**{:.1}%**", percent(r.raw_scan, r.rebuild))
     });
