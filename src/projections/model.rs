@@ -2409,13 +2409,11 @@ mod tests {
     }
 
     async fn holders(model: &mut Model, date: &str) -> Vec<String> {
-        let rows = model
-            .holders_on(&mut Conn::none(), "市教育局", "局长", date, |t| {
-                t.person.clone()
-            })
+        let person = |t: &TenureRow| t.person.clone();
+        model
+            .holders_on(&mut Conn::none(), "市教育局", "局长", date, person)
             .await
-            .expect("a complete model reads nothing");
-        rows
+            .expect("a complete model reads nothing")
     }
 
     /// A post's ended tenures are kept apart from its open ones; a holders lookup still sees
