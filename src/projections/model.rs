@@ -1154,15 +1154,6 @@ impl Model {
         &mut self,
         tx: &mut Conn<'_>,
         name: &str,
-    ) -> Result<Option<String>, StoreError> {
-        Ok(self.alias_of(tx, name).await?.map(str::to_string))
-    }
-
-    /// [`Model::alias`], borrowed.
-    pub async fn alias_of(
-        &mut self,
-        tx: &mut Conn<'_>,
-        name: &str,
     ) -> Result<Option<&str>, StoreError> {
         if !self.aliases.contains_key(name) {
             self.load_aliases(tx, &[name]).await?;

@@ -1579,7 +1579,7 @@ async fn fact_prelude(
     names.retain(|n| !n.starts_with(['市', '县', '区']));
     names.dedup();
     for name in names {
-        if model.alias_of(tx, name).await?.is_none() {
+        if model.alias(tx, name).await?.is_none() {
             // the first mapping of a name wins
             model.add_alias(name.to_string(), &organization, event.position);
         }
@@ -1611,7 +1611,8 @@ async fn resolve_alias(
     Ok(model
         .alias(tx, canonical)
         .await?
-        .unwrap_or_else(|| canonical.to_string()))
+        .unwrap_or(canonical)
+        .to_string())
 }
 
 /// The person a fact's name means. A name links to an existing person record only when
