@@ -558,6 +558,12 @@ const BARE_EVENTS: &str = "CREATE TABLE events_raw (position BIGINT PRIMARY KEY,
     document_number TEXT, source_line BIGINT, clause TEXT, prev_hash TEXT NOT NULL, \
     hash TEXT NOT NULL)";
 
+/// PostgreSQL: the ceilings' payloads compressed as renmian's own (migration 0016), so that
+/// both store the same bytes the same way.
+const BARE_EVENTS_POSTGRES_STORAGE: &str = "DO $$ BEGIN \
+    EXECUTE 'ALTER TABLE events_raw ALTER COLUMN payload SET COMPRESSION lz4'; \
+    EXCEPTION WHEN feature_not_supported THEN NULL; END $$";
+
 /// The ceilings' table: the 15 columns of `events` and its key, nothing else (no other
 /// index, no trigger, no head row), new in a database of its own (`tag` names the SQLite
 /// file; on PostgreSQL the ceiling database's one table is made anew), written through
@@ -592,6 +598,10 @@ impl BareTable {
                     .await
                     .expect("drop");
                 sqlx::query(ddl).execute(&pool).await.expect("ddl");
+                sqlx::raw_sql(BARE_EVENTS_POSTGRES_STORAGE)
+                    .execute(&pool)
+                    .await
+                    .expect("storage");
                 Self::Postgres(pool)
             }
         }
@@ -989,6 +999,10 @@ impl IngestFloor {
                 .execute(&target)
                 .await
                 .expect("ddl");
+            sqlx::raw_sql(BARE_EVENTS_POSTGRES_STORAGE)
+                .execute(&target)
+                .await
+                .expect("storage");
             Self::Postgres {
                 source: sqlx::PgConnection::connect(url).await.expect("connect"),
                 target,
