@@ -16,14 +16,16 @@ use renmian::store::{Database, DatabaseOptions, StoreError};
 use sqlx::{Connection, PgConnection, Row};
 
 /// The live read-model tables as the catalog describes them: columns (type, NOT NULL,
-/// default), constraints, indexes, storage parameters, grants and comments; with the
-/// schemas of the database.
+/// compression, default), constraints, indexes, storage parameters, grants and comments;
+/// with the schemas of the database.
 async fn catalog(conn: &mut PgConnection) -> Vec<String> {
     let tables = sqlx::query(
         "SELECT c.relname::text || ' | ' || \
            COALESCE(array_to_string(c.reloptions, ','), '') || ' | ' || \
            (SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod) \
               || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END \
+              || CASE WHEN a.attcompression <> '' THEN ' compression ' || a.attcompression::text \
+                 ELSE '' END \
               || COALESCE(' default ' || pg_get_expr(d.adbin, d.adrelid), '') \
               || COALESCE(' -- ' || col_description(c.oid, a.attnum), ''), ', ' \
               ORDER BY a.attnum) \
@@ -99,6 +101,24 @@ async fn unanalysed(conn: &mut PgConnection) -> Vec<String> {
          WHERE n.nspname = current_schema() AND c.relkind = 'r' AND c.relname LIKE 'rm\\_%' \
            AND c.relname <> 'rm_ingest_requests' \
            AND NOT EXISTS (SELECT 1 FROM pg_statistic s WHERE s.starelid = c.oid) \
+         ORDER BY 1",
+    )
+    .await
+}
+
+/// The read-model tables with a page not marked all-visible in their visibility maps.
+async fn not_all_visible(conn: &mut PgConnection) -> Vec<String> {
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_visibility")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    names(
+        conn,
+        "SELECT c.relname::text AS name FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = current_schema() AND c.relkind = 'r' AND c.relname LIKE 'rm\\_%' \
+           AND (SELECT all_visible FROM pg_visibility_map_summary(c.oid)) \
+               < pg_relation_size(c.oid) / current_setting('block_size')::bigint \
          ORDER BY 1",
     )
     .await
@@ -364,6 +384,61 @@ async fn the_swapped_in_tables_go_live_analysed_with_their_copied_rows_frozen() 
     assert_eq!(posts.get::<i64, _>("all_frozen"), 0);
 }
 
+/// The compression method of `table.column` (`pg_attribute.attcompression`: `l` for lz4,
+/// empty for the default).
+async fn compression(conn: &mut PgConnection, table: &str, column: &str) -> String {
+    sqlx::query_scalar(
+        "SELECT attcompression::text FROM pg_attribute \
+         WHERE attrelid = to_regclass($1) AND attname = $2",
+    )
+    .bind(table)
+    .bind(column)
+    .fetch_one(conn)
+    .await
+    .unwrap()
+}
+
+/// A notice's text, the one large value, is compressed with lz4 in the log's payloads and
+/// in `rm_notices.source_text` (migration `postgres/0016`), also after a rebuild, and
+/// the stored texts say so; on a server built without lz4 both stay with the default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn notice_texts_are_compressed_with_lz4_before_and_after_a_rebuild() {
+    let Some((db, registry)) = postgres_with_history().await else {
+        return;
+    };
+    let mut conn = connect(&db).await;
+    let lz4 = sqlx::query("SET default_toast_compression = lz4")
+        .execute(&mut conn)
+        .await
+        .is_ok();
+    sqlx::query("RESET default_toast_compression")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (setting, method) = if lz4 { ("l", "lz4") } else { ("", "pglz") };
+    let methods = "SELECT DISTINCT pg_column_compression(source_text) AS name FROM rm_notices \
+                   WHERE pg_column_compression(source_text) IS NOT NULL";
+    assert_eq!(compression(&mut conn, "events", "payload").await, setting);
+    for rebuilt in [false, true] {
+        if rebuilt {
+            registry.projector().rebuild().await.unwrap();
+        }
+        assert_eq!(
+            compression(&mut conn, "rm_notices", "source_text").await,
+            setting,
+            "rebuilt: {rebuilt}"
+        );
+        assert_eq!(
+            names(&mut conn, methods).await,
+            [method],
+            "rebuilt: {rebuilt}"
+        );
+    }
+    let payloads = "SELECT DISTINCT pg_column_compression(payload) AS name FROM events \
+                    WHERE pg_column_compression(payload) IS NOT NULL";
+    assert_eq!(names(&mut conn, payloads).await, [method]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn text_compares_as_bytes_as_on_sqlite_before_and_after_a_rebuild() {
     let Some((db, registry)) = postgres_with_history().await else {
@@ -515,6 +590,11 @@ async fn a_staged_rebuild_writes_what_a_rebuild_writes_and_drops_only_orphans() 
     assert!(
         unanalysed(&mut conn).await.is_empty(),
         "analysed before the swap"
+    );
+    let unvacuumed = not_all_visible(&mut conn).await;
+    assert!(
+        unvacuumed.is_empty(),
+        "vacuumed before the swap: {unvacuumed:?}"
     );
     // A rebuild from the log drops orphans too.
     sqlx::query("CREATE SCHEMA renmian_stage_died_again")

@@ -411,7 +411,7 @@ impl Projector {
         times
             .writing(staged.write(&self.db, &writes, writers))
             .await?;
-        drop(writes);
+        drop_aside(writes);
         times.replayed();
         let mut tx = RebuildTx::begin(&self.db).await?;
         // The read models were not locked while the rows were written: if another process
@@ -435,8 +435,8 @@ impl Projector {
         }
         tx.commit().await?;
         times.committed();
-        *self.kept.lock().unwrap_or_else(|e| e.into_inner()) = keep.then_some(model);
-        vacuum(&self.db, Upkeep::AfterRebuild).await;
+        self.keep_rebuilt(model, keep);
+        // No `VACUUM` after: the staged tables were vacuumed before the swap.
         times.report(checkpoint, true);
         Ok(Some(checkpoint))
     }
@@ -520,7 +520,7 @@ impl Projector {
         if let Some(batches) = batches {
             batches.finish().await;
         }
-        *self.kept.lock().unwrap_or_else(|e| e.into_inner()) = keep.then_some(model);
+        self.keep_rebuilt(model, keep);
         // PostgreSQL: the dead row versions its UPDATEs left vacuumed away (notices' fact
         // counts, tenure versions closed after they were written: few, since a rebuild
         // holds open versions back; the rows it copied are frozen and visible to all
@@ -565,6 +565,22 @@ impl Projector {
             }
         }
         Ok((model, checkpoint, batches))
+    }
+
+    /// Keeps a rebuild's `model` as the model of the last committed batch when `keep`, else
+    /// lets it go; whatever is let go (it, or the model it replaces) is dropped aside
+    /// ([`drop_aside`]).
+    fn keep_rebuilt(&self, model: Model, keep: bool) {
+        let (kept, unkept) = if keep {
+            (Some(model), None)
+        } else {
+            (None, Some(model))
+        };
+        let replaced = std::mem::replace(
+            &mut *self.kept.lock().unwrap_or_else(|e| e.into_inner()),
+            kept,
+        );
+        drop_aside((replaced, unkept));
     }
 
     /// Starts replaying, alongside a bulk load into an empty registry, the batches it
@@ -927,6 +943,17 @@ impl Receipt {
             warnings: model.buffered_warnings(&first.aggregate_id),
         })
     }
+}
+
+/// Drops `value` on a thread of its own: a rebuild's model and rows are hundreds of MiB
+/// in millions of allocations, and freeing them took a 1M-event bulk load's last 0.6 s
+/// (BENCHMARKS.md, session 35) after everything was committed. Inline when no thread can
+/// be started.
+fn drop_aside<T: Send + 'static>(value: T) {
+    // A thread that cannot start drops its closure, and `value` with it, here.
+    let _ = std::thread::Builder::new()
+        .name("renmian-drop".into())
+        .spawn(move || drop(value));
 }
 
 /// What [`vacuum`] does.
