@@ -271,9 +271,9 @@ impl Staged {
     /// `writers` connections of their own, then indexes them the same way and vacuums and
     /// analyses them (`VACUUM (ANALYZE)`, a table per connection at a time): the tables
     /// come in with their visibility maps set and their statistics fresh, and the rebuild
-    /// needs no `VACUUM` of the live tables after it commits, which took a 1M-event bulk
-    /// load's last 0.9 s on one connection (BENCHMARKS.md, session 35). Nothing changes
-    /// their rows afterwards.
+    /// needs no `VACUUM` of the live tables after it commits, on one connection (~0.3 s of
+    /// a 1M-event bulk load's end, BENCHMARKS.md, session 35). Nothing changes their rows
+    /// afterwards.
     pub async fn write(
         &self,
         db: &Database,
@@ -521,10 +521,10 @@ async fn set_search_path(
     Ok(())
 }
 
-/// Runs `statement` in the simple query protocol: `VACUUM` cannot run in the extended
-/// protocol's implicit transaction, and no statement here is worth a prepared one.
+/// Runs `statement` unprepared, in the simple query protocol (a `&str` without arguments),
+/// as the projector's upkeep sends its `VACUUM`: each statement here runs once, and none is
+/// worth a place in the connection's statement cache.
 async fn execute(tx: &mut PgConnection, statement: &str) -> Result<(), StoreError> {
-    // Without arguments sqlx sends the simple query protocol.
     sqlx::Executor::execute(&mut *tx, statement).await?;
     Ok(())
 }
