@@ -558,11 +558,19 @@ const BARE_EVENTS: &str = "CREATE TABLE events_raw (position BIGINT PRIMARY KEY,
     document_number TEXT, source_line BIGINT, clause TEXT, prev_hash TEXT NOT NULL, \
     hash TEXT NOT NULL)";
 
-/// PostgreSQL: the ceilings' payloads compressed as renmian's own (migration 0016), so that
-/// both store the same bytes the same way.
-const BARE_EVENTS_POSTGRES_STORAGE: &str = "DO $$ BEGIN \
-    EXECUTE 'ALTER TABLE events_raw ALTER COLUMN payload SET COMPRESSION lz4'; \
-    EXCEPTION WHEN feature_not_supported THEN NULL; END $$";
+/// Creates the ceilings' table on PostgreSQL ([`BARE_EVENTS`]), its payloads compressed as
+/// renmian's own (migration 0016), so that both store the same bytes the same way.
+async fn create_bare_events_postgres(pool: &sqlx::PgPool) {
+    sqlx::query(BARE_EVENTS).execute(pool).await.expect("ddl");
+    sqlx::raw_sql(
+        "DO $$ BEGIN \
+         EXECUTE 'ALTER TABLE events_raw ALTER COLUMN payload SET COMPRESSION lz4'; \
+         EXCEPTION WHEN feature_not_supported THEN NULL; END $$",
+    )
+    .execute(pool)
+    .await
+    .expect("storage");
+}
 
 /// The ceilings' table: the 15 columns of `events` and its key, nothing else (no other
 /// index, no trigger, no head row), new in a database of its own (`tag` names the SQLite
@@ -575,7 +583,6 @@ enum BareTable {
 
 impl BareTable {
     async fn create(ceiling: &Ceiling, tag: &str) -> Self {
-        let ddl = BARE_EVENTS;
         match ceiling {
             Ceiling::Sqlite(path) => {
                 let options = SqliteConnectOptions::new()
@@ -588,7 +595,7 @@ impl BareTable {
                     .connect_with(options)
                     .await
                     .expect("ceiling sqlite");
-                sqlx::query(ddl).execute(&pool).await.expect("ddl");
+                sqlx::query(BARE_EVENTS).execute(&pool).await.expect("ddl");
                 Self::Sqlite(pool)
             }
             Ceiling::Postgres(url) => {
@@ -597,11 +604,7 @@ impl BareTable {
                     .execute(&pool)
                     .await
                     .expect("drop");
-                sqlx::query(ddl).execute(&pool).await.expect("ddl");
-                sqlx::raw_sql(BARE_EVENTS_POSTGRES_STORAGE)
-                    .execute(&pool)
-                    .await
-                    .expect("storage");
+                create_bare_events_postgres(&pool).await;
                 Self::Postgres(pool)
             }
         }
@@ -995,14 +998,7 @@ impl IngestFloor {
             let target = sqlx::PgPool::connect_with(target)
                 .await
                 .expect("floor postgres");
-            sqlx::query(BARE_EVENTS)
-                .execute(&target)
-                .await
-                .expect("ddl");
-            sqlx::raw_sql(BARE_EVENTS_POSTGRES_STORAGE)
-                .execute(&target)
-                .await
-                .expect("storage");
+            create_bare_events_postgres(&target).await;
             Self::Postgres {
                 source: sqlx::PgConnection::connect(url).await.expect("connect"),
                 target,

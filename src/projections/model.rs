@@ -1622,15 +1622,23 @@ impl Model {
         position: i64,
     ) -> Result<(), StoreError> {
         self.load_post(tx, &row.organization, &row.post).await?;
-        let version = self.buffer(row, position);
-        if version.row.withdrawn_position.is_none() {
-            let row = Arc::clone(&version.row);
-            let key = (row.organization.as_str(), row.post.as_str());
-            if let Some(versions) = self.tenures.get_mut(post_key(&key)) {
-                versions.push(version);
-            }
-        }
+        self.add_version(row, position);
         Ok(())
+    }
+
+    /// Buffers `row` as the version starting at `position` ([`Model::buffer`]) and, unless
+    /// it is withdrawn, keeps it among its post's current versions (when the model holds
+    /// the post).
+    fn add_version(&mut self, row: TenureRow, position: i64) {
+        let version = self.buffer(row, position);
+        if version.row.withdrawn_position.is_some() {
+            return;
+        }
+        let row = Arc::clone(&version.row);
+        let key = (row.organization.as_str(), row.post.as_str());
+        if let Some(versions) = self.tenures.get_mut(post_key(&key)) {
+            versions.push(version);
+        }
     }
 
     /// Buffers `row` as the version starting at `position` (or holds it back, see
@@ -1716,15 +1724,7 @@ impl Model {
                     .push((row.tenure_id, current.from, position))
             }
         }
-        let withdrawn = row.withdrawn_position.is_some();
-        let version = self.buffer(row, position);
-        if !withdrawn {
-            let row = Arc::clone(&version.row);
-            let key = (row.organization.as_str(), row.post.as_str());
-            if let Some(versions) = self.tenures.get_mut(post_key(&key)) {
-                versions.push(version);
-            }
-        }
+        self.add_version(row, position);
         Ok(())
     }
 
