@@ -172,6 +172,12 @@ async fn bitemporal_grid_over_a_correction_and_a_revocation(db: TestDb) {
         );
     }
     assert!(recorded.source_text.as_deref().unwrap().contains("王五"));
+    // The text is the correction's from then on (read from the log: `rm_notices` keeps no
+    // copy of it), and the notice's view now is the corrected one.
+    for view in [&corrected_view, &notice] {
+        let text = view.source_text.as_deref().unwrap();
+        assert!(text.contains("王六") && !text.contains("王五"), "{text}");
+    }
     assert_eq!(recorded.events.len(), 3);
     // Post histories at every step, withdrawn tenures included.
     assert_post_histories_read_every_version(&registry, &[p0, p1, p2]).await;

@@ -336,8 +336,8 @@ fn copy_line<'a>(out: &mut String, values: impl IntoIterator<Item = Value<'a>>) 
 /// `text` as a field of `COPY`'s text format: a backslash, tab, newline or carriage return
 /// escaped, the rest copied in runs between them. The four are ASCII, so they never occur
 /// inside another character's UTF-8 bytes; they are found with `memchr`'s SIMD searches
-/// (the notices' source text has a line break every few dozen bytes, a backslash hardly
-/// ever), not byte by byte.
+/// (most fields have none, a clause or a notice's title a line break at most), not byte
+/// by byte.
 fn copy_text(out: &mut String, text: &str) {
     let bytes = text.as_bytes();
     // The next of each kind at or after `from`; each is searched again only once passed,
@@ -617,8 +617,9 @@ fn insert_target(insert: &str) -> Option<&str> {
         .map(str::trim)
 }
 
-/// Index of `rm_notices.event_count` in [`Writes::notices`] rows.
-const NOTICE_EVENT_COUNT: usize = 11;
+/// Columns of [`Writes::notices`] rows, and the index of `rm_notices.event_count` in them.
+const NOTICE_COLUMNS: usize = 14;
+const NOTICE_EVENT_COUNT: usize = 10;
 
 /// Rows and changes not written yet, in the order [`Model::flush`] writes them.
 pub(super) struct Writes {
@@ -649,9 +650,9 @@ impl Writes {
             backend,
             notices: Rows::new(
                 "INSERT INTO rm_notices (notice_id, notice_key, document_number, issuer, title, \
-                 issued_on, jurisdiction, content_hash, source_text, remarks, revokes, event_count, \
+                 issued_on, jurisdiction, content_hash, remarks, revokes, event_count, \
                  recorded_position, recorded_at, actor) VALUES",
-                15,
+                NOTICE_COLUMNS,
                 "",
             ),
             requests: Rows::new(
@@ -1842,9 +1843,10 @@ enum Piece {
     Tenures(std::ops::Range<usize>),
 }
 
-/// The pieces of a staged write, in the order the writers take them: the notices first
-/// (their source texts make them the largest table after the tenures), then the tenure
-/// versions in slices, then the other tables. `rows[i]`: rows of [`Writes::tables`]' table `i`.
+/// The pieces of a staged write, in the order the writers take them: the tenure versions in
+/// slices (nine tenths of the bytes), then the other tables, larger first — warnings,
+/// notices, persons — so that the two writers end close together. `rows[i]`: rows of
+/// [`Writes::tables`]' table `i`.
 fn pieces(rows: [usize; 8], tenures: usize) -> VecDeque<Piece> {
     let tables = |which: &[usize]| {
         which
@@ -1856,11 +1858,7 @@ fn pieces(rows: [usize; 8], tenures: usize) -> VecDeque<Piece> {
     let slices = (0..tenures)
         .step_by(STAGED_TENURE_ROWS)
         .map(|start| Piece::Tenures(start..tenures.min(start + STAGED_TENURE_ROWS)));
-    tables(&[0])
-        .into_iter()
-        .chain(slices)
-        .chain(tables(&[1, 2, 3, 4, 5, 6, 7]))
-        .collect()
+    slices.chain(tables(&[2, 0, 6, 1, 3, 4, 5, 7])).collect()
 }
 
 impl Writes {
@@ -2516,7 +2514,7 @@ mod tests {
     }
 
     fn notice_row(notice_id: &str) -> Vec<Cell> {
-        let mut row: Vec<Cell> = (0..15).map(|_| Cell::Text(None)).collect();
+        let mut row: Vec<Cell> = (0..NOTICE_COLUMNS).map(|_| Cell::Text(None)).collect();
         row[0] = notice_id.into();
         row[NOTICE_EVENT_COUNT] = 0i64.into();
         row
@@ -2557,7 +2555,7 @@ mod tests {
         assert_eq!(notices[0][0], Value::Text(Some("n1")));
         assert_eq!(
             *staging.queue.lock().unwrap(),
-            [Piece::Table(0), Piece::Tenures(0..2)]
+            [Piece::Tenures(0..2), Piece::Table(0)]
         );
 
         // Without the first write, the close and the counts name rows nobody sends.
@@ -2571,17 +2569,18 @@ mod tests {
     }
 
     #[test]
-    fn a_staged_write_sends_the_notices_then_the_tenures_in_slices_then_the_rest() {
+    fn a_staged_write_sends_the_tenures_in_slices_then_the_larger_tables_first() {
         let slice = STAGED_TENURE_ROWS;
         assert_eq!(
-            pieces([5, 0, 3, 0, 0, 0, 2, 0], 2 * slice + 7),
+            pieces([5, 0, 3, 0, 0, 1, 2, 0], 2 * slice + 7),
             [
-                Piece::Table(0),
                 Piece::Tenures(0..slice),
                 Piece::Tenures(slice..2 * slice),
                 Piece::Tenures(2 * slice..2 * slice + 7),
                 Piece::Table(2),
+                Piece::Table(0),
                 Piece::Table(6),
+                Piece::Table(5),
             ]
         );
         assert!(pieces([0; 8], 0).is_empty());

@@ -1541,7 +1541,6 @@ async fn record_notice(
         n.issued_on.clone().into(),
         n.jurisdiction.clone().into(),
         n.content_hash.as_str().into(),
-        n.source_text.as_str().into(),
         serde_json::to_string(&n.remarks).unwrap_or_default().into(),
         serde_json::to_string(&n.revokes).unwrap_or_default().into(),
         0i64.into(),
@@ -2040,14 +2039,13 @@ async fn correct(
         tx,
         sqlx::query(
             "UPDATE rm_notices SET title = $1, issued_on = $2, remarks = $3, content_hash = $4, \
-         source_text = $5, corrected_position = $6, corrected_at = $7, corrected_reason = $8, \
-         correction_count = correction_count + 1 WHERE notice_id = $9",
+         corrected_position = $5, corrected_at = $6, corrected_reason = $7, \
+         correction_count = correction_count + 1 WHERE notice_id = $8",
         )
         .bind(&c.title)
         .bind(&c.issued_on)
         .bind(serde_json::to_string(&c.remarks).unwrap_or_default())
         .bind(&c.content_hash)
-        .bind(&c.source_text)
         .bind(event.position)
         .bind(&event.recorded_at)
         .bind(&c.reason)

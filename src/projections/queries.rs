@@ -297,7 +297,7 @@ pub struct NoticeView {
 }
 
 /// A notice's view as the registry held it right after position `p`, from its events up to
-/// `p` (`known`): the heading and text of its last correction by then (or as recorded), its
+/// `p` (`known`): the heading of its last correction by then (or as recorded), its
 /// corrections and facts by then, not revoked after it. The row holds the latest of each,
 /// which a correction or a confirmation recorded later has changed.
 fn as_known_then(view: &mut NoticeView, known: &[StoredEvent], p: i64) -> Result<(), StoreError> {
@@ -311,28 +311,12 @@ fn as_known_then(view: &mut NoticeView, known: &[StoredEvent], p: i64) -> Result
     let upcasters = crate::store::upcasters();
     for event in known {
         match super::projector::decode_event(event, &upcasters)? {
-            RegistryEvent::NoticeRecorded(n) => set_text(
-                view,
-                (
-                    n.title,
-                    n.issued_on,
-                    n.remarks,
-                    n.content_hash,
-                    n.source_text,
-                ),
-            ),
+            RegistryEvent::NoticeRecorded(n) => {
+                set_heading(view, (n.title, n.issued_on, n.remarks, n.content_hash))
+            }
             RegistryEvent::NoticeCorrected(c) => {
                 corrections += 1;
-                set_text(
-                    view,
-                    (
-                        c.title,
-                        c.issued_on,
-                        c.remarks,
-                        c.content_hash,
-                        c.source_text,
-                    ),
-                );
+                set_heading(view, (c.title, c.issued_on, c.remarks, c.content_hash));
                 view.corrected_position = Some(event.position);
                 view.corrected_at = Some(event.recorded_at.clone());
                 view.corrected_reason = Some(c.reason);
@@ -353,19 +337,35 @@ fn as_known_then(view: &mut NoticeView, known: &[StoredEvent], p: i64) -> Result
     Ok(())
 }
 
-/// A notice's heading and text: title, date, remarks, content hash and source text.
-type NoticeText = (String, Option<String>, Vec<String>, String, String);
+/// A notice's heading: title, date, remarks and content hash.
+type NoticeHeading = (String, Option<String>, Vec<String>, String);
 
-/// Sets a view's heading and text (its source text only where the view carries one).
-fn set_text(view: &mut NoticeView, text: NoticeText) {
-    let (title, issued_on, remarks, content_hash, source_text) = text;
+fn set_heading(view: &mut NoticeView, heading: NoticeHeading) {
+    let (title, issued_on, remarks, content_hash) = heading;
     view.title = title;
     view.issued_on = issued_on;
     view.remarks = remarks;
     view.content_hash = content_hash;
-    if view.source_text.is_some() {
-        view.source_text = Some(source_text);
-    }
+}
+
+/// A notice's text as its events (`events`, the notice's own, in order) last gave it: that of
+/// its last correction among them, else as recorded. The log is the one place it is kept
+/// (`rm_notices` does not copy it; migration 0017), and only that event is decoded.
+fn source_text_of(events: &[StoredEvent]) -> Result<Option<String>, StoreError> {
+    let Some(event) = events
+        .iter()
+        .rev()
+        .find(|e| matches!(e.event_type.as_str(), "NoticeRecorded" | "NoticeCorrected"))
+    else {
+        return Ok(None);
+    };
+    Ok(
+        match super::projector::decode_event(event, &crate::store::upcasters())? {
+            RegistryEvent::NoticeRecorded(n) => Some(n.source_text),
+            RegistryEvent::NoticeCorrected(c) => Some(c.source_text),
+            _ => None,
+        },
+    )
 }
 
 pub(crate) const TENURE_SELECT: &str = "SELECT t.*, e1.recorded_at AS recorded_at, \
@@ -1184,9 +1184,6 @@ impl Queries {
 
     async fn complete(&self, row: &AnyRow, with_detail: bool) -> Result<NoticeView, QueryError> {
         let mut view = Self::notice_from_row(row)?;
-        if with_detail {
-            view.source_text = Some(row.try_get("source_text")?);
-        }
         let events = if with_detail || self.as_of.is_some() {
             self.db
                 .aggregate_events("notice", &view.notice_id, 0)
@@ -1205,6 +1202,7 @@ impl Queries {
         };
         view.warnings = self.warnings(&view.notice_id).await?;
         if with_detail {
+            view.source_text = source_text_of(&events)?;
             view.events = events;
         }
         Ok(view)

@@ -1,0 +1,9 @@
+-- A notice's text is kept once, in the log: in the payload of its `NoticeRecorded` event (or
+-- of its last `NoticeCorrected`), which a notice's detail reads anyway (its events are part
+-- of it). `rm_notices` copied it too: about 1.8 KB per notice, the one large value among the
+-- read models (at 1M events 74 MB of text). Every ingest, bulk load and rebuild wrote it,
+-- compressed it and (in a rebuild) sent it through `COPY` a second time (BENCHMARKS.md,
+-- session 36). A read model, so nothing is lost: the events hold every version of the text.
+-- PostgreSQL only marks the column dropped; its space is reused as rows are written again,
+-- and a rebuild's new tables (`LIKE … INCLUDING ALL`) do not have it.
+ALTER TABLE rm_notices DROP COLUMN source_text;
