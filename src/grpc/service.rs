@@ -103,7 +103,7 @@ impl RegistryService {
                 continue;
             }
             let id = NoticeKey::for_notice(notice).aggregate_id().to_string();
-            match self.registry.queries().notice(&id).await {
+            match self.registry.queries().notice_summary(&id).await {
                 Ok(view) if view.content_hash == content_hash(notice) => {}
                 Ok(_) => return Err(reused()),
                 Err(e) => match RegistryError::from(e) {
