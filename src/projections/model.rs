@@ -1844,9 +1844,9 @@ enum Piece {
 }
 
 /// The pieces of a staged write, in the order the writers take them: the tenure versions in
-/// slices (nine tenths of the bytes), then the other tables, larger first — warnings,
-/// notices, persons — so that the two writers end close together. `rows[i]`: rows of
-/// [`Writes::tables`]' table `i`.
+/// slices (88 % of the read models' bytes at 1M events), then the other tables, larger first
+/// — notices, warnings, persons (19, 15 and 7 MB) — so that the writers end close together.
+/// `rows[i]`: rows of [`Writes::tables`]' table `i`.
 fn pieces(rows: [usize; 8], tenures: usize) -> VecDeque<Piece> {
     let tables = |which: &[usize]| {
         which
@@ -1858,7 +1858,7 @@ fn pieces(rows: [usize; 8], tenures: usize) -> VecDeque<Piece> {
     let slices = (0..tenures)
         .step_by(STAGED_TENURE_ROWS)
         .map(|start| Piece::Tenures(start..tenures.min(start + STAGED_TENURE_ROWS)));
-    slices.chain(tables(&[2, 0, 6, 1, 3, 4, 5, 7])).collect()
+    slices.chain(tables(&[0, 2, 6, 1, 3, 4, 5, 7])).collect()
 }
 
 impl Writes {
@@ -2577,8 +2577,8 @@ mod tests {
                 Piece::Tenures(0..slice),
                 Piece::Tenures(slice..2 * slice),
                 Piece::Tenures(2 * slice..2 * slice + 7),
-                Piece::Table(2),
                 Piece::Table(0),
+                Piece::Table(2),
                 Piece::Table(6),
                 Piece::Table(5),
             ]
