@@ -1862,6 +1862,27 @@ fn pieces(rows: [usize; 8], tenures: usize) -> VecDeque<Piece> {
 }
 
 impl Writes {
+    /// The tables a staged write ([`Writes::write_staged`]) fills with `COPY` alone, no
+    /// `ON CONFLICT` clause needing their keys: a staged rebuild adds their primary keys
+    /// and unique constraints once the rows are in, one sort each, instead of inserting
+    /// into them row by row (`shadow.rs`; `rm_tenures` at 1M events: 6.8–6.9 s of
+    /// `INSERT` with its key, 3.7–4.7 s without it and 0.8 s to add it; BENCHMARKS.md,
+    /// session 36).
+    pub(super) fn copied_tables() -> Vec<&'static str> {
+        let writes = Self::new(Backend::Postgres);
+        let copied: Vec<&'static str> = writes
+            .tables()
+            .into_iter()
+            .filter(|rows| rows.tail.is_empty())
+            .map(|rows| rows.head)
+            .collect();
+        copied
+            .into_iter()
+            .chain([TENURE_INSERT])
+            .filter_map(|insert| insert_target(insert)?.split([' ', '(']).next())
+            .collect()
+    }
+
     /// Each table's rows, in [`Writes::write`]'s order.
     fn tables(&self) -> [&Rows; 8] {
         [
@@ -2565,6 +2586,22 @@ mod tests {
                 .to_string()
                 .contains("found 0 of the 1 tenure versions"),
             "{error}"
+        );
+    }
+
+    /// The tables whose keys a staged rebuild adds after their rows: those it copies, never
+    /// one written with `ON CONFLICT`, which would find no key to conflict on.
+    #[test]
+    fn a_staged_write_copies_the_tables_whose_keys_come_after_it() {
+        assert_eq!(
+            Writes::copied_tables(),
+            [
+                "rm_notices",
+                "rm_notice_warnings",
+                "rm_organization_aliases",
+                "rm_persons",
+                "rm_tenures"
+            ]
         );
     }
 

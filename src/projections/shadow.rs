@@ -66,6 +66,9 @@ pub struct Shadow {
     search_path: String,
     /// The live tables' secondary indexes, created on the new tables once the rows are in.
     indexes: Vec<String>,
+    /// Primary keys and unique constraints left to add once the rows are in ([`Staged`]:
+    /// the tables it fills with `COPY` alone); empty for a [`Shadow::create`]d one.
+    keys: Vec<String>,
     /// The comments on any of the live tables' indexes, once the indexes are built.
     comments: Vec<String>,
 }
@@ -74,7 +77,7 @@ impl Shadow {
     /// Creates the new, empty tables in the transaction and points its unqualified names at
     /// them.
     pub async fn create(tx: &mut PgConnection) -> Result<Self, StoreError> {
-        let shadow = Self::create_in(tx, SHADOW_SCHEMA).await?;
+        let shadow = Self::create_in(tx, SHADOW_SCHEMA, &[]).await?;
         set_search_path(
             tx,
             &format!("{SHADOW_SCHEMA}, {}", shadow.search_path),
@@ -84,8 +87,13 @@ impl Shadow {
         Ok(shadow)
     }
 
-    /// Creates `schema` and in it the new, empty tables.
-    async fn create_in(tx: &mut PgConnection, schema: &str) -> Result<Self, StoreError> {
+    /// Creates `schema` and in it the new, empty tables; those of `keys_later` without
+    /// their primary keys and unique constraints, kept in `keys` to add once the rows are in.
+    async fn create_in(
+        tx: &mut PgConnection,
+        schema: &str,
+        keys_later: &[&str],
+    ) -> Result<Self, StoreError> {
         let row = sqlx::query(
             "SELECT quote_ident(n.nspname) AS live_schema, \
              current_setting('search_path') AS search_path \
@@ -104,7 +112,7 @@ impl Shadow {
         let live_schema: String = row.try_get("live_schema")?;
         let search_path: String = row.try_get("search_path")?;
         execute(tx, &format!("CREATE SCHEMA {schema}")).await?;
-        let (mut indexes, mut comments) = (Vec::new(), Vec::new());
+        let (mut indexes, mut keys, mut comments) = (Vec::new(), Vec::new(), Vec::new());
         for table in READ_MODEL_TABLES {
             let live = format!("{live_schema}.{table}");
             let new = format!("{schema}.{table}");
@@ -113,8 +121,13 @@ impl Shadow {
                 &format!("CREATE TABLE {new} (LIKE {live} INCLUDING ALL EXCLUDING INDEXES)"),
             )
             .await?;
-            for statement in copied_definitions(tx, &live, &new).await? {
-                execute(tx, &statement).await?;
+            let later = keys_later.contains(table);
+            for (step, statement) in copied_definitions(tx, &live, &new).await? {
+                match step {
+                    Definition::Key if later => keys.push(statement),
+                    Definition::KeyComment if later => comments.push(statement),
+                    _ => execute(tx, &statement).await?,
+                }
             }
             let (definitions, on_indexes) = secondary_indexes(tx, &live, &new, schema).await?;
             indexes.extend(definitions);
@@ -125,6 +138,7 @@ impl Shadow {
             live_schema,
             search_path,
             indexes,
+            keys,
             comments,
         })
     }
@@ -262,7 +276,7 @@ impl Staged {
             .execute(&mut owner)
             .await?;
         let mut tx = Connection::begin(&mut owner).await?;
-        let shadow = Shadow::create_in(&mut tx, &schema).await?;
+        let shadow = Shadow::create_in(&mut tx, &schema, &Writes::copied_tables()).await?;
         tx.commit().await?;
         Ok(Self { shadow, owner })
     }
@@ -290,7 +304,14 @@ impl Staged {
         let started = Instant::now();
         Writes::write_staged(writes, &mut conns).await?;
         let written = started.elapsed();
-        in_parallel(&mut conns, &self.shadow.indexes).await?;
+        let keys_and_indexes: Vec<String> = self
+            .shadow
+            .keys
+            .iter()
+            .chain(&self.shadow.indexes)
+            .cloned()
+            .collect();
+        in_parallel(&mut conns, &keys_and_indexes).await?;
         for comment in &self.shadow.comments {
             execute(&mut conns[0], comment).await?;
         }
@@ -305,7 +326,7 @@ impl Staged {
         tracing::debug!(
             writers,
             rows = ?written,
-            indexes = ?indexed - written,
+            keys_and_indexes = ?indexed - written,
             vacuum_and_statistics = ?started.elapsed() - indexed,
             "a staged rebuild wrote its tables"
         );
@@ -404,17 +425,28 @@ fn gives_way(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("55P03" | "40P01")))
 }
 
-/// What `LIKE … INCLUDING ALL EXCLUDING INDEXES` leaves out, as statements on `new`: the
-/// primary key and unique constraints of `live` (same names) with their comments, its
-/// storage parameters, its comment and its grants.
+/// What a statement of [`copied_definitions`] adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Definition {
+    /// A primary key or unique constraint.
+    Key,
+    /// A comment on one.
+    KeyComment,
+    /// Storage parameters, the table's comment or a grant.
+    Other,
+}
+
+/// What `LIKE … INCLUDING ALL EXCLUDING INDEXES` leaves out, as statements on `new`, in the
+/// order to run them: the primary key and unique constraints of `live` (same names) with
+/// their comments, its storage parameters, its comment and its grants.
 async fn copied_definitions(
     tx: &mut PgConnection,
     live: &str,
     new: &str,
-) -> Result<Vec<String>, StoreError> {
+) -> Result<Vec<(Definition, String)>, StoreError> {
     let rows = sqlx::query(
         "WITH t AS (SELECT to_regclass($1::text) AS oid) \
-         SELECT statement FROM ( \
+         SELECT step, statement FROM ( \
            SELECT 1 AS step, c.contype::text || c.conname::text AS k, format('ALTER TABLE %s ADD \
              CONSTRAINT %I %s', $2::text, c.conname, pg_get_constraintdef(c.oid)) AS statement \
            FROM pg_constraint c JOIN t ON c.conrelid = t.oid WHERE c.contype IN ('p', 'u') \
@@ -443,10 +475,16 @@ async fn copied_definitions(
     .bind(new)
     .fetch_all(&mut *tx)
     .await?;
-    Ok(rows
-        .iter()
-        .map(|row| row.try_get("statement"))
-        .collect::<Result<_, _>>()?)
+    rows.iter()
+        .map(|row| {
+            let step = match row.try_get::<i32, _>("step")? {
+                1 => Definition::Key,
+                2 => Definition::KeyComment,
+                _ => Definition::Other,
+            };
+            Ok((step, row.try_get("statement")?))
+        })
+        .collect()
 }
 
 /// The secondary indexes of `live` (those of no constraint), as statements creating them on
