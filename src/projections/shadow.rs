@@ -254,8 +254,10 @@ pub const STAGE_LOCK_CLASS: i32 = 0x726d_5354; // "rmST"
 ///    Any such schema whose lock nobody holds (its rebuild's process died) is dropped by
 ///    the next rebuild ([`drop_orphaned_stages`]).
 /// 2. [`Staged::write`]: the rows, by connections of their own, a piece at a time
-///    (`Writes::write_staged`); then the indexes and statistics, a statement per table or
-///    index, the same way. Each piece commits on its own: readers never look in this schema.
+///    (`Writes::write_staged`); then the keys of the tables filled by `COPY` alone (created
+///    without them: one sort each instead of a B-tree insert per row), the indexes and the
+///    statistics, a statement per table or index, the same way. Each piece commits on its
+///    own: readers never look in this schema.
 /// 3. [`Staged::swap`], in the rebuild's transaction under the checkpoint's lock: the live
 ///    tables dropped and the new ones moved in, as [`Shadow::swap`] does; the schema goes
 ///    with them. Then [`Staged::release`]; or, if anything failed, [`Staged::discard`].
@@ -282,7 +284,8 @@ impl Staged {
     }
 
     /// Writes `writes` (every write of the rebuild, in order) into the new tables through
-    /// `writers` connections of their own, then indexes them the same way and vacuums and
+    /// `writers` connections of their own, then adds the keys left for after the rows
+    /// (`Writes::copied_tables`) and indexes them the same way, and vacuums and
     /// analyses them (`VACUUM (ANALYZE)`, a table per connection at a time): the tables
     /// come in with their visibility maps set and their statistics fresh, and the rebuild
     /// needs no `VACUUM` of the live tables after it commits, on one connection (~0.3 s of
