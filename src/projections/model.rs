@@ -1848,17 +1848,14 @@ enum Piece {
 /// — notices, warnings, persons (19, 15 and 7 MB) — so that the writers end close together.
 /// `rows[i]`: rows of [`Writes::tables`]' table `i`.
 fn pieces(rows: [usize; 8], tenures: usize) -> VecDeque<Piece> {
-    let tables = |which: &[usize]| {
-        which
-            .iter()
-            .filter(|&&t| rows[t] > 0)
-            .map(|&t| Piece::Table(t))
-            .collect::<Vec<_>>()
-    };
     let slices = (0..tenures)
         .step_by(STAGED_TENURE_ROWS)
         .map(|start| Piece::Tenures(start..tenures.min(start + STAGED_TENURE_ROWS)));
-    slices.chain(tables(&[0, 2, 6, 1, 3, 4, 5, 7])).collect()
+    let tables = [0, 2, 6, 1, 3, 4, 5, 7]
+        .into_iter()
+        .filter(|&t| rows[t] > 0)
+        .map(Piece::Table);
+    slices.chain(tables).collect()
 }
 
 impl Writes {
@@ -1869,15 +1866,11 @@ impl Writes {
     /// `INSERT` with its key, 3.7–4.7 s without it and 0.8 s to add it; BENCHMARKS.md,
     /// session 36).
     pub(super) fn copied_tables() -> Vec<&'static str> {
-        let writes = Self::new(Backend::Postgres);
-        let copied: Vec<&'static str> = writes
+        Self::new(Backend::Postgres)
             .tables()
             .into_iter()
             .filter(|rows| rows.tail.is_empty())
             .map(|rows| rows.head)
-            .collect();
-        copied
-            .into_iter()
             .chain([TENURE_INSERT])
             .filter_map(|insert| insert_target(insert)?.split([' ', '(']).next())
             .collect()

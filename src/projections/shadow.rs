@@ -64,11 +64,11 @@ pub struct Shadow {
     live_schema: String,
     /// The `search_path` of the connection that created the tables, before any change.
     search_path: String,
-    /// The live tables' secondary indexes, created on the new tables once the rows are in.
+    /// What is built on the new tables once the rows are in: first the primary keys and
+    /// unique constraints left for then ([`Staged`]: of the tables it fills with `COPY`
+    /// alone; none for a [`Shadow::create`]d one), so that connections building them at
+    /// once take different tables; then the live tables' secondary indexes.
     indexes: Vec<String>,
-    /// Primary keys and unique constraints left to add once the rows are in ([`Staged`]:
-    /// the tables it fills with `COPY` alone); empty for a [`Shadow::create`]d one.
-    keys: Vec<String>,
     /// The comments on any of the live tables' indexes, once the indexes are built.
     comments: Vec<String>,
 }
@@ -88,7 +88,8 @@ impl Shadow {
     }
 
     /// Creates `schema` and in it the new, empty tables; those of `keys_later` without
-    /// their primary keys and unique constraints, kept in `keys` to add once the rows are in.
+    /// their primary keys and unique constraints, put first in `indexes` to add once the
+    /// rows are in.
     async fn create_in(
         tx: &mut PgConnection,
         schema: &str,
@@ -133,12 +134,12 @@ impl Shadow {
             indexes.extend(definitions);
             comments.extend(on_indexes);
         }
+        keys.extend(indexes);
         Ok(Self {
             schema: schema.to_owned(),
             live_schema,
             search_path,
-            indexes,
-            keys,
+            indexes: keys,
             comments,
         })
     }
@@ -307,14 +308,7 @@ impl Staged {
         let started = Instant::now();
         Writes::write_staged(writes, &mut conns).await?;
         let written = started.elapsed();
-        let keys_and_indexes: Vec<String> = self
-            .shadow
-            .keys
-            .iter()
-            .chain(&self.shadow.indexes)
-            .cloned()
-            .collect();
-        in_parallel(&mut conns, &keys_and_indexes).await?;
+        in_parallel(&mut conns, &self.shadow.indexes).await?;
         for comment in &self.shadow.comments {
             execute(&mut conns[0], comment).await?;
         }
