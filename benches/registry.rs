@@ -4,7 +4,7 @@
 //! ```text
 //! cargo bench --bench registry -- [--notices K] [--seed N] [--lookups N]
 //!                                 [--postgres URL] [--only sqlite|postgres]
-//!                                 [--keep-sqlite PATH] [--streams K]
+//!                                 [--keep-sqlite PATH] [--streams K] [--rebuilds N]
 //! ```
 //!
 //! Per backend (SQLite in a temp file; PostgreSQL when `--postgres` or
@@ -34,7 +34,11 @@
 //!    gRPC Ingest calls from several offices would, into a fresh database, vs the same
 //!    ceiling as notice-by-notice ingest;
 //! 2. rebuild: events/s of `Projector::rebuild` vs the ceiling: one ordered scan of the
-//!    events table decoding every payload with serde_json into `RegistryEvent`. Next to it
+//!    events table decoding every payload with serde_json into `RegistryEvent`, run right
+//!    before each of `--rebuilds N` rebuilds (3 by default), so that each pair meets the
+//!    machine in the same seconds (a scan run minutes apart from its rebuild swung by a
+//!    third: BENCHMARKS.md, session 37); the ratio is of the medians, each pair's printed
+//!    beside it, and the peak RSS and CPU are the first rebuild's. Next to it
 //!    the read models' floor: the database copying the rows the rebuild wrote into new
 //!    tables of its own (`INSERT … SELECT`, the same indexes, one commit), with no client,
 //!    no parsing and no projecting. A rebuild has to read the log and write those rows, so
@@ -89,6 +93,8 @@ struct Options {
     keep_sqlite: Option<std::path::PathBuf>,
     /// Tasks of the concurrent ingest.
     streams: usize,
+    /// Rebuilds, each right after its ceiling's scan.
+    rebuilds: usize,
 }
 
 fn options() -> Options {
@@ -100,6 +106,7 @@ fn options() -> Options {
         only: None,
         keep_sqlite: None,
         streams: 4,
+        rebuilds: 3,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -114,6 +121,10 @@ fn options() -> Options {
             "--streams" => {
                 o.streams = value().parse().expect("--streams K");
                 assert!(o.streams > 0, "--streams K needs at least one task");
+            }
+            "--rebuilds" => {
+                o.rebuilds = value().parse().expect("--rebuilds N");
+                assert!(o.rebuilds > 0, "--rebuilds N needs at least one");
             }
             // `cargo bench` passes `--bench` to every bench binary.
             "--bench" => {}
@@ -148,8 +159,11 @@ struct Report {
     /// `Database::append` of the same events into a fresh renmian database with no
     /// projection: the event store alone, comparable to the Python peer's append.
     store_append: Duration,
+    /// The medians of `rebuild_pairs`.
     rebuild: Duration,
     raw_scan: Duration,
+    /// (ceiling's scan, rebuild) of each rebuild, in order, the scan right before it.
+    rebuild_pairs: Vec<(Duration, Duration)>,
     /// renmian's own replay read ([`replay_read`]), for the Python peer's replay.
     replay_read: Duration,
     /// The database copying the rebuilt read models into new tables ([`read_model_floor`]).
@@ -330,15 +344,35 @@ async fn run(
     r.rss_ingest_kib = rss_kib("VmHWM");
     r.anon_ingest_kib = rss_kib("RssAnon");
 
-    eprintln!("[{backend}] rebuild");
-    reset_peak_rss();
-    let cpu = CpuMeter::start();
-    let started = Instant::now();
-    registry.projector().rebuild().await.expect("rebuild");
-    r.rebuild = started.elapsed();
-    r.cpu_rebuild = cpu.stop();
-    r.rss_rebuild_kib = rss_kib("VmHWM");
-    r.anon_rebuild_kib = rss_kib("RssAnon");
+    eprintln!(
+        "[{backend}] rebuild, {} times, each right after its ceiling: a raw ordered scan + decode",
+        o.rebuilds
+    );
+    for first in std::iter::once(true).chain(std::iter::repeat_n(false, o.rebuilds - 1)) {
+        let scan = raw_scan(url).await;
+        assert!(scan > Duration::ZERO);
+        reset_peak_rss();
+        let cpu = CpuMeter::start();
+        let started = Instant::now();
+        registry.projector().rebuild().await.expect("rebuild");
+        let rebuild = started.elapsed();
+        let share = cpu.stop();
+        if first {
+            r.cpu_rebuild = share;
+            r.rss_rebuild_kib = rss_kib("VmHWM");
+            r.anon_rebuild_kib = rss_kib("RssAnon");
+        }
+        eprintln!(
+            "[{backend}]   scan {:.2} s, rebuild {:.2} s: {:.1}%",
+            scan.as_secs_f64(),
+            rebuild.as_secs_f64(),
+            100.0 * scan.as_secs_f64() / rebuild.as_secs_f64()
+        );
+        r.rebuild_pairs.push((scan, rebuild));
+    }
+    let (scans, rebuilds): (Vec<Duration>, Vec<Duration>) = r.rebuild_pairs.iter().copied().unzip();
+    r.raw_scan = percentile(&scans, 0.5);
+    r.rebuild = percentile(&rebuilds, 0.5);
 
     eprintln!("[{backend}] ceiling: raw INSERT of the same rows, a transaction per bulk batch");
     r.raw_insert_bulk = raw_insert(&registry, &ceiling, BULK_BATCH_EVENTS).await;
@@ -347,9 +381,6 @@ async fn run(
     eprintln!("[{backend}] concurrent ingest: {} streams", o.streams);
     r.streams = o.streams;
     r.concurrent_ingest = concurrent_ingest(&config, &fresh.concurrent, o.streams, r.events).await;
-    eprintln!("[{backend}] ceiling: raw ordered scan + decode");
-    r.raw_scan = raw_scan(url).await;
-    assert!(r.raw_scan > Duration::ZERO);
     eprintln!("[{backend}] renmian's replay read: Database::read_log + decode");
     r.replay_read = replay_read(registry.database()).await;
     eprintln!("[{backend}] floor: the database copying the read models into new tables");
@@ -1542,18 +1573,26 @@ fn print_report(o: &Options, reports: &[Report]) {
             )
         },
     );
-    row("rebuild, events/s", &|r| {
+    row("rebuild, events/s (median)", &|r| {
         format!("{:.0}", rate(r.events, r.rebuild))
     });
-    row("ceiling: ordered scan + decode, events/s", &|r| {
+    row("ceiling: ordered scan + decode, events/s (median)", &|r| {
         format!("{:.0}", rate(r.events, r.raw_scan))
     });
     row(
         "renmian's replay read (`Database::read_log` + decode, for the Python peer), events/s",
         &|r| format!("{:.0}", rate(r.events, r.replay_read)),
     );
-    row("**rebuild / ceiling**", &|r| {
+    row("**rebuild / ceiling** (medians)", &|r| {
         format!("**{:.1}%**", percent(r.raw_scan, r.rebuild))
+    });
+    row("rebuild / the scan right before it, each run", &|r| {
+        let each: Vec<String> = r
+            .rebuild_pairs
+            .iter()
+            .map(|&(scan, rebuild)| format!("{:.1}%", percent(scan, rebuild)))
+            .collect();
+        each.join(", ")
     });
     row(
         "floor: the database copying the read models (INSERT … SELECT, indexes, commit), s",
