@@ -348,7 +348,7 @@ async fn run(
         "[{backend}] rebuild, {} times, each right after its ceiling: a raw ordered scan + decode",
         o.rebuilds
     );
-    for first in std::iter::once(true).chain(std::iter::repeat_n(false, o.rebuilds - 1)) {
+    for run in 0..o.rebuilds {
         let scan = raw_scan(url).await;
         assert!(scan > Duration::ZERO);
         reset_peak_rss();
@@ -357,7 +357,7 @@ async fn run(
         registry.projector().rebuild().await.expect("rebuild");
         let rebuild = started.elapsed();
         let share = cpu.stop();
-        if first {
+        if run == 0 {
             r.cpu_rebuild = share;
             r.rss_rebuild_kib = rss_kib("VmHWM");
             r.anon_rebuild_kib = rss_kib("RssAnon");
@@ -366,7 +366,7 @@ async fn run(
             "[{backend}]   scan {:.2} s, rebuild {:.2} s: {:.1}%",
             scan.as_secs_f64(),
             rebuild.as_secs_f64(),
-            100.0 * scan.as_secs_f64() / rebuild.as_secs_f64()
+            percent(scan, rebuild)
         );
         r.rebuild_pairs.push((scan, rebuild));
     }
@@ -1451,6 +1451,12 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
+/// `part` as a percentage of `whole`: a ceiling's time of renmian's is renmian's share of the
+/// ceiling's rate.
+fn percent(part: Duration, whole: Duration) -> f64 {
+    100.0 * part.as_secs_f64() / whole.as_secs_f64()
+}
+
 fn percentile(samples: &[Duration], p: f64) -> Duration {
     if samples.is_empty() {
         return Duration::ZERO;
@@ -1482,10 +1488,6 @@ fn machine() -> String {
 
 fn print_report(o: &Options, reports: &[Report]) {
     let rate = |events: usize, d: Duration| events as f64 / d.as_secs_f64().max(1e-9);
-    // `part` as a percentage of `whole`: a ceiling's time of renmian's is renmian's share of
-    // the ceiling's rate.
-    let percent =
-        |part: Duration, whole: Duration| 100.0 * part.as_secs_f64() / whole.as_secs_f64();
     let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1000.0);
     let mib = |kib: u64| format!("{:.0} MiB", kib as f64 / 1024.0);
     let mut command = String::from("cargo bench --bench registry --");
