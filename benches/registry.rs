@@ -159,7 +159,8 @@ struct Report {
     /// `Database::append` of the same events into a fresh renmian database with no
     /// projection: the event store alone, comparable to the Python peer's append.
     store_append: Duration,
-    /// The medians of `rebuild_pairs`.
+    /// The medians of `rebuild_pairs`' rebuilds and scans ([`percentile`] at 0.5: for an even
+    /// count, the upper of the two middle ones).
     rebuild: Duration,
     raw_scan: Duration,
     /// (ceiling's scan, rebuild) of each rebuild, in order, the scan right before it.
