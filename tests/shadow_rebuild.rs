@@ -67,6 +67,13 @@ async fn catalog(conn: &mut PgConnection) -> Vec<String> {
         .collect()
 }
 
+/// Taken for writing by a test that checks the visibility maps after a `VACUUM`, for reading
+/// by every other test here: `VACUUM` marks a page all-visible only when no transaction
+/// older than its rows is running anywhere on the server, and the other tests' transactions
+/// (in databases of their own, running at the same time) held it back, so that check
+/// failed in about half of the parallel runs and never alone.
+static ALONE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// A database of the test's own on PostgreSQL holding the seed and 30 generated notices;
 /// `None` (with a message) when `RENMIAN_TEST_DATABASE_URL` is unset.
 async fn postgres_with_history() -> Option<(TestDb, Registry)> {
@@ -147,6 +154,7 @@ async fn drop_role(conn: &mut PgConnection, role: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_swapped_in_tables_are_defined_as_the_replaced_ones() {
+    let _shared = ALONE.read().await;
     let Some((db, registry)) = postgres_with_history().await else {
         return;
     };
@@ -205,6 +213,7 @@ async fn the_swapped_in_tables_are_defined_as_the_replaced_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_swap_waits_for_a_reader_of_the_live_tables() {
+    let _shared = ALONE.read().await;
     let Some((db, registry)) = postgres_with_history().await else {
         return;
     };
@@ -264,6 +273,7 @@ async fn the_swap_waits_for_a_reader_of_the_live_tables() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rebuild_that_cannot_swap_fails_and_changes_nothing() {
+    let _shared = ALONE.read().await;
     let Some((db, registry)) = postgres_with_history().await else {
         return;
     };
@@ -311,6 +321,7 @@ async fn a_rebuild_that_cannot_swap_fails_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_swap_kept_waiting_gives_up_and_changes_nothing() {
+    let _shared = ALONE.read().await;
     let Some((db, registry)) = postgres_with_history().await else {
         return;
     };
@@ -349,6 +360,7 @@ async fn a_swap_kept_waiting_gives_up_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_swapped_in_tables_go_live_analysed_with_their_copied_rows_frozen() {
+    let _shared = ALONE.read().await;
     let Some((db, registry)) = postgres_with_history().await else {
         return;
     };
@@ -404,6 +416,7 @@ async fn compression(conn: &mut PgConnection, table: &str, column: &str) -> Stri
 /// migrated nor after a rebuild's new tables.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn notice_texts_are_stored_once_in_the_log_compressed_with_lz4() {
+    let _shared = ALONE.read().await;
     let Some((db, registry)) = postgres_with_history().await else {
         return;
     };
@@ -449,6 +462,7 @@ async fn notice_texts_are_stored_once_in_the_log_compressed_with_lz4() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn text_compares_as_bytes_as_on_sqlite_before_and_after_a_rebuild() {
+    let _shared = ALONE.read().await;
     let Some((db, registry)) = postgres_with_history().await else {
         return;
     };
@@ -473,6 +487,7 @@ async fn text_compares_as_bytes_as_on_sqlite_before_and_after_a_rebuild() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rebuild_s_statements_are_not_bound_by_the_pool_s_statement_timeout() {
+    let _shared = ALONE.read().await;
     let Some((db, registry)) = postgres_with_history().await else {
         return;
     };
@@ -558,6 +573,8 @@ async fn staging_schemas(conn: &mut PgConnection) -> Vec<String> {
 /// so does a rebuild from the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_staged_rebuild_writes_what_a_rebuild_writes_and_drops_only_orphans() {
+    // Alone: its check of the visibility maps needs no older transaction running.
+    let _alone = ALONE.write().await;
     let Some((db, registry)) = postgres_with_history().await else {
         return;
     };
@@ -625,6 +642,7 @@ async fn a_staged_rebuild_writes_what_a_rebuild_writes_and_drops_only_orphans() 
 /// caller rebuilds from the log instead).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_staged_rebuild_never_takes_the_read_models_back() {
+    let _shared = ALONE.read().await;
     let Some((db, registry)) = postgres_with_history().await else {
         return;
     };
