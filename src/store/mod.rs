@@ -452,39 +452,49 @@ impl Database {
 
     /// Closes every connection of this process.
     ///
-    /// On SQLite the write-ahead log is then checkpointed into the database file and
-    /// truncated, by a connection opened for that alone, so that the file alone (a copy, a
-    /// backup) holds everything this process wrote. SQLite does that itself when the last
-    /// connection closes, but only when no other connection is open at that moment, and
-    /// `renmian rebuild` left the log behind in about one run in four (a connection of the
-    /// process still closing). A checkpoint needs no one else gone: only no reader in the
-    /// middle of an older snapshot, which another process may have — then the log stays, as
-    /// it should. It waits for such a reader (or a connection of this process still
-    /// closing, which left the log behind once in a CI run when it did not wait at all) at
-    /// most [`CLOSING_CHECKPOINT_WAIT`].
+    /// On SQLite the write-ahead log is then emptied into the database file
+    /// ([`Database::empty_wal`]), so that the file alone (a copy, a backup) holds
+    /// everything this process wrote. SQLite does that itself when the last connection
+    /// closes, but only when no other connection is open at that moment, and `renmian
+    /// rebuild` left the log behind in about one run in four (a connection of the process
+    /// still closing). Waiting for such a connection (or a reader of another process) at
+    /// most [`CLOSING_CHECKPOINT_WAIT`]: it left the log behind once in a CI run when it did
+    /// not wait at all.
     pub async fn close(&self) {
         self.writer.close().await;
         self.readers.close().await;
         self.pool.close().await;
-        if self.backend == Backend::Sqlite {
-            let url = &self.pool.connect_options().database_url;
-            if let Ok(options) = sqlx::sqlite::SqliteConnectOptions::from_url(url) {
-                let options = options.busy_timeout(CLOSING_CHECKPOINT_WAIT);
-                if let Ok(mut last) = sqlx::ConnectOptions::connect(&options).await {
-                    let checkpoint: Result<(i64, i64, i64), _> =
-                        sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
-                            .fetch_one(&mut last)
-                            .await;
-                    if !matches!(checkpoint, Ok((0, _, _))) {
-                        tracing::info!(
-                            ?checkpoint,
-                            "the write-ahead log was not emptied on closing: another connection reads from it"
-                        );
-                    }
-                    let _ = sqlx::Connection::close(last).await;
-                }
-            }
+        if !self.empty_wal(CLOSING_CHECKPOINT_WAIT).await {
+            tracing::info!(
+                "the write-ahead log was not emptied on closing: another connection reads from it"
+            );
         }
+    }
+
+    /// SQLite: copies the write-ahead log into the database file and truncates it
+    /// (`PRAGMA wal_checkpoint(TRUNCATE)`), on a connection opened for that alone; `true`
+    /// when the log is empty afterwards, and on PostgreSQL. Best effort: it needs no other
+    /// connection gone, only no reader in the middle of an older snapshot and no writer,
+    /// for which it waits at most `wait`; then it copies what it can, leaves the log as it
+    /// is, and says `false` (a failure to connect says `false` too).
+    pub async fn empty_wal(&self, wait: Duration) -> bool {
+        if self.backend != Backend::Sqlite {
+            return true;
+        }
+        let url = &self.pool.connect_options().database_url;
+        let Ok(options) = sqlx::sqlite::SqliteConnectOptions::from_url(url) else {
+            return false;
+        };
+        let Ok(mut conn) = ConnectOptions::connect(&options.busy_timeout(wait)).await else {
+            return false;
+        };
+        let checkpoint: Result<(i64, i64, i64), _> =
+            sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(&mut conn)
+                .await;
+        let _ = sqlx::Connection::close(conn).await;
+        tracing::debug!(?checkpoint, "write-ahead log checkpointed");
+        matches!(checkpoint, Ok((0, _, _)))
     }
 }
 
