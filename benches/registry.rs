@@ -37,8 +37,10 @@
 //!    events table decoding every payload with serde_json into `RegistryEvent`, run right
 //!    before each of `--rebuilds N` rebuilds (3 by default), so that each pair meets the
 //!    machine in the same seconds (a scan run minutes apart from its rebuild swung by a
-//!    third: BENCHMARKS.md, session 37); the ratio is of the medians, each pair's printed
-//!    beside it, and the peak RSS and CPU are the first rebuild's. Next to it
+//!    third: BENCHMARKS.md, session 37), once the process is idle (a rebuild's model is
+//!    freed on a thread of its own after it returns; some scans run right after a rebuild
+//!    without this wait took twice as long: session 38); the ratio is of the medians, each pair's printed beside it, and the
+//!    peak RSS and CPU are the first rebuild's. Next to it
 //!    the read models' floor: the database copying the rows the rebuild wrote into new
 //!    tables of its own (`INSERT … SELECT`, the same indexes, one commit), with no client,
 //!    no parsing and no projecting. A rebuild has to read the log and write those rows, so
@@ -362,6 +364,7 @@ async fn run(
         o.rebuilds
     );
     for run in 0..o.rebuilds {
+        let settled = settle().await;
         let scan = raw_scan(url).await;
         assert!(scan > Duration::ZERO);
         reset_peak_rss();
@@ -376,7 +379,8 @@ async fn run(
             r.anon_rebuild_kib = rss_kib("RssAnon");
         }
         eprintln!(
-            "[{backend}]   scan {:.2} s, rebuild {:.2} s: {:.1}%",
+            "[{backend}]   settled {:.1} s, scan {:.2} s, rebuild {:.2} s: {:.1}%",
+            settled.as_secs_f64(),
             scan.as_secs_f64(),
             rebuild.as_secs_f64(),
             percent(scan, rebuild)
@@ -1455,6 +1459,27 @@ fn own_ticks() -> u64 {
     };
     at(11) + at(12)
 }
+
+/// Waits until this process is idle (at most [`SETTLE_TICKS`] of CPU in a
+/// [`SETTLE_WINDOW`]), for at most [`SETTLE_MAX`]; how long it waited. What a phase left
+/// running (a rebuild's model freed on a thread of its own) is then not counted in the
+/// next.
+async fn settle() -> Duration {
+    let started = Instant::now();
+    loop {
+        let before = own_ticks();
+        tokio::time::sleep(SETTLE_WINDOW).await;
+        if own_ticks().saturating_sub(before) <= SETTLE_TICKS || started.elapsed() > SETTLE_MAX {
+            return started.elapsed();
+        }
+    }
+}
+
+/// [`settle`]'s window, the CPU ticks (1/100 s, every thread) it allows in one, and its
+/// longest wait.
+const SETTLE_WINDOW: Duration = Duration::from_millis(250);
+const SETTLE_TICKS: u64 = 2;
+const SETTLE_MAX: Duration = Duration::from_secs(30);
 
 /// Resets VmHWM to the current RSS (Linux ≥ 4.0), so each phase's peak is its own.
 fn reset_peak_rss() {
