@@ -525,10 +525,14 @@ impl Projector {
         // unless a reader held an older snapshot (then reads look pages up in the log
         // until the next commit), and SQLite reuses a log file but never shrinks it: it
         // stayed that size beside the database for as long as the database was open.
-        if !self.db.empty_wal(REBUILT_CHECKPOINT_WAIT).await {
-            tracing::info!(
+        match self.db.empty_wal(REBUILT_CHECKPOINT_WAIT).await {
+            Ok(true) => {}
+            Ok(false) => tracing::info!(
                 "the write-ahead log was not emptied after the rebuild: a connection reads from it"
-            );
+            ),
+            Err(e) => {
+                tracing::info!(error = %e, "the write-ahead log was not emptied after the rebuild")
+            }
         }
         self.keep_rebuilt(model, keep);
         // PostgreSQL: the dead row versions its UPDATEs left vacuumed away (notices' fact

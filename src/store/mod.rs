@@ -464,37 +464,38 @@ impl Database {
         self.writer.close().await;
         self.readers.close().await;
         self.pool.close().await;
-        if !self.empty_wal(CLOSING_CHECKPOINT_WAIT).await {
-            tracing::info!(
+        match self.empty_wal(CLOSING_CHECKPOINT_WAIT).await {
+            Ok(true) => {}
+            Ok(false) => tracing::info!(
                 "the write-ahead log was not emptied on closing: another connection reads from it"
-            );
+            ),
+            Err(e) => tracing::info!(error = %e, "the write-ahead log was not emptied on closing"),
         }
     }
 
     /// SQLite: copies the write-ahead log into the database file and truncates it
     /// (`PRAGMA wal_checkpoint(TRUNCATE)`), on a connection opened for that alone; `true`
-    /// when the log is empty afterwards, and on PostgreSQL. Best effort: it needs no other
-    /// connection gone, only no reader in the middle of an older snapshot and no writer,
-    /// for which it waits at most `wait`; then it copies what it can, leaves the log as it
-    /// is, and says `false` (a failure to connect says `false` too).
-    pub async fn empty_wal(&self, wait: Duration) -> bool {
+    /// when the log is empty afterwards, and on PostgreSQL. It needs no other connection
+    /// gone, only no reader in the middle of an older snapshot and no writer, for which it
+    /// waits at most `wait`; then it copies what it can, leaves the log as it is, and says
+    /// `false`. An error: the connection or the checkpoint failed, nothing was emptied.
+    pub async fn empty_wal(&self, wait: Duration) -> Result<bool, StoreError> {
         if self.backend != Backend::Sqlite {
-            return true;
+            return Ok(true);
         }
         let url = &self.pool.connect_options().database_url;
-        let Ok(options) = sqlx::sqlite::SqliteConnectOptions::from_url(url) else {
-            return false;
-        };
-        let Ok(mut conn) = ConnectOptions::connect(&options.busy_timeout(wait)).await else {
-            return false;
-        };
+        // Never a new, empty database where the file has gone.
+        let options = sqlx::sqlite::SqliteConnectOptions::from_url(url)?
+            .create_if_missing(false)
+            .busy_timeout(wait);
+        let mut conn = ConnectOptions::connect(&options).await?;
         let checkpoint: Result<(i64, i64, i64), _> =
             sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
                 .fetch_one(&mut conn)
                 .await;
         let _ = sqlx::Connection::close(conn).await;
-        tracing::debug!(?checkpoint, "write-ahead log checkpointed");
-        matches!(checkpoint, Ok((0, _, _)))
+        let (busy, _, _) = checkpoint?;
+        Ok(busy == 0)
     }
 }
 
@@ -637,25 +638,27 @@ mod tests {
         assert_eq!(redact("sqlite://renmian.db"), "sqlite://renmian.db");
     }
 
+    /// A connection of its own to `url`, in the middle of a read transaction: it holds its
+    /// snapshot, and the write-ahead log with it, until it commits.
+    async fn reading(url: &str) -> sqlx::SqliteConnection {
+        let mut reader = sqlx::Connection::connect(url).await.unwrap();
+        sqlx::raw_sql("BEGIN; SELECT count(*) FROM events")
+            .execute(&mut reader)
+            .await
+            .unwrap();
+        reader
+    }
+
+    /// The size of the write-ahead log of [`plans::fresh_sqlite`]'s database in `dir`.
+    fn wal_bytes(dir: &tempfile::TempDir) -> u64 {
+        std::fs::metadata(dir.path().join("plans.db-wal")).map_or(0, |m| m.len())
+    }
+
     /// `close` empties the write-ahead log once a reader that holds an older snapshot lets
     /// go, and gives up on one that does not, after its bounded wait, leaving the log (and
     /// every write in it) in place.
     #[tokio::test]
     async fn closing_waits_a_little_for_readers_to_empty_the_write_ahead_log() {
-        use sqlx::{Connection, SqliteConnection};
-
-        async fn reading(url: &str) -> SqliteConnection {
-            let mut reader = SqliteConnection::connect(url).await.unwrap();
-            sqlx::raw_sql("BEGIN; SELECT count(*) FROM events")
-                .execute(&mut reader)
-                .await
-                .unwrap();
-            reader
-        }
-        let wal_bytes = |dir: &tempfile::TempDir| {
-            std::fs::metadata(dir.path().join("plans.db-wal")).map_or(0, |m| m.len())
-        };
-
         // Let go while `close` waits: emptied.
         let (dir, db) = plans::fresh_sqlite().await;
         let url = db.pool().connect_options().database_url.to_string();
@@ -682,6 +685,27 @@ mod tests {
             .await
             .unwrap();
         assert!(tables > 0);
+    }
+
+    /// `empty_wal` says whether it emptied the log: not while a reader holds it, then yes;
+    /// an error when it cannot reach the database.
+    #[tokio::test]
+    async fn emptying_the_write_ahead_log_says_whether_it_did() {
+        let wait = Duration::from_millis(50);
+        let (dir, db) = plans::fresh_sqlite().await;
+        let url = db.pool().connect_options().database_url.to_string();
+        let mut reader = reading(&url).await;
+        assert!(!db.empty_wal(wait).await.unwrap(), "a reader holds the log");
+        assert!(wal_bytes(&dir) > 0);
+        sqlx::raw_sql("COMMIT").execute(&mut reader).await.unwrap();
+        assert!(db.empty_wal(wait).await.unwrap());
+        assert_eq!(wal_bytes(&dir), 0);
+
+        drop(reader);
+        db.close().await;
+        std::fs::remove_file(dir.path().join("plans.db")).unwrap();
+        assert!(db.empty_wal(wait).await.is_err(), "no database to open");
+        assert!(!dir.path().join("plans.db").exists(), "none made either");
     }
 
     #[test]
