@@ -39,11 +39,11 @@
 //!    machine in the same seconds (a scan run minutes apart from its rebuild swung by a
 //!    third: BENCHMARKS.md, session 37), once the process is idle (a rebuild's model is
 //!    freed on a thread of its own after it returns; some scans run right after a rebuild
-//!    without this wait took twice as long: session 38); the ratio is of the medians, each pair's printed beside it, and the
-//!    peak RSS and CPU are the first rebuild's. Next to it
-//!    the read models' floor: the database copying the rows the rebuild wrote into new
-//!    tables of its own (`INSERT … SELECT`, the same indexes, one commit), with no client,
-//!    no parsing and no projecting. A rebuild has to read the log and write those rows, so
+//!    without this wait took twice as long: session 38); the ratio is of the medians,
+//!    each pair's printed beside it, and the peak RSS and CPU are the first rebuild's.
+//!    Next to it the read models' floor: the database copying the rows the rebuild wrote
+//!    into new tables of its own (`INSERT … SELECT`, the same indexes, one commit), with no
+//!    client, no parsing and no projecting. A rebuild has to read the log and write those rows, so
 //!    even with both overlapped perfectly it takes at least the longer of the two: the
 //!    ratio the ceiling allows is scan / max(scan, floor);
 //! 3. in-process query latency, p50/p99 of `holders` and `holdings` over random lookups;
