@@ -43,9 +43,9 @@
 //!    each pair's printed beside it, and the peak RSS and CPU are the first rebuild's.
 //!    Next to it the read models' floor: the database copying the rows the rebuild wrote
 //!    into new tables of its own (`INSERT … SELECT`, the same indexes, one commit), with no
-//!    client, no parsing and no projecting. A rebuild has to read the log and write those rows, so
-//!    even with both overlapped perfectly it takes at least the longer of the two: the
-//!    ratio the ceiling allows is scan / max(scan, floor);
+//!    client, no parsing and no projecting. A rebuild has to read the log and write those
+//!    rows, so even with both overlapped perfectly it takes at least the longer of the
+//!    two: the ratio the ceiling allows is scan / max(scan, floor);
 //! 3. in-process query latency, p50/p99 of `holders` and `holdings` over random lookups;
 //! 4. peak RSS (VmHWM, reset between phases through /proc/self/clear_refs);
 //! 5. the machine's CPU during bulk ingest, ingest and rebuild: how busy every core was

@@ -525,15 +525,9 @@ impl Projector {
         // unless a reader held an older snapshot (then reads look pages up in the log
         // until the next commit), and SQLite reuses a log file but never shrinks it: it
         // stayed that size beside the database for as long as the database was open.
-        match self.db.empty_wal(REBUILT_CHECKPOINT_WAIT).await {
-            Ok(true) => {}
-            Ok(false) => tracing::info!(
-                "the write-ahead log was not emptied after the rebuild: a connection reads from it"
-            ),
-            Err(e) => {
-                tracing::info!(error = %e, "the write-ahead log was not emptied after the rebuild")
-            }
-        }
+        self.db
+            .empty_wal_best_effort(REBUILT_CHECKPOINT_WAIT, "after the rebuild")
+            .await;
         self.keep_rebuilt(model, keep);
         // PostgreSQL: the dead row versions its UPDATEs left vacuumed away (notices' fact
         // counts, tenure versions closed after they were written: few, since a rebuild
@@ -1026,7 +1020,7 @@ async fn vacuum(db: &Database, upkeep: Upkeep) {
 const ANALYZE_FROM_EVENTS: i64 = 1_000;
 
 /// How long a SQLite rebuild's closing checkpoint waits for readers of an older snapshot
-/// and for a writer ([`Database::empty_wal`]): reads and ingests take milliseconds.
+/// and for a writer ([`Database::empty_wal_best_effort`]): reads and ingests take milliseconds.
 const REBUILT_CHECKPOINT_WAIT: Duration = Duration::from_secs(1);
 
 /// A rebuild's events, batch after batch, read by a task of their own

@@ -464,12 +464,19 @@ impl Database {
         self.writer.close().await;
         self.readers.close().await;
         self.pool.close().await;
-        match self.empty_wal(CLOSING_CHECKPOINT_WAIT).await {
+        self.empty_wal_best_effort(CLOSING_CHECKPOINT_WAIT, "on closing")
+            .await;
+    }
+
+    /// [`Database::empty_wal`] where nothing depends on it: a log left in place, or a
+    /// failure, is logged (`when`: at what point, "on closing"), not returned.
+    pub async fn empty_wal_best_effort(&self, wait: Duration, when: &str) {
+        match self.empty_wal(wait).await {
             Ok(true) => {}
             Ok(false) => tracing::info!(
-                "the write-ahead log was not emptied on closing: another connection reads from it"
+                "the write-ahead log was not emptied {when}: another connection reads from it"
             ),
-            Err(e) => tracing::info!(error = %e, "the write-ahead log was not emptied on closing"),
+            Err(e) => tracing::info!(error = %e, "the write-ahead log was not emptied {when}"),
         }
     }
 
